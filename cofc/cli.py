@@ -1,0 +1,113 @@
+"""The `cofc` command line.
+
+Host-side commands import torch lazily, inside the command, so that a device with only the
+runtime installed can run `cofc run` (and every `--help`) without torch.
+A `CofcError` (a user mistake, missing data, a refused input) prints one line and exits 1.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cofc import __version__
+from cofc.errors import CofcError
+
+NOT_YET = 3  # exit status of a command whose stages have not been built yet
+
+
+def _not_yet(what: str, issue: str) -> None:
+    click.echo(f"cofc: {what} is not implemented yet ({issue}); nothing was done.", err=True)
+    sys.exit(NOT_YET)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cofc")
+def cli() -> None:
+    """CoFormer compiler: split one pretrained transformer into sub-models that run side by side
+    on several edge devices and fuse their features at a central device.
+
+    \b
+    Host:   cofc profile -> cofc build plan.yaml -> scp -r OUT/bundle/<device> to each device
+    Device: cofc run --bundle DIR     (the central device answers requests)
+    """
+
+
+@cli.command()
+@click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch-cuda"]), default="ort",
+              show_default=True, help="Engine backend to time sub-models with.")
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (ort).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latency table to write, e.g. profiles/<device>.json.")
+def profile(backend: str, threads: int, precision: str, out: Path) -> None:
+    """Time real engines over a grid of sub-model specs on this machine and write its latency
+    table (the paper's model pool, appendix A)."""
+    _not_yet("cofc profile", "issue 4: latency profiles, predictor, evaluator and DeBo search")
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build folder (default: the plan's `output`).")
+@click.option("--check", is_flag=True, help="Validate the plan against its teacher, measure the "
+              "teacher on the test split, and stop.")
+@click.option("--force", is_flag=True, help="Redo every stage instead of resuming.")
+def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
+    """Compile PLAN: search the decomposition, calibrate, export ONNX, build engines where the
+    builder is present, and write one bundle folder per device plus a report."""
+    from cofc.compiler.check import check_plan
+
+    summary = check_plan(plan_path, measure=check)
+    click.echo(summary)
+    if not check:
+        _not_yet("cofc build after validation (search, decompose, calibrate, export, bundle)",
+                 "issues 3, 4 and 5")
+
+
+@cli.command()
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="This device's bundle folder (as copied from OUT/bundle/<device>).")
+@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
+              help="Central only: a file or folder of images, or a text file, to answer.")
+@click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
+def run(bundle: Path, input_path: Path | None, insecure: bool) -> None:
+    """Serve this device's part of the plan: a worker computes its sub-model's feature, the
+    central device fuses features and answers requests. Needs no torch."""
+    _not_yet("cofc run", "issue 6: runtime over ZeroMQ")
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-n", "--requests", type=int, default=200, show_default=True)
+@click.option("--emulate", is_flag=True, help="Shape links and CPU shares as the plan says.")
+def bench(build_dir: Path, requests: int, emulate: bool) -> None:
+    """Start central and one worker per device on this machine, stream real test inputs, and
+    report measured latency against the evaluator's prediction."""
+    _not_yet("cofc bench", "issue 6: runtime over ZeroMQ")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
+def inspect(bundle: Path) -> None:
+    """Print a bundle's manifest in words and verify the hash of every file in it."""
+    _not_yet("cofc inspect", "issue 5: export, engines and bundles")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("cofc: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CofcError as exc:
+        click.echo(f"cofc: error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
