@@ -35,16 +35,38 @@ def cli() -> None:
 
 
 @cli.command()
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Teacher file: sets the family, input size and range of the model pool.")
 @click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch-cuda"]), default="ort",
               show_default=True, help="Engine backend to time sub-models with.")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (ort).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--device", "device_name", default=None, help="Device name recorded in the table "
+              "(default: this host's name).")
+@click.option("--count", type=click.IntRange(10), default=120, show_default=True, help="Specs in the pool.")
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Latency table to write, e.g. profiles/<device>.json.")
-def profile(backend: str, threads: int, precision: str, out: Path) -> None:
-    """Time real engines over a grid of sub-model specs on this machine and write its latency
-    table (the paper's model pool, appendix A)."""
-    _not_yet("cofc profile", "issue 4: latency profiles, predictor, evaluator and DeBo search")
+              help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists).")
+def profile(teacher_path: Path, backend: str, threads: int, precision: str, device_name: str | None,
+            count: int, seed: int, out: Path) -> None:
+    """Time real engines over a grid of sub-model specs on this machine, write its latency
+    table, and fit its latency predictor (the paper's model pool, appendix A)."""
+    import socket
+
+    from cofc.compiler.predictor import fit_predictor, predictor_path
+    from cofc.compiler.profile import run_profile, write_table
+    from cofc.compiler.teacher import load_teacher
+
+    teacher = load_teacher(teacher_path)
+    name = {"ort": "onnxruntime"}.get(backend, backend)
+    table = run_profile(teacher, out, device_name or socket.gethostname(), name, threads, precision, count, seed)
+    predictor = fit_predictor(table, seed=seed)
+    predictor.save(predictor_path(out))
+    table["predictor"] = predictor.scores
+    write_table(out, table)
+    held = predictor.scores["held_out"][predictor.kind]
+    click.echo(f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "
+               f"{held['within_10pct']:.0%} within ±10%, RMSE {held['rmse_ms']:.3f} ms")
 
 
 @cli.command()

@@ -1,0 +1,38 @@
+"""Backends behind one interface. Each is imported only when asked for, so a CPU device never
+imports TensorRT and a Jetson never needs ONNX Runtime."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from cofc.errors import CofcError
+from cofc.runtime.backends._base import Backend, TensorSpec
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def available() -> list[str]:
+    """The backends whose libraries import on this machine."""
+    found = []
+    if importlib.util.find_spec("onnxruntime"):
+        found.append("onnxruntime")
+    if importlib.util.find_spec("tensorrt") and (importlib.util.find_spec("cuda") or
+                                                 importlib.util.find_spec("cuda.bindings")):
+        found.append("tensorrt")
+    return found
+
+
+def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precision: str = "fp32") -> Backend:
+    """Load `model_path` (an ONNX file) with the named backend."""
+    if name not in BACKENDS:
+        raise CofcError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    if name not in available():
+        raise CofcError(f"backend {name!r} is not available here (its Python package does not import)")
+    if name == "onnxruntime":
+        from cofc.runtime.backends.ort import OrtBackend
+        return OrtBackend(model_path, threads=threads)
+    from cofc.runtime.backends.tensorrt import TensorRTBackend
+    return TensorRTBackend(model_path, precision=precision)
+
+
+__all__ = ["BACKENDS", "Backend", "TensorSpec", "available", "open_backend"]

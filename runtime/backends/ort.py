@@ -1,0 +1,48 @@
+"""ONNX Runtime: the reference backend (CPU everywhere; other execution providers if present)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from cofc.runtime.backends._base import Backend, TensorSpec
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, threads: int = 1, providers: list[str] | None = None):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.threads = threads
+        self._session = ort.InferenceSession(str(model_path), options,
+                                             providers=providers or ["CPUExecutionProvider"])
+        self._inputs = [_spec(a) for a in self._session.get_inputs()]
+        self._outputs = [_spec(a) for a in self._session.get_outputs()]
+        self._output_names = [o.name for o in self._outputs]
+
+    @property
+    def version(self) -> str:
+        return ort.__version__
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+
+
+def _spec(arg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES[arg.type]))

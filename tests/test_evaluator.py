@@ -1,0 +1,60 @@
+"""Evaluator: eq. 3–6 on a hand-worked example, and each of C1–C6 caught by name."""
+from __future__ import annotations
+
+import pytest
+
+from cofc.compiler.evaluator import DeviceModel, Evaluator, latency, violations
+from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
+
+BASE = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
+A = SubModelSpec(2, 32, (2, 2), (64, 64))
+B = SubModelSpec(4, 32, (2, 2, 2, 2), (64, 64, 64, 64))
+
+
+def device(name, ms, link, central=False, max_flops=1e12, memory=1e12, g=1e6):
+    return DeviceModel(name, lambda s: ms, link, max_flops, memory, g, central)
+
+
+def test_latency_matches_equations_3_to_6_by_hand():
+    devices = [device("a", 5.0, 10.0, central=True, g=2e6), device("b", 8.0, 2.0)]
+    lat = latency((A, B), devices, BASE)
+    # t1 from the predictors; t2: b sends 32 float32 = 128 bytes = 1024 bits over 2 Mb/s
+    # = 0.512 ms, a is central and sends nothing; t3: (2·64·64 + 2·64·10) FLOPs at 2e6 FLOPs/ms.
+    assert lat.t1 == (5.0, 8.0)
+    assert lat.t2 == pytest.approx((0.0, 0.512))
+    assert lat.t3 == pytest.approx((8192 + 1280) / 2e6)
+    assert lat.total == pytest.approx(8.512 + 0.004736)
+
+
+def test_objective_is_loss_plus_delta_latency():
+    devices = [device("a", 5.0, 10.0, central=True), device("b", 8.0, 2.0)]
+    ev = Evaluator(devices, BASE, val_loss=lambda policy: 0.75, delta=0.1)
+    result = ev((A, B))
+    assert result.objective == pytest.approx(0.75 + 0.1 * result.latency.total)
+    assert ev.calls == 1
+
+
+def _one(field: str, policy, **budget):
+    devices = [device("a", 1, 1, central=True, **budget), device("b", 1, 1, **budget)]
+    found = violations(policy, devices, BASE)
+    assert found and all(f.startswith(field) for f in found), found
+    return found
+
+
+def test_each_constraint_is_caught():
+    _one("C1", (SubModelSpec(5, 16, (1,) * 5, (8,) * 5), SubModelSpec(1, 16, (1,), (8,))))
+    _one("C2", (SubModelSpec(1, 48, (1,), (8,)), SubModelSpec(1, 32, (1,), (8,))))
+    _one("C3", (SubModelSpec(2, 16, (1, 3), (8, 8)), SubModelSpec(2, 16, (1, 2), (8, 8))))
+    c4 = _one("C4", (SubModelSpec(2, 16, (1, 1), (100, 8)), SubModelSpec(1, 16, (1,), (29,))))
+    assert "layer 1" in c4[0]
+    _one("C5", (A, SubModelSpec(1, 16, (1,), (8,))), max_flops=flops(A, BASE) - 1)
+    _one("C6", (A, SubModelSpec(1, 16, (1,), (8,))), memory=memory_bytes(A, BASE) - 1)
+
+
+def test_feasible_policy_has_no_violations_and_infeasible_never_evaluates():
+    devices = [device("a", 1, 1, central=True), device("b", 1, 1)]
+    assert violations((A, B), devices, BASE) == []
+    ev = Evaluator(devices, BASE, val_loss=lambda p: 0.0, delta=1.0)
+    with pytest.raises(ValueError, match="C2"):
+        ev((SubModelSpec(1, 64, (1,), (8,)), B))
+    assert ev.calls == 0

@@ -1,0 +1,128 @@
+"""Latency tables: the model pool, real ORT timing, resume after kill -9, predictors, roofline."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cofc.compiler.adapters import get_adapter
+from cofc.compiler.predictor import Predictor, _fit_linear, fit_predictor, predictor_path
+from cofc.compiler.profile import model_pool, run_profile
+from cofc.compiler.roofline import BOARDS, DEIT_B, estimate_ms
+from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, parameters
+from cofc.compiler.teacher import load_teacher, save_teacher
+from cofc.errors import CofcError
+
+from conftest import small_record
+
+BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
+                       embed_in=16, embed_params_per_dim=68)
+
+
+@pytest.fixture
+def vit_teacher_file(tmp_path) -> Path:
+    torch.manual_seed(0)
+    record = small_record("vit")
+    record["state_dict"] = get_adapter("vit").build_teacher(record).state_dict()
+    path = tmp_path / "teacher.pt"
+    save_teacher(path, record)
+    return path
+
+
+def test_model_pool_spans_the_teacher():
+    pool = model_pool(BASE, 120, seed=0)
+    assert len(pool) == len(set(pool)) == 120
+    assert {s.layers for s in pool} == set(range(1, 7))
+    assert all(s.dim % 16 == 0 and s.dim <= 96 and max(s.heads) <= 6 and max(s.mlp) <= 192 for s in pool)
+    assert sum(len(set(s.heads)) > 1 for s in pool) > 10  # ragged specs are there
+    assert model_pool(BASE, 120, seed=0) == pool and model_pool(BASE, 40, seed=0) == pool[:40]
+
+
+def test_profile_measures_and_round_trips(vit_teacher_file, tmp_path):
+    out = tmp_path / "host.json"
+    table = run_profile(load_teacher(vit_teacher_file), out, "test-host", count=12)
+    again = json.loads(out.read_text())
+    assert again == table
+    prov = table["provenance"]
+    assert prov["backend"] == "onnxruntime" and prov["threads"] == 1 and prov["estimated"] is False
+    assert prov["inputs"] == {"pixel_values": [1, 1, 28, 28]} and prov["cpu"]
+    assert len(table["rows"]) == 12
+    assert all(0 < r["p10"] <= r["ms"] <= r["p90"] for r in table["rows"])
+    # Real timings: the largest spec is slower than the smallest one.
+    by_flops = sorted(table["rows"], key=lambda r: r["flops"])
+    assert by_flops[-1]["ms"] > by_flops[0]["ms"]
+
+
+def test_table_of_another_teacher_is_not_resumed(vit_teacher_file, tmp_path):
+    out = tmp_path / "host.json"
+    out.write_text(json.dumps({"format": "cofc-profile/1", "provenance": {"device": "x"}, "rows": []}))
+    with pytest.raises(CofcError, match="another device, backend or teacher"):
+        run_profile(load_teacher(vit_teacher_file), out, "test-host", count=10)
+
+
+def test_killed_profile_keeps_rows_and_resumes(vit_teacher_file, tmp_path):
+    out = tmp_path / "host.json"
+    cmd = [str(Path(sys.executable).with_name("cofc")), "profile", "--teacher", str(vit_teacher_file),
+           "--out", str(out), "--count", "30", "--device", "test-host"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    rows = []
+    while time.time() < deadline and len(rows) < 4:
+        time.sleep(0.2)
+        try:
+            rows = json.loads(out.read_text())["rows"]
+        except (OSError, ValueError, KeyError):
+            rows = []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = json.loads(out.read_text())["rows"]  # still valid JSON: written atomically
+    assert 4 <= len(kept) < 30
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final = json.loads(out.read_text())
+    assert len(final["rows"]) == 30 and final["rows"][:len(kept)] == kept  # nothing re-measured
+    assert "within ±10%" in done.stdout and predictor_path(out).with_suffix(".npz").exists()
+
+
+def _synthetic_table(fn) -> dict:
+    pool = model_pool(BASE, 150, seed=1)
+    return {"provenance": {"teacher": {k: getattr(BASE, k) for k in BASE.__dataclass_fields__}},
+            "rows": [{"spec": s.to_dict(), "ms": fn(s)} for s in pool]}
+
+
+def test_linear_predictor_recovers_a_known_function():
+    a, b, c, e = 0.02, 0.5, 0.07, 0.3  # ms per MFLOP, per M params, per layer, fixed
+    fn = lambda s: a * flops(s, BASE) / 1e6 + b * parameters(s, BASE) / 1e6 + c * s.layers + e  # noqa: E731
+    table = _synthetic_table(fn)
+    specs = [SubModelSpec.from_dict(r["spec"]) for r in table["rows"]]
+    coef = _fit_linear(specs, np.array([r["ms"] for r in table["rows"]]), BASE)["coef"]
+    np.testing.assert_allclose(coef, [a, b, c, e], rtol=1e-6)
+    assert fit_predictor(table).scores["held_out"]["linear"]["within_10pct"] == 1.0
+
+
+def test_mlp_predictor_learns_a_nonlinear_function(tmp_path):
+    fn = lambda s: 0.2 + 0.05 * s.layers * (s.dim / 16) ** 1.5 * (1 + s.mean_heads / 6)  # noqa: E731
+    predictor = fit_predictor(_synthetic_table(fn))
+    held = predictor.scores["held_out"]
+    assert held["mlp"]["within_10pct"] >= 0.8 and predictor.kind == "mlp"
+    predictor.save(tmp_path / "p.json")
+    loaded = Predictor.load(tmp_path / "p.json")
+    probe = model_pool(BASE, 20, seed=7)
+    np.testing.assert_allclose(loaded.predict(probe), predictor.predict(probe), rtol=1e-6)
+    truth = np.array([fn(s) for s in probe])
+    assert np.median(np.abs(loaded.predict(probe) - truth) / truth) < 0.1
+
+
+def test_roofline_is_anchored_and_orders_the_boards():
+    assert estimate_ms(DEIT_B.full(), DEIT_B, BOARDS["jetson-tx2"]) == pytest.approx(127.0)
+    small = SubModelSpec(4, 32, (2,) * 4, (64,) * 4)
+    nano, tx2 = (estimate_ms(DEIT_B.full(), DEIT_B, BOARDS[b]) for b in ("jetson-nano", "jetson-tx2"))
+    assert nano > 2 * tx2
+    assert estimate_ms(small, BASE, BOARDS["jetson-nano"]) < estimate_ms(BASE.full(), BASE, BOARDS["jetson-nano"])
