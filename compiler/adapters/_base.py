@@ -57,6 +57,12 @@ class ModelAdapter(ABC):
     family: ClassVar[str]
     # Matches a parameter inside transformer block k; group 1 is k.
     block_pattern: ClassVar[str]
+    # Module paths the importance ranking hooks: the list of blocks, and inside a block the
+    # layer whose input is the concatenated head outputs, and the one whose input is the MLP's
+    # hidden neurons.
+    blocks_path: ClassVar[str]
+    head_mixer: ClassVar[str]
+    mlp_out: ClassVar[str]
     # (pattern, roles) in order; the first pattern that matches the parameter name wins.
     param_roles: ClassVar[Sequence[tuple[str, Roles]]]
 
@@ -94,6 +100,9 @@ class ModelAdapter(ABC):
     def logits(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         tokens = self.token_features(model, inputs)
         return self.head(model)(self.pool(model, tokens, inputs))
+
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        return list(model.get_submodule(self.blocks_path))
 
     # -- slicing ----------------------------------------------------------------------------
     def roles_of(self, name: str) -> Roles:

@@ -17,6 +17,9 @@ from cofc.compiler.spec import SubModelSpec, TransformerSpec
 class BertAdapter(ModelAdapter):
     family = "bert"
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
+    blocks_path = "backbone.encoder.layer"
+    head_mixer = "attention.output.dense"
+    mlp_out = "output.dense"
     param_roles = (
         (r"_embeddings\.weight$", (ALL, EMBED)),
         (r"\.attention\.self\.(query|key|value)\.weight$", (HEADS, EMBED)),

@@ -21,6 +21,9 @@ from cofc.compiler.spec import SubModelSpec, TransformerSpec
 class Gpt2Adapter(ModelAdapter):
     family = "gpt2"
     block_pattern = r"^backbone\.h\.(\d+)\."
+    blocks_path = "backbone.h"
+    head_mixer = "attn.c_proj"
+    mlp_out = "mlp.c_proj"
     param_roles = (
         (r"^backbone\.(wte|wpe)\.weight$", (ALL, EMBED)),
         (r"\.attn\.c_attn\.weight$", (EMBED, QKV)),

@@ -16,6 +16,9 @@ from cofc.errors import CofcError
 class VitAdapter(ModelAdapter):
     family = "vit"
     block_pattern = r"^blocks\.(\d+)\."
+    blocks_path = "blocks"
+    head_mixer = "attn.proj"
+    mlp_out = "mlp.fc2"
     param_roles = (
         (r"^(cls_token|reg_token|pos_embed)$", (ALL, ALL, EMBED)),
         (r"^patch_embed\.proj\.weight$", (EMBED, ALL, ALL, ALL)),

@@ -1,0 +1,107 @@
+"""Progressive boosting distillation (paper §III-C2, Algorithm 1 lines 12–15, eq. 13–14).
+
+Sub-models are calibrated one after another. Each is trained on
+    L_Bo = w/2 · [CE(student, label) + CE(student, teacher's hard label)]     (eq. 14)
+with per-sample weights w, and after it is trained the weights are updated from its per-sample
+loss L (eq. 13), so the next sub-model concentrates where this one is weak (or strong):
+    printed   w ← w · exp((1/M − 1) · L)   as eq. 13 is printed: high-loss samples lose weight
+    up        w ← w · exp((1 − 1/M) · L)   the boosting reading: high-loss samples gain weight
+Both are normalised to mean 1 and clipped to [1/CLIP, CLIP] (then renormalised), so that a few
+very hard (or very easy) samples cannot take all the weight.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cofc.compiler.adapters._base import Inputs
+
+READINGS = ("up", "printed")
+CLIP = 5.0
+
+
+def update_weights(weights: np.ndarray, losses: np.ndarray, reading: str, clip: float = CLIP) -> np.ndarray:
+    """Eq. 13 in one of its two readings, normalised to mean 1 and clipped."""
+    m = len(weights)
+    sign = {"printed": 1.0, "up": -1.0}[reading]
+    w = weights * np.exp(sign * (1.0 / m - 1.0) * losses)
+    w = w / w.mean()
+    w = np.clip(w, 1.0 / clip, clip)
+    return w / w.mean()
+
+
+def take(inputs: Inputs, index) -> Inputs:
+    return {k: v[index] for k, v in inputs.items()}
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ½[CE(s, y) + CE(s, y_t)] of eq. 14 (before the sample weight)."""
+    return 0.5 * (F.cross_entropy(logits, labels, reduction="none") +
+                  F.cross_entropy(logits, teacher_labels, reduction="none"))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+
+
+def train_weighted(model: nn.Module, forward: Callable[[nn.Module, Inputs], torch.Tensor], inputs: Inputs,
+                   labels: torch.Tensor, teacher_labels: torch.Tensor, weights: np.ndarray,
+                   config: TrainConfig, seed: int, desc: str) -> None:
+    """AdamW with a one-cycle schedule on the weighted eq. 14 loss."""
+    n = len(labels)
+    steps = config.epochs * math.ceil(n / config.batch)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps, pct_start=0.15)
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    bar = tqdm(total=steps, desc=desc, leave=False)
+    for _ in range(config.epochs):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, config.batch):
+            idx = order[i:i + config.batch]
+            per_sample = distillation_loss(forward(model, take(inputs, idx)), labels[idx], teacher_labels[idx])
+            loss = (w[idx] * per_sample).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+
+
+@torch.no_grad()
+def per_sample_loss(model: nn.Module, forward: Callable[[nn.Module, Inputs], torch.Tensor], inputs: Inputs,
+                    labels: torch.Tensor, teacher_labels: torch.Tensor, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = [distillation_loss(forward(model, take(inputs, slice(i, i + batch))), labels[i:i + batch],
+                             teacher_labels[i:i + batch]) for i in range(0, len(labels), batch)]
+    return torch.cat(out).numpy()
+
+
+def boost(submodels: list[nn.Module], forward: Callable[[nn.Module, Inputs], torch.Tensor],
+          inputs: Inputs, labels: torch.Tensor, teacher_labels: torch.Tensor, config: TrainConfig,
+          reading: str = "up", seed: int = 0) -> list[np.ndarray]:
+    """Calibrate `submodels` in order (in place); return the sample weights each one was trained with."""
+    weights = np.ones(len(labels))
+    history = []
+    for n, model in enumerate(submodels):
+        history.append(weights)
+        train_weighted(model, forward, inputs, labels, teacher_labels, weights, config, seed + n,
+                       desc=f"calibrating sub-model {n + 1}/{len(submodels)}")
+        weights = update_weights(weights, per_sample_loss(model, forward, inputs, labels, teacher_labels), reading)
+    return history

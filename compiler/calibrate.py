@@ -1,0 +1,170 @@
+"""Calibrate a decomposed teacher and measure it: Algorithm 1 lines 11–15 and the aggregator.
+
+    decompose -> boost each sub-model (eq. 13–14) -> train the aggregator on their pooled
+    features with whole devices dropped at random -> optionally fine-tune everything jointly
+
+and the accuracy report of the issue: teacher; each sub-model before and after calibration;
+fused; average of logits; majority vote; fused with each one device missing, with the
+feature-dropout aggregator and, for contrast, one trained without dropout.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cofc.compiler.adapters import ModelAdapter
+from cofc.compiler.adapters._base import Inputs
+from cofc.compiler.booster import TrainConfig, boost, distillation_loss, take, train_weighted
+from cofc.compiler.decompose import decompose
+from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
+from cofc.compiler.importance import Importance
+from cofc.compiler.spec import SubModelSpec
+
+
+@dataclass
+class CalibrationConfig:
+    feature: str = "pool"  # "pool" (eq. 2) or "first" (class token)
+    reading: str = "up"  # eq. 13 reading: "up" or "printed"
+    boost: TrainConfig = field(default_factory=TrainConfig)
+    aggregator_epochs: int = 20
+    joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
+    drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
+    seed: int = 0
+
+
+@dataclass
+class Calibrated:
+    policy: tuple[SubModelSpec, ...]
+    submodels: list[nn.Module]
+    aggregator: Aggregator  # trained with feature dropout: the one that ships
+    plain_aggregator: Aggregator  # trained without, for the report's contrast
+    feature: str
+
+
+def preprocess_all(adapter: ModelAdapter, record: dict[str, Any], raw: Any, batch: int = 1024) -> Inputs:
+    parts = [adapter.preprocess(record, raw[i:i + batch]) for i in range(0, len(raw), batch)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def batched(fn, inputs: Inputs, batch: int = 512) -> torch.Tensor:
+    n = len(next(iter(inputs.values())))
+    return torch.cat([fn(take(inputs, slice(i, i + batch))) for i in range(0, n, batch)])
+
+
+def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torch.Tensor:
+    """Per sample, drop each device with probability `drop`, but never all of them."""
+    mask = (torch.rand(n, devices, generator=gen) >= drop).float()
+    empty = mask.sum(1) == 0
+    mask[empty, torch.randint(devices, (int(empty.sum()),), generator=gen)] = 1.0
+    return mask
+
+
+def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_labels: torch.Tensor,
+                     epochs: int, drop: float, seed: int, batch: int = 256, lr: float = 3e-3) -> Aggregator:
+    gen = torch.Generator().manual_seed(seed)
+    n, devices = len(labels), len(agg.dims)
+    opt = torch.optim.AdamW(agg.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-n // batch))
+    agg.train()
+    for _ in tqdm(range(epochs), desc="training the aggregator", leave=False):
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch):
+            idx = order[i:i + batch]
+            mask = random_mask(len(idx), devices, drop, gen) if drop > 0 else torch.ones(len(idx), devices)
+            loss = distillation_loss(agg(features[idx], mask), labels[idx], teacher_labels[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return agg.eval()
+
+
+class FusedModel(nn.Module):
+    """Sub-models and aggregator as one module, for joint fine-tuning and in-process evaluation."""
+
+    def __init__(self, adapter: ModelAdapter, submodels: Sequence[nn.Module], aggregator: Aggregator, feature: str):
+        super().__init__()
+        self.adapter, self.feature = adapter, feature
+        self.submodels = nn.ModuleList(submodels)
+        self.aggregator = aggregator
+
+    def features(self, inputs: Inputs) -> torch.Tensor:
+        return torch.cat([device_feature(self.adapter, m, inputs, self.feature) for m in self.submodels], dim=1)
+
+    def forward(self, inputs: Inputs, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            mask = torch.ones(len(next(iter(inputs.values()))), len(self.submodels))
+        return self.aggregator(self.features(inputs), mask)
+
+
+def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], policy: Sequence[SubModelSpec],
+              importance: Importance, raw_inputs: Any, labels: np.ndarray, config: CalibrationConfig) -> Calibrated:
+    torch.manual_seed(config.seed)
+    inputs = preprocess_all(adapter, record, raw_inputs)
+    y = torch.as_tensor(labels)
+    y_teacher = batched(lambda x: adapter.logits(teacher, x).argmax(-1), inputs)
+    submodels = decompose(adapter, teacher, policy, importance)
+    logits_of = lambda m, x: submodel_logits(adapter, m, x, config.feature)  # noqa: E731
+    boost(submodels, logits_of, inputs, y, y_teacher, config.boost, config.reading, config.seed)
+
+    def fit_aggregators() -> tuple[Aggregator, Aggregator]:
+        feats = batched(FusedModel(adapter, submodels, None, config.feature).features, inputs)
+        dims = [m_spec.dim for m_spec in policy]
+        fresh = lambda: Aggregator(dims, adapter.spec(teacher).dim, adapter.head(teacher))  # noqa: E731
+        return (train_aggregator(fresh(), feats, y, y_teacher, config.aggregator_epochs, config.drop, config.seed),
+                train_aggregator(fresh(), feats, y, y_teacher, config.aggregator_epochs, 0.0, config.seed))
+
+    aggregator, plain = fit_aggregators()
+    if config.joint is not None:
+        fused = FusedModel(adapter, submodels, aggregator, config.feature)
+        gen = torch.Generator().manual_seed(config.seed + 99)
+
+        def fused_forward(model: FusedModel, x: Inputs) -> torch.Tensor:
+            """Joint fine-tuning keeps the feature dropout: a fresh random mask every batch."""
+            return model(x, random_mask(len(next(iter(x.values()))), len(policy), config.drop, gen))
+
+        train_weighted(fused, fused_forward, inputs, y, y_teacher, np.ones(len(labels)), config.joint, config.seed,
+                       desc="fine-tuning sub-models and aggregator jointly")
+        _, plain = fit_aggregators()  # the contrast aggregator sees the fine-tuned features too
+    return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)
+
+
+@torch.no_grad()
+def accuracy_report(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], calibrated: Calibrated,
+                    raw_inputs: Any, labels: np.ndarray, uncalibrated: Sequence[nn.Module] = ()) -> dict[str, Any]:
+    """Accuracies (fractions) on a labelled split, for every fusion and every missing device."""
+    inputs = preprocess_all(adapter, record, raw_inputs)
+    y = torch.as_tensor(labels)
+    acc = lambda logits: float((logits.argmax(-1) == y).float().mean())  # noqa: E731
+    sub_logits = [batched(lambda x, m=m: submodel_logits(adapter, m, x, calibrated.feature), inputs)
+                  for m in calibrated.submodels]
+    feats = batched(FusedModel(adapter, calibrated.submodels, None, calibrated.feature).features, inputs)
+    n, devices = len(labels), len(calibrated.submodels)
+
+    def fused(agg: Aggregator, missing: int | None = None) -> float:
+        mask = torch.ones(n, devices)
+        if missing is not None:
+            mask[:, missing] = 0.0
+        return acc(agg(feats, mask))
+
+    report = {
+        "samples": n,
+        "teacher": acc(batched(lambda x: adapter.logits(teacher, x), inputs)),
+        "submodels": [acc(l) for l in sub_logits],
+        "fused": fused(calibrated.aggregator),
+        "average": acc(average_logits(sub_logits)),
+        "vote": acc(majority_vote(sub_logits)),
+        "missing": [fused(calibrated.aggregator, k) for k in range(devices)],
+        "missing_without_dropout": [fused(calibrated.plain_aggregator, k) for k in range(devices)],
+        "fused_without_dropout": fused(calibrated.plain_aggregator),
+    }
+    if uncalibrated:
+        report["submodels_uncalibrated"] = [
+            acc(batched(lambda x, m=m: submodel_logits(adapter, m, x, calibrated.feature), inputs)) for m in uncalibrated]
+    return report

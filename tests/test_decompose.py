@@ -1,0 +1,160 @@
+"""Decomposition, boosting weights and fusion: the properties the method rests on."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cofc.compiler.adapters import get_adapter
+from cofc.compiler.booster import update_weights
+from cofc.compiler.decompose import decompose, plan_slices, snake_draft
+from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote
+from cofc.compiler.importance import Importance, rank_units
+from cofc.compiler.spec import SubModelSpec
+
+from conftest import raw_inputs, small_record
+
+
+def random_importance(layers=6, heads=6, mlp=192, dim=96, seed=0) -> Importance:
+    rng = np.random.default_rng(seed)
+    return Importance(rng.random((layers, heads)), rng.random((layers, mlp)), rng.random(dim), rng.random(layers))
+
+
+def test_snake_draft_deals_fairly_and_disjointly():
+    scores = np.arange(12, 0, -1, dtype=float)  # unit 0 is the best
+    dealt = snake_draft(scores, [3, 3, 3])
+    assert dealt == [(0, 5, 6), (1, 4, 7), (2, 3, 8)]  # 1,2,3,3,2,1,1,2,3: each gets one of the top 3
+    assert snake_draft(scores, [1, 2, 0]) == [(0,), (1, 2), ()]
+    with pytest.raises(ValueError):
+        snake_draft(scores, [5, 5, 5])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_slices_are_disjoint_where_c2_to_c4_require(seed):
+    rng = np.random.default_rng(seed)
+    imp = random_importance(seed=seed)
+    policy = [SubModelSpec(int(l), 32, (2,) * int(l), (64,) * int(l)) for l in rng.integers(1, 7, size=3)]
+    slices = plan_slices(policy, imp)
+    channels = [set(s.channels) for s in slices]
+    assert all(not (a & b) for a, b in itertools.combinations(channels, 2))  # C2: disjoint channels
+    for layer in range(6):
+        holders = [s for s in slices if layer in s.layers]
+        heads = [set(s.heads[s.layers.index(layer)]) for s in holders]
+        neurons = [set(s.neurons[s.layers.index(layer)]) for s in holders]
+        for group in (heads, neurons):  # C3, C4: disjoint within each teacher layer
+            assert all(not (a & b) for a, b in itertools.combinations(group, 2))
+    for s, spec in zip(slices, policy):
+        assert s.spec == spec
+        assert list(s.layers) == sorted(np.argsort(-imp.layers)[:spec.layers])  # most important layers
+
+
+def test_policy_needing_more_heads_than_a_layer_has_is_refused():
+    policy = [SubModelSpec(1, 16, (4,), (8,)), SubModelSpec(1, 16, (4,), (8,))]
+    with pytest.raises(ValueError, match="teacher layer"):
+        plan_slices(policy, random_importance())
+
+
+def test_giving_everything_to_one_submodel_reproduces_the_teacher(family):
+    torch.manual_seed(0)
+    adapter = get_adapter(family)
+    record = small_record(family)
+    teacher = adapter.build_teacher(record).eval()
+    texts_or_images = raw_inputs(family, n=4)
+    imp = rank_units(adapter, teacher, record, texts_or_images, np.array([0, 1, 2, 3]), batch=2)
+    assert imp.heads.shape == (3, 6) and imp.neurons.shape == (3, 192) and (imp.heads > 0).all()
+    (student,) = decompose(adapter, teacher, [adapter.spec(teacher).full()], imp)
+    x = adapter.preprocess(record, texts_or_images)
+    with torch.no_grad():
+        torch.testing.assert_close(adapter.token_features(student, x), adapter.token_features(teacher, x),
+                                   atol=1e-5, rtol=0)
+
+
+def test_boosting_weights_follow_both_readings_of_eq_13():
+    w = np.ones(4)
+    losses = np.array([0.0, 0.0, 1.0, 2.0])
+    m = 4
+    # By hand: w·exp(±(1 − 1/M)·L) = exp(±0.75·L), then divided by its mean.
+    up = np.exp(0.75 * losses)
+    printed = np.exp(-0.75 * losses)
+    np.testing.assert_allclose(update_weights(w, losses, "up", clip=100), up / up.mean())
+    np.testing.assert_allclose(update_weights(w, losses, "printed", clip=100), printed / printed.mean())
+    assert update_weights(w, losses, "up")[3] > 1 > update_weights(w, losses, "printed")[3]
+    # Clipping keeps any one sample from taking over.
+    extreme = update_weights(np.ones(m), np.array([0.0, 0.0, 0.0, 50.0]), "up", clip=3.0)
+    assert extreme.max() / extreme.min() <= 9.0 + 1e-9 and extreme.mean() == pytest.approx(1.0)
+
+
+def _aggregator(dims=(8, 4, 6), out=10, classes=5):
+    torch.manual_seed(0)
+    return Aggregator(dims, out, torch.nn.Linear(out, classes)).eval()
+
+
+def test_pooling_before_concat_equals_eq_2():
+    agg = _aggregator()
+    tokens = [torch.randn(3, 7, d) for d in agg.dims]
+    weights = torch.rand(3, 7)
+    weights = weights / weights.sum(1, keepdim=True)  # any average: plain mean or padding mask
+    mask = torch.tensor([[1.0, 1, 1], [1, 0, 1], [0, 1, 0]])
+    pooled = torch.cat([(t * weights.unsqueeze(-1)).sum(1) for t in tokens], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(agg(pooled, mask), agg.fuse_tokens(tokens, weights, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_aggregator_handles_every_missing_subset():
+    agg = _aggregator()
+    feats = torch.randn(2, sum(agg.dims))
+    for present in itertools.product([0.0, 1.0], repeat=3):
+        if not any(present):
+            continue
+        mask = torch.tensor([present, present])
+        out = agg(feats, mask)
+        assert torch.isfinite(out).all()
+        # What an absent device would have sent has no effect at all.
+        noisy = feats.clone()
+        for k, d0 in enumerate(np.cumsum([0, *agg.dims[:-1]])):
+            if not present[k]:
+                noisy[:, d0:d0 + agg.dims[k]] = 1e6
+        torch.testing.assert_close(agg(noisy, mask), out)
+
+
+def test_comparison_fusions():
+    a = torch.tensor([[2.0, 0.0, 0.0]])
+    b = torch.tensor([[0.0, 1.0, 0.0]])
+    c = torch.tensor([[0.0, 1.1, 0.0]])
+    assert majority_vote([a, b, c]).argmax(-1).item() == 1
+    assert average_logits([a, b, c]).argmax(-1).item() == 1
+    assert average_logits([a, b]).argmax(-1).item() == 0
+
+
+def test_device_feature_kinds(family):
+    adapter = get_adapter(family)
+    record = small_record(family)
+    model = adapter.build_teacher(record).eval()
+    x = adapter.preprocess(record, raw_inputs(family))
+    with torch.no_grad():
+        tokens = adapter.token_features(model, x)
+        torch.testing.assert_close(device_feature(adapter, model, x, "first"), tokens[:, 0])
+        torch.testing.assert_close(device_feature(adapter, model, x, "pool"), adapter.pool(model, tokens, x))
+
+
+def test_validation_loss_proxy_is_eq_7_and_cached():
+    from cofc.compiler.proxy import ValidationLoss
+    torch.manual_seed(0)
+    adapter = get_adapter("vit")
+    record = small_record("vit")
+    teacher = adapter.build_teacher(record).eval()
+    images = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
+    labels = np.random.default_rng(1).integers(0, 5, size=64)
+    imp = rank_units(adapter, teacher, record, images, labels, batch=32)
+    proxy = ValidationLoss(adapter, teacher, record, imp, images, labels)
+    whole = proxy([adapter.spec(teacher).full()])
+    # The teacher itself scores the mean of CE(label) and CE(its own prediction).
+    with torch.no_grad():
+        logits = adapter.logits(teacher, adapter.preprocess(record, images))
+    by_hand = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels)) +
+                     torch.nn.functional.cross_entropy(logits, logits.argmax(-1)))
+    assert whole == pytest.approx(float(by_hand), rel=1e-5)
+    assert proxy([SubModelSpec(1, 16, (1,), (8,))]) != whole
+    assert len(proxy.cache) == 2
