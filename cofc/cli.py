@@ -45,10 +45,12 @@ def cli() -> None:
               "(default: this host's name).")
 @click.option("--count", type=click.IntRange(10), default=120, show_default=True, help="Specs in the pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cpu-share", type=float, default=None, help="Measure inside a cgroup CPU quota of "
+              "this share of one core (emulates a slower device; Linux, root).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists).")
 def profile(teacher_path: Path, backend: str, threads: int, precision: str, device_name: str | None,
-            count: int, seed: int, out: Path) -> None:
+            count: int, seed: int, cpu_share: float | None, out: Path) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import socket
@@ -57,9 +59,15 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
     from cofc.compiler.profile import run_profile, write_table
     from cofc.compiler.teacher import load_teacher
 
+    import contextlib
+
+    from cofc.runtime.cgroup import cpu_quota
+
     teacher = load_teacher(teacher_path)
     name = {"ort": "onnxruntime"}.get(backend, backend)
-    table = run_profile(teacher, out, device_name or socket.gethostname(), name, threads, precision, count, seed)
+    with cpu_quota(cpu_share) if cpu_share else contextlib.nullcontext():
+        table = run_profile(teacher, out, device_name or socket.gethostname(), name, threads, precision,
+                            count, seed, cpu_share)
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
     table["predictor"] = predictor.scores
@@ -79,13 +87,19 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
 def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
     """Compile PLAN: search the decomposition, calibrate, export ONNX, build engines where the
     builder is present, and write one bundle folder per device plus a report."""
-    from cofc.compiler.check import check_plan
+    if check:
+        from cofc.compiler.check import check_plan
+        click.echo(check_plan(plan_path, measure=True))
+        return
+    from cofc.compiler.build import build as run_build
 
-    summary = check_plan(plan_path, measure=check)
-    click.echo(summary)
-    if not check:
-        _not_yet("cofc build after validation (search, decompose, calibrate, export, bundle)",
-                 "issues 3, 4 and 5")
+    report = run_build(plan_path, out, force)
+    click.echo(f"teacher {report['teacher']['accuracy']:.4f}, fused {report['fused']['accuracy']:.4f} "
+               f"(ONNX Runtime), average of logits {report['average']['accuracy']:.4f}; "
+               f"predicted {report['fused']['predicted_ms']:.2f} ms end to end")
+    for d in report["devices"]:
+        click.echo(f"  {d['name']}: {d['spec']['layers']} layers, width {d['spec']['dim']}, "
+                   f"{d['flops_share']:.0%} of the teacher's FLOPs, alone {d['accuracy']:.4f}")
 
 
 @cli.command()
@@ -114,7 +128,9 @@ def bench(build_dir: Path, requests: int, emulate: bool) -> None:
 @click.argument("bundle", type=click.Path(file_okay=False, path_type=Path))
 def inspect(bundle: Path) -> None:
     """Print a bundle's manifest in words and verify the hash of every file in it."""
-    _not_yet("cofc inspect", "issue 5: export, engines and bundles")
+    from cofc.runtime.bundle import describe, load_bundle
+
+    click.echo(describe(load_bundle(bundle)))
 
 
 def main() -> None:

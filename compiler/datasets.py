@@ -36,12 +36,18 @@ class Split:
         """A seeded random subset of n samples (all of them when n is None or too large)."""
         if n is None or n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return self.select(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+
+    def select(self, idx: np.ndarray) -> "Split":
         if isinstance(self.inputs, np.ndarray):
-            inputs = self.inputs[idx]
-        else:
-            inputs = [self.inputs[i] for i in idx]
-        return Split(inputs, self.labels[idx])
+            return Split(self.inputs[idx], self.labels[idx])
+        return Split([self.inputs[i] for i in idx], self.labels[idx])
+
+    def partition(self, sizes: list[int], seed: int) -> list["Split"]:
+        """Disjoint seeded random subsets of the given sizes (calibration, validation, …)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        starts = np.cumsum([0, *sizes])
+        return [self.select(np.sort(order[a:b])) for a, b in zip(starts[:-1], starts[1:])]
 
 
 @dataclass(frozen=True)
@@ -93,13 +99,9 @@ def _package_file(dist: str, relpath: str) -> Path:
 
 def _holdout(inputs, labels: np.ndarray, test_fraction: float) -> tuple[Split, Split]:
     """A fixed, seeded train/test split for data sets that ship none."""
-    order = np.random.default_rng(_HOLDOUT_SEED).permutation(len(labels))
     cut = int(round(len(labels) * (1 - test_fraction)))
-    parts = []
-    for idx in (np.sort(order[:cut]), np.sort(order[cut:])):
-        part = inputs[idx] if isinstance(inputs, np.ndarray) else [inputs[i] for i in idx]
-        parts.append(Split(part, labels[idx]))
-    return parts[0], parts[1]
+    train, test = Split(inputs, labels).partition([cut, len(labels) - cut], seed=_HOLDOUT_SEED)
+    return train, test
 
 
 def _mnist_5k() -> Dataset:

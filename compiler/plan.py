@@ -25,8 +25,11 @@ A plan, with every field (paths are relative to the plan file):
         max_mflops: 40               # Ω_n, bounds ω(C_n) per request
         link_mbps: 2                 # r_n, rate of its link to the central device
         central: true
+        address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
+    calibration: {epochs: 4, joint_epochs: 2, feature: pool, reading: up, feature_dropout: 0.25}
+    runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
 from __future__ import annotations
@@ -80,6 +83,14 @@ def _name(v: str) -> str | None:
     return None if _NAME.match(v) else f"{v!r} is not a usable name (letters, digits, - _ .)"
 
 
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be at least 0 and below 1"
+
+
+def _port(v: int) -> str | None:
+    return None if 1024 <= v <= 65535 else f"port {v} is outside 1024..65535"
+
+
 def _opset(v: int) -> str | None:
     return None if 13 <= v <= 21 else f"opset {v} is outside the supported 13..21"
 
@@ -93,6 +104,7 @@ DEVICE = {
     "max_mflops": Field(NUM, check=_positive),
     "link_mbps": Field(NUM, check=_positive),
     "central": Field(BOOL, required=False, default=False),
+    "address": Field(STR, required=False, default="127.0.0.1"),
 }
 SCHEMA = {
     "name": Field(STR, check=_name),
@@ -119,6 +131,18 @@ SCHEMA = {
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),
         "opset": Field(INT, required=False, default=17, check=_opset),
+    },
+    "calibration": {
+        "epochs": Field(INT, required=False, default=4, check=_positive),
+        "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
+        "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
+        "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
+        "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
+    },
+    "runtime": {
+        "port": Field(INT, required=False, default=5555, check=_port),
+        "deadline_ms": Field(NUM, required=False, default=500, check=_positive),
+        "min_devices": Field(INT, required=False, default=1, check=_positive),
     },
     "output": Field(STR),
 }
@@ -150,6 +174,23 @@ class DevicePlan:
     max_mflops: float
     link_mbps: float
     central: bool
+    address: str
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    epochs: int
+    joint_epochs: int
+    feature: str
+    reading: str
+    feature_dropout: float
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    port: int
+    deadline_ms: float
+    min_devices: int
 
 
 @dataclass(frozen=True)
@@ -175,6 +216,8 @@ class Plan:
     devices: tuple[DevicePlan, ...]
     objective: ObjectivePlan
     export: ExportPlan
+    calibration: CalibrationPlan
+    runtime: RuntimePlan
     output: Path
     lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
@@ -224,6 +267,9 @@ class _Walker:
             if key not in seen:
                 if isinstance(spec, Field) and not spec.required:
                     out[key] = spec.default
+                    continue
+                if isinstance(spec, dict) and all(isinstance(f, Field) and not f.required for f in spec.values()):
+                    out[key] = {k: f.default for k, f in spec.items()}  # an all-optional section
                     continue
                 raise self.fail(path, "missing required field", node)
             out[key] = self.value(seen[key], spec, path)
@@ -291,6 +337,8 @@ def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
         devices=tuple(DevicePlan(**{**d, "profile": base / d["profile"]}) for d in raw["devices"]),
         objective=ObjectivePlan(**raw["objective"]),
         export=ExportPlan(**raw["export"]),
+        calibration=CalibrationPlan(**raw["calibration"]),
+        runtime=RuntimePlan(**raw["runtime"]),
         output=base / raw["output"], lines=lines)
 
 

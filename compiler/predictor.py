@@ -11,6 +11,7 @@ A fitted predictor is plain numbers (JSON and a .npz), never a pickle.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -83,13 +84,16 @@ def _fit_linear(specs: Sequence[SubModelSpec], ms: np.ndarray, base: Transformer
 
 
 def _fit_mlp(specs: Sequence[SubModelSpec], ms: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
 
     x = np.array([features(s) for s in specs])
     mean, scale = x.mean(0), x.std(0) + 1e-9
     mlp = MLPRegressor(hidden_layer_sizes=HIDDEN, activation="relu", alpha=1e-4, learning_rate_init=1e-3,
                        max_iter=3000, tol=1e-7, n_iter_no_change=100, random_state=seed)
-    mlp.fit((x - mean) / scale, np.log(ms))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration cap is the budget
+        mlp.fit((x - mean) / scale, np.log(ms))
     arrays = {"mean": mean, "scale": scale}
     for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b

@@ -11,6 +11,7 @@ Every row built from this says `"estimated": true`; replace it with a measured t
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, activation_bytes, flops, parameters
@@ -64,3 +65,18 @@ def anchored_efficiency() -> float:
 
 def estimate_ms(spec: SubModelSpec, base: TransformerSpec, board: Board) -> float:
     return _raw_ms(spec, base, board, anchored_efficiency())
+
+
+def estimated_table(family: str, base: TransformerSpec, board: Board, pool: list[SubModelSpec]) -> dict:
+    """A latency table in `cofc profile`'s format whose every row is estimated, and says so."""
+    from cofc.compiler.profile import FORMAT
+
+    rows = [{"spec": s.to_dict(), "ms": estimate_ms(s, base, board), "p10": None, "p90": None,
+             "flops": flops(s, base), "estimated": True} for s in pool]
+    return {"format": FORMAT, "rows": rows, "provenance": {
+        "device": board.name, "gpu": board.name, "backend": "tensorrt", "backend_version": None,
+        "precision": "fp16", "threads": None, "batch": 1, "family": family,
+        "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
+        "date": dt.date.today().isoformat(), "estimated": True, "method": FORMULA,
+        "board": {"peak_gflops": board.peak_gflops, "bandwidth_gbs": board.bandwidth_gbs,
+                  "efficiency": anchored_efficiency()}}}

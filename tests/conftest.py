@@ -27,7 +27,7 @@ def small_record(family: str) -> dict:
         prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
     else:
         arch = {"config": dict(vocab_size=30522, n_embd=96, n_layer=3, n_head=6, n_positions=32,
-                               n_inner=192), "num_classes": 5}
+                               n_inner=192, bos_token_id=0, eos_token_id=0), "num_classes": 5}
         prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
     return {"family": family, "arch": arch, "preprocess": prep, "classes": list("abcde")}
 

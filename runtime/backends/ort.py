@@ -19,6 +19,7 @@ class OrtBackend(Backend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: the optimizer's notes are not the user's concern
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
         self._session = ort.InferenceSession(str(model_path), options,

@@ -1,0 +1,49 @@
+"""The fused pipeline run in one process: every device's backbone, then the central aggregator.
+
+This is the reference the distributed runtime must reproduce (same logits), and what
+`cofc build` uses to measure the accuracy of what it ships: the bundles themselves, through
+the same backend a device uses.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from cofc.runtime.backends import open_backend
+from cofc.runtime.bundle import Bundle
+from cofc.runtime.preprocess import Preprocessor
+
+
+class LocalPipeline:
+    def __init__(self, bundles: Sequence[Bundle], backend: str = "onnxruntime", threads: int = 1):
+        central = [b for b in bundles if b.role == "central"]
+        if len(central) != 1:
+            raise ValueError(f"a pipeline needs exactly one central bundle, got {len(central)}")
+        self.central = central[0]
+        order = [d["name"] for d in self.central.manifest["devices"]]
+        by_name = {b.device: b for b in bundles}
+        self.bundles = [by_name[name] for name in order]
+        precision = self.central.manifest["precision"]
+        self.backbones = [open_backend(backend, b.file("backbone.onnx"), threads=threads, precision=precision)
+                          for b in self.bundles]
+        self.aggregator = open_backend(backend, self.central.file("aggregator.onnx"), threads=threads,
+                                       precision=precision)
+        self.preprocess = Preprocessor(self.central.manifest["preprocess"], self.central.path)
+
+    def features(self, raw) -> list[np.ndarray]:
+        inputs = self.preprocess(raw)
+        return [next(iter(b.run({k: inputs[k] for k in (i.name for i in b.inputs)}).values()))
+                for b in self.backbones]
+
+    def fuse(self, features: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
+        """Logits from per-device features; a missing device's features may be anything (zeros)."""
+        return next(iter(self.aggregator.run({
+            "features": np.ascontiguousarray(np.concatenate(features, axis=1), dtype=np.float32),
+            "mask": np.ascontiguousarray(mask, dtype=np.float32)}).values()))
+
+    def __call__(self, raw, mask: np.ndarray | None = None) -> np.ndarray:
+        feats = self.features(raw)
+        if mask is None:
+            mask = np.ones((len(feats[0]), len(feats)), dtype=np.float32)
+        return self.fuse(feats, mask)

@@ -1,0 +1,130 @@
+"""`cofc build` end to end on a small plan: report, bundles, tampering, resume after kill -9."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cofc.compiler.adapters import get_adapter
+from cofc.compiler.predictor import fit_predictor, predictor_path
+from cofc.compiler.profile import model_pool, write_table
+from cofc.compiler.roofline import BOARDS, estimated_table
+from cofc.compiler.teacher import save_teacher
+from cofc.runtime.bundle import load_bundle
+
+from conftest import run_cofc
+
+PLAN = """\
+name: small-vit
+teacher: {checkpoint: teacher.pt}
+dataset: {name: mnist-5k, calibration: 400, validation: 200, test: 300}
+devices:
+  - {name: orin, profile: orin-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 2, central: true}
+  - {name: tx2, profile: jetson-tx2.json, memory_mb: 64, max_mflops: 5, link_mbps: 2}
+  - {name: nano, profile: jetson-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 1}
+objective: {delta: 0.1, initial: 3, iterations: 2}
+calibration: {epochs: 1, joint_epochs: 1}
+output: out
+"""
+
+
+def make_plan(folder: Path) -> Path:
+    torch.manual_seed(0)
+    record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
+              "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
+                           num_heads=6, mlp_ratio=2.0, global_pool="avg"),
+              "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]}}
+    adapter = get_adapter("vit")
+    model = adapter.build_teacher(record)
+    record["state_dict"] = model.state_dict()
+    save_teacher(folder / "teacher.pt", record)
+    base = adapter.spec(model)
+    pool = model_pool(base, 40)
+    for board in BOARDS.values():
+        table = estimated_table("vit", base, board, pool)
+        fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
+        write_table(folder / f"{board.name}.json", table)
+    (folder / "plan.yaml").write_text(PLAN)
+    return folder / "plan.yaml"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("build")
+    plan = make_plan(folder)
+    result = run_cofc("build", str(plan))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ESTIMATED latency table" in result.stderr  # the user is told
+    return folder / "out"
+
+
+def test_report_has_what_the_issue_names(built):
+    report = json.loads((built / "report.json").read_text())
+    for key in ("accuracy", "predicted_ms"):
+        assert key in report["teacher"] and key in report["fused"]
+    assert set(report["teacher"]["predicted_ms"]) == {"orin", "tx2", "nano"}
+    assert report["search"]["evaluations"] == 5 and len(report["search"]["history"]["debo"]) == 5
+    fractions = [report["teacher"]["accuracy"], report["fused"]["accuracy"], report["average"]["accuracy"],
+                 *(d["accuracy"] for d in report["devices"])]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert sum(d["spec"]["dim"] for d in report["devices"]) <= 96  # C2 holds for the chosen policy
+    assert all(d["mflops"] <= 5 for d in report["devices"])  # C5
+    # The shipped bundles, run through ONNX Runtime, reproduce torch's fused accuracy.
+    assert abs(report["fused"]["accuracy"] - report["fused"]["accuracy_torch"]) <= 0.002
+    assert all(check["ok"] and check["max_abs"] <= 1e-3 for check in report["export"])
+    for name in ("report.md", "search.png", "latency.png"):
+        assert (built / name).stat().st_size > 0
+
+
+def test_bundles_round_trip(built):
+    bundles = {b.device: b for b in (load_bundle(p) for p in (built / "bundle").iterdir())}
+    assert {b.role for b in bundles.values()} == {"central", "worker"}
+    central = bundles["orin"]
+    assert set(central.manifest["central"]["worker_keys"]) == {"tx2", "nano"}
+    assert {b.plan_id for b in bundles.values()} == {central.plan_id}
+    assert bundles["nano"].manifest["central"]["public_key"] == central.keys()["public"]
+    result = run_cofc("inspect", str(built / "bundle" / "orin"))
+    assert result.returncode == 0 and "central" in result.stdout and "verified by sha256" in result.stdout
+
+
+@pytest.mark.parametrize("tamper,named", [
+    (lambda b: (b / "backbone.onnx").write_bytes((b / "backbone.onnx").read_bytes() + b"\0"), "backbone.onnx"),
+    (lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text().replace("fp32", "fp16")),
+     "manifest.json"),
+    (lambda b: (b / "keys.json").unlink(), "keys.json"),
+    (lambda b: (b / "extra.onnx").write_bytes(b"x"), "extra.onnx"),
+])
+def test_tampered_bundle_is_refused_by_name(built, tmp_path, tamper, named):
+    copy = tmp_path / "orin"
+    shutil.copytree(built / "bundle" / "orin", copy)
+    tamper(copy)
+    result = run_cofc("inspect", str(copy))
+    assert result.returncode == 1
+    assert named in result.stderr and "Traceback" not in result.stderr
+
+
+def test_killed_build_resumes(tmp_path):
+    plan = make_plan(tmp_path)
+    cmd = [str(Path(sys.executable).with_name("cofc")), "build", str(plan)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "out" / "stages" / "search.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not marker.exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the build never finished its search stage"
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("teacher", "importance", "search"):
+        assert f"stage {stage}: done earlier" in result.stderr
+    assert (tmp_path / "out" / "report.json").exists()
+    forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600)
+    assert forced.returncode == 0 and "done earlier" not in forced.stderr
