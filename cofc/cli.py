@@ -105,13 +105,34 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
 @cli.command()
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="This device's bundle folder (as copied from OUT/bundle/<device>).")
-@click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
-              help="Central only: a file or folder of images, or a text file, to answer.")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Central only: answer these inputs and exit: a .npy of uint8 images (N, H, W) or a "
+                   ".txt file with one text per line. Answers are printed as JSON lines.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
+@click.option("--connect", default=None, help="Worker: central endpoint, overriding the bundle's.")
+@click.option("--bind", default=None, help="Central: endpoint to bind, overriding tcp://*:<port>.")
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
-def run(bundle: Path, input_path: Path | None, insecure: bool) -> None:
+def run(bundle: Path, input_path: Path | None, backend: str, threads: int, connect: str | None,
+        bind: str | None, insecure: bool) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
-    _not_yet("cofc run", "issue 6: runtime over ZeroMQ")
+    import logging
+
+    from cofc.runtime.bundle import load_bundle
+    from cofc.runtime.serve import run_central, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="cofc: %(message)s")
+    loaded = load_bundle(bundle)
+    if insecure:
+        click.echo("cofc: WARNING: --insecure: CURVE authentication is OFF; any peer that reaches the "
+                   "port can join and send requests. Never use this outside a debugging session.", err=True)
+    if loaded.role == "worker":
+        if input_path is not None:
+            raise click.UsageError("--input is for the central device; this is a worker bundle")
+        run_worker(loaded, backend, threads, insecure, connect)
+    else:
+        run_central(loaded, backend, threads, insecure, bind, input_path)
 
 
 @cli.command()

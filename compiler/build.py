@@ -270,7 +270,8 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
             tokenizer = Path(resolve_source(source)) / "tokenizer.json"
             prep = {"kind": "text", "max_length": prep.get("max_length", teacher.model.seq_len)}
         pid = plan_id(key.encode(), json.dumps(search["policy"]).encode())
-        folders = write_bundles(out, plan, pid, policy, onnx_dir, prep, tokenizer, plan.calibration.feature)
+        folders = write_bundles(out, plan, pid, policy, onnx_dir, prep, tokenizer, plan.calibration.feature,
+                                 teacher.record["classes"])
         return {"plan_id": pid, "bundles": [str(f) for f in folders]}
     bundles = stages.run("bundle", bundle_stage)["result"]
 

@@ -36,14 +36,19 @@ def _graph_io(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path,
-                  preprocess: dict[str, Any], tokenizer: Path | None, feature: str) -> list[Path]:
+                  preprocess: dict[str, Any], tokenizer: Path | None, feature: str,
+                  classes: Sequence[str]) -> list[Path]:
     keys = {d.name: zmq.curve_keypair() for d in plan.devices}
+    client_public, client_secret = zmq.curve_keypair()
     central = plan.central
     endpoint = f"tcp://{central.address}:{plan.runtime.port}"
     devices = [{"name": d.name, "feature_dim": s.dim, "role": "central" if d.central else "worker"}
                for d, s in zip(plan.devices, policy)]
-    folders = []
-    for index, (device, spec) in enumerate(zip(plan.devices, policy)):
+    folders, digests = [], {}
+    # Workers first: the central manifest pins each worker's manifest digest.
+    order = sorted(range(len(plan.devices)), key=lambda i: plan.devices[i].central)
+    for index in order:
+        device, spec = plan.devices[index], policy[index]
         final = out / "bundle" / device.name
         work = final.with_name(device.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
@@ -57,6 +62,9 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
             prep["tokenizer_file"] = "tokenizer.json"
         public, secret = keys[device.name]
         (work / "keys.json").write_text(json.dumps({"public": public.decode(), "secret": secret.decode()}))
+        if device.central:  # for clients on the central device (cofc run --input, the client API)
+            (work / "client.json").write_text(json.dumps({"public": client_public.decode(),
+                                                          "secret": client_secret.decode()}))
         inputs, outputs = _graph_io(work / "backbone.onnx")
         manifest = {
             "format": FORMAT,
@@ -73,10 +81,14 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
             manifest["devices"] = devices
             manifest["central"]["worker_keys"] = {d.name: keys[d.name][0].decode()
                                                   for d in plan.devices if not d.central}
+            manifest["central"]["worker_digests"] = digests
+            manifest["central"]["client_keys"] = [client_public.decode()]
+            manifest["classes"] = list(classes)
         manifest["files"] = {f.name: sha256_file(f) for f in sorted(work.iterdir())}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        (work / DIGEST).write_text(f"{sha256_file(work / MANIFEST)}  {MANIFEST}\n")
+        digests[device.name] = sha256_file(work / MANIFEST)
+        (work / DIGEST).write_text(f"{digests[device.name]}  {MANIFEST}\n")
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
         folders.append(final)
-    return folders
+    return sorted(folders, key=lambda f: [d.name for d in plan.devices].index(f.name))

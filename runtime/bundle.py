@@ -8,6 +8,7 @@
       aggregator.onnx    features, mask -> logits (central only)
       tokenizer.json     text plans only (read with the `tokenizers` package, not transformers)
       keys.json          this device's CURVE key pair
+      client.json        central only: a client key pair for local clients (cofc run --input)
       engines/           built here on first run (TensorRT), not part of the hash
 
 Loading verifies everything: a changed, missing or unexpected file is refused by name. Torch-free.

@@ -93,3 +93,17 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_BYTES) -> Message:
         arrays[spec["name"]] = np.frombuffer(buf, dtype=dtype).reshape(shape)
     meta = {k: v for k, v in header.items() if k not in ("v", "type", "id", "arrays")}
     return Message(kind, ident, arrays, meta)
+
+
+def match_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The arrays a graph needs, checked against its input specs (name, dtype, rank, fixed sizes)."""
+    feeds = {}
+    for spec in specs:
+        array = arrays.get(spec.name)
+        if array is None:
+            raise WireError("missing-input", spec.name)
+        if array.dtype != spec.dtype or len(array.shape) != len(spec.shape) or any(
+                want is not None and got != want for got, want in zip(array.shape, spec.shape)):
+            raise WireError("mismatched-input", f"{spec.name} {array.dtype}{list(array.shape)}")
+        feeds[spec.name] = array
+    return feeds

@@ -3,6 +3,7 @@ same way the compiler builds them, from a teacher record."""
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -53,3 +54,53 @@ def run_cofc(*args: str, env: dict | None = None, cwd: Path = REPO):
     exe = Path(sys.executable).with_name("cofc")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})}, timeout=600)
+
+
+PLAN = """\
+name: small-vit
+teacher: {checkpoint: teacher.pt}
+dataset: {name: mnist-5k, calibration: 400, validation: 200, test: 300}
+devices:
+  - {name: orin, profile: orin-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 2, central: true}
+  - {name: tx2, profile: jetson-tx2.json, memory_mb: 64, max_mflops: 5, link_mbps: 2}
+  - {name: nano, profile: jetson-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 1}
+objective: {delta: 0.1, initial: 3, iterations: 2}
+calibration: {epochs: 1, joint_epochs: 1}
+runtime: {port: PORT, deadline_ms: 300}
+output: out
+"""
+
+
+def make_plan(folder: Path, port: int = 5555) -> Path:
+    """A small ViT plan on MNIST-5k over three estimated boards, with tiny budgets."""
+    import torch
+
+    from cofc.compiler.adapters import get_adapter
+    from cofc.compiler.predictor import fit_predictor, predictor_path
+    from cofc.compiler.profile import model_pool, write_table
+    from cofc.compiler.roofline import BOARDS, estimated_table
+    from cofc.compiler.teacher import save_teacher
+
+    torch.manual_seed(0)
+    record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
+              "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
+                           num_heads=6, mlp_ratio=2.0, global_pool="avg"),
+              "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]}}
+    adapter = get_adapter("vit")
+    model = adapter.build_teacher(record)
+    record["state_dict"] = model.state_dict()
+    save_teacher(folder / "teacher.pt", record)
+    base = adapter.spec(model)
+    pool = model_pool(base, 40)
+    for board in BOARDS.values():
+        table = estimated_table("vit", base, board, pool)
+        fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
+        write_table(folder / f"{board.name}.json", table)
+    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)))
+    return folder / "plan.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

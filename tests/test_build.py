@@ -10,50 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.predictor import fit_predictor, predictor_path
-from cofc.compiler.profile import model_pool, write_table
-from cofc.compiler.roofline import BOARDS, estimated_table
-from cofc.compiler.teacher import save_teacher
 from cofc.runtime.bundle import load_bundle
 
-from conftest import run_cofc
-
-PLAN = """\
-name: small-vit
-teacher: {checkpoint: teacher.pt}
-dataset: {name: mnist-5k, calibration: 400, validation: 200, test: 300}
-devices:
-  - {name: orin, profile: orin-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 2, central: true}
-  - {name: tx2, profile: jetson-tx2.json, memory_mb: 64, max_mflops: 5, link_mbps: 2}
-  - {name: nano, profile: jetson-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 1}
-objective: {delta: 0.1, initial: 3, iterations: 2}
-calibration: {epochs: 1, joint_epochs: 1}
-output: out
-"""
-
-
-def make_plan(folder: Path) -> Path:
-    torch.manual_seed(0)
-    record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
-              "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
-                           num_heads=6, mlp_ratio=2.0, global_pool="avg"),
-              "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]}}
-    adapter = get_adapter("vit")
-    model = adapter.build_teacher(record)
-    record["state_dict"] = model.state_dict()
-    save_teacher(folder / "teacher.pt", record)
-    base = adapter.spec(model)
-    pool = model_pool(base, 40)
-    for board in BOARDS.values():
-        table = estimated_table("vit", base, board, pool)
-        fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
-        write_table(folder / f"{board.name}.json", table)
-    (folder / "plan.yaml").write_text(PLAN)
-    return folder / "plan.yaml"
-
+from conftest import make_plan, run_cofc
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:

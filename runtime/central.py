@@ -1,0 +1,241 @@
+"""The central device: receives requests, fans them out, runs its own sub-model, fuses, answers.
+
+One ROUTER socket serves workers and clients. With CURVE (the default), the ZAP handler admits
+only the public keys the bundle lists, and every message carries its sender's authenticated key
+(ZeroMQ's User-Id), so a worker's hello must come from that worker's key and only client keys
+may submit requests. Per request: send the inputs to every live worker, compute the central
+feature meanwhile, gather features until all live workers answered or the deadline passed, fuse
+with the presence mask, answer. Every request gets exactly one answer: degraded (and saying which
+devices were missing) when features are missing, an explicit error below `min_devices`.
+Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+from zmq.auth.thread import ThreadAuthenticator
+
+from cofc.errors import CofcError
+from cofc.runtime.backends import open_backend
+from cofc.runtime.bundle import Bundle
+from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
+
+ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
+log = logging.getLogger("cofc.central")
+
+
+@dataclass
+class Pending:
+    client: bytes
+    client_id: int
+    received: float
+    deadline: float
+    waiting: set[str]
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    sent: float = 0.0
+    t1: dict[str, float] = field(default_factory=dict)
+    t2: dict[str, float] = field(default_factory=dict)
+
+
+class Central:
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
+                 insecure: bool = False, bind: str | None = None):
+        if bundle.role != "central":
+            raise CofcError(f"{bundle.path} is a {bundle.role} bundle, not the central one")
+        m = bundle.manifest
+        self.bundle, self.insecure = bundle, insecure
+        self.bind = bind or "tcp://*:" + m["central"]["endpoint"].rsplit(":", 1)[1]
+        self.names = [d["name"] for d in m["devices"]]
+        self.dims = [d["feature_dim"] for d in m["devices"]]
+        self.workers = [n for n in self.names if n != bundle.device]
+        self.deadline_s = m["central"]["deadline_ms"] / 1e3
+        self.min_devices = m["central"]["min_devices"]
+        precision = m["precision"]
+        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads, precision=precision)
+        self.aggregator = open_backend(backend, bundle.file("aggregator.onnx"), threads=threads, precision=precision)
+        self.worker_keys = {k: n for n, k in m["central"]["worker_keys"].items()}
+        self.client_keys = set(m["central"]["client_keys"])
+        self.identity: dict[str, bytes] = {}  # worker name -> its socket identity
+        self.last_seen: dict[str, float] = {}
+        self.pending: dict[int, Pending] = {}
+        self.ids = itertools.count(1)
+        self.rejected: dict[str, int] = {}
+        self.answered = 0
+        self.ready = threading.Event()
+        self.all_joined = threading.Event()
+
+    # -- authentication ----------------------------------------------------------------------
+    def callback(self, domain: str, key: bytes) -> bool:
+        """ZAP: admit the bundle's worker and client keys, nobody else."""
+        text = key.decode() if isinstance(key, bytes) else key
+        return text in self.worker_keys or text in self.client_keys
+
+    def _peer_key(self, frame: zmq.Frame) -> str | None:
+        return None if self.insecure else frame.get("User-Id")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def serve(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        ctx = zmq.Context()
+        auth = None
+        sock = ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.router_handover = 1  # a restarted worker takes its identity back
+        sock.router_mandatory = 0
+        if not self.insecure:
+            auth = ThreadAuthenticator(ctx)
+            auth.start()
+            auth.configure_curve_callback("*", credentials_provider=self)
+            keys = self.bundle.keys()
+            sock.curve_server = True
+            sock.curve_publickey, sock.curve_secretkey = keys["public"].encode(), keys["secret"].encode()
+        sock.bind(self.bind)
+        self.ready.set()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                wait = min([p.deadline for p in self.pending.values()], default=now + 0.1) - now
+                if sock.poll(max(0, min(100, int(wait * 1000) + 1))):
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        self._dispatch(sock, frames)
+                self._expire(sock)
+        finally:
+            sock.close(0)
+            if auth is not None:
+                auth.stop()
+            ctx.term()
+
+    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+        identity, body = frames[0].bytes, frames[1:]
+        try:
+            msg = decode(body)
+        except WireError as exc:
+            return self._reject(exc.kind, str(exc))
+        key = self._peer_key(body[0]) if body else None
+        if msg.type == "hello":
+            self._hello(sock, identity, key, msg)
+        elif msg.type == "feature":
+            self._feature(sock, identity, msg)
+        elif msg.type == "infer":
+            if key is not None and key not in self.client_keys:
+                return self._reject("not-a-client", "a worker key submitted a request")
+            self._infer(sock, identity, msg)
+        else:
+            self._reject("unexpected-type", msg.type)
+
+    def _hello(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+        name = msg.meta.get("device")
+        m = self.bundle.manifest["central"]
+        reason = None
+        if name not in self.workers:
+            reason = f"device {name!r} is not a worker of plan {self.bundle.plan_id}"
+        elif key is not None and self.worker_keys.get(key) != name:
+            reason = f"{name!r} spoke with another device's key"
+        elif msg.meta.get("plan") != self.bundle.plan_id:
+            reason = f"bundle of plan {msg.meta.get('plan')!r}, central runs plan {self.bundle.plan_id}"
+        elif msg.meta.get("digest") != m["worker_digests"].get(name):
+            reason = f"{name!r} runs a bundle this plan did not build (digest mismatch)"
+        if reason:
+            self._reject("refused-worker", reason)
+            sock.send_multipart([identity, *encode(Message("refuse", 0, meta={"reason": reason}))], copy=False)
+            return
+        known = self.identity.get(name) == identity and name in self.last_seen
+        self.identity[name] = identity
+        self.last_seen[name] = time.monotonic()
+        if not known:
+            log.info("worker %s joined", name)
+            if set(self.workers) <= self.alive():
+                self.all_joined.set()
+            sock.send_multipart([identity, *encode(Message("welcome", 0))], copy=False)
+
+    def alive(self) -> set[str]:
+        now = time.monotonic()
+        return {n for n, t in self.last_seen.items() if now - t < ALIVE_S}
+
+    def _infer(self, sock: zmq.Socket, client: bytes, msg: Message) -> None:
+        try:
+            feeds = match_inputs(msg.arrays, self.engine.inputs)
+        except WireError as exc:
+            return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
+        rid = next(self.ids)
+        now = time.monotonic()
+        alive = self.alive()
+        pending = Pending(client, msg.id, now, now + self.deadline_s, set(alive))
+        self.pending[rid] = pending
+        request = encode(Message("request", rid, feeds))
+        pending.sent = time.monotonic()
+        for name in alive:
+            sock.send_multipart([self.identity[name], *request], copy=False)
+        start = time.perf_counter()
+        pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
+        pending.t1[self.bundle.device] = (time.perf_counter() - start) * 1e3
+        pending.t2[self.bundle.device] = 0.0
+        if not pending.waiting:
+            self._finish(sock, rid)
+
+    def _feature(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
+        name = next((n for n, i in self.identity.items() if i == identity), None)
+        pending = self.pending.get(msg.id)
+        if name is None:
+            return self._reject("unknown-worker", "feature from a peer that never said hello")
+        self.last_seen[name] = time.monotonic()
+        if pending is None or name not in pending.waiting:
+            return self._reject("late-feature", f"{name} request {msg.id}")
+        feature = msg.arrays.get("feature")
+        dim = self.dims[self.names.index(name)]
+        batch = len(next(iter(pending.features.values())))
+        if feature is None or feature.dtype != np.float32 or feature.shape != (batch, dim):
+            return self._reject("bad-feature", f"{name}: {None if feature is None else feature.shape}")
+        t1 = float(msg.meta.get("t1_ms", 0.0))
+        pending.features[name] = feature.copy()
+        pending.t1[name] = t1
+        pending.t2[name] = max(0.0, (time.monotonic() - pending.sent) * 1e3 - t1)
+        pending.waiting.discard(name)
+        if not pending.waiting:
+            self._finish(sock, msg.id)
+
+    def _expire(self, sock: zmq.Socket) -> None:
+        now = time.monotonic()
+        for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
+            self._finish(sock, rid)
+
+    def _finish(self, sock: zmq.Socket, rid: int) -> None:
+        p = self.pending.pop(rid)
+        present = [n for n in self.names if n in p.features]
+        missing = [n for n in self.names if n not in p.features]
+        timings = {"t1_ms": p.t1, "t2_ms": p.t2}
+        if len(present) < self.min_devices:
+            return self._answer_error(sock, p.client, p.client_id, "too-few-devices",
+                                      f"only {present} answered before the deadline")
+        batch = len(p.features[self.bundle.device])
+        feats = [p.features.get(n, np.zeros((batch, d), np.float32)) for n, d in zip(self.names, self.dims)]
+        mask = np.tile(np.array([[n in p.features for n in self.names]], np.float32), (batch, 1))
+        start = time.perf_counter()
+        logits = next(iter(self.aggregator.run({"features": np.concatenate(feats, axis=1),
+                                                "mask": mask}).values()))
+        timings["t3_ms"] = (time.perf_counter() - start) * 1e3
+        timings["end_to_end_ms"] = (time.monotonic() - p.received) * 1e3
+        meta = {"present": present, "missing": missing, "degraded": bool(missing), "timings": timings}
+        sock.send_multipart([p.client, *encode(Message("answer", p.client_id, {"logits": logits}, meta))], copy=False)
+        self.answered += 1
+
+    def _answer_error(self, sock: zmq.Socket, client: bytes, client_id: int, kind: str, detail: str) -> None:
+        self._reject(kind, detail)
+        sock.send_multipart([client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))],
+                            copy=False)
+        self.answered += 1
+
+    def _reject(self, kind: str, detail: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        if self.rejected[kind] == 1:
+            log.warning("rejected (%s): %s; further ones of this kind are only counted", kind, detail)

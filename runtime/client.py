@@ -1,0 +1,89 @@
+"""A small client for the central device: submit model inputs, receive answers (pipelined)."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import zmq
+
+from cofc.runtime._sockets import client_socket
+from cofc.runtime.bundle import Bundle
+from cofc.runtime.wire import Message, WireError, decode, encode
+
+
+@dataclass
+class Answer:
+    id: int
+    logits: np.ndarray | None
+    present: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    degraded: bool = False
+    timings: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+class Client:
+    def __init__(self, endpoint: str, server_key: str | None = None, keys: dict | None = None):
+        self.ctx = zmq.Context()
+        self.sock = client_socket(self.ctx, zmq.DEALER, server_key, keys)
+        self.sock.connect(endpoint)
+        self.ids = itertools.count(1)
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle, endpoint: str | None = None, insecure: bool = False) -> "Client":
+        """A client on the central device, with the client key its bundle carries."""
+        m = bundle.manifest["central"]
+        endpoint = endpoint or "tcp://127.0.0.1:" + m["endpoint"].rsplit(":", 1)[1]
+        if insecure:
+            return cls(endpoint)
+        return cls(endpoint, m["public_key"], json.loads(bundle.file("client.json").read_text()))
+
+    def submit(self, arrays: dict[str, np.ndarray]) -> int:
+        ident = next(self.ids)
+        self.sock.send_multipart(encode(Message("infer", ident, arrays)), copy=False)
+        return ident
+
+    def receive(self, timeout_s: float) -> Answer | None:
+        if not self.sock.poll(int(timeout_s * 1000)):
+            return None
+        try:
+            msg = decode(self.sock.recv_multipart(copy=False))
+        except WireError as exc:
+            return Answer(-1, None, error=f"malformed answer: {exc}")
+        meta = msg.meta
+        return Answer(msg.id, msg.arrays.get("logits"), meta.get("present", []), meta.get("missing", []),
+                      meta.get("degraded", False), meta.get("timings", {}), meta.get("error"))
+
+    def infer(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> Answer | None:
+        ident = self.submit(arrays)
+        while (answer := self.receive(timeout_s)) is not None:
+            if answer.id == ident:
+                return answer
+        return None
+
+    def stream(self, requests: Iterable[dict[str, np.ndarray]], window: int = 8,
+               timeout_s: float = 10.0) -> Iterator[Answer]:
+        """Keep up to `window` requests in flight; yield answers as they come (ids say which)."""
+        in_flight = 0
+        for arrays in requests:
+            while in_flight >= window:
+                answer = self.receive(timeout_s)
+                if answer is None:
+                    raise TimeoutError(f"no answer within {timeout_s} s")
+                in_flight -= 1
+                yield answer
+            self.submit(arrays)
+            in_flight += 1
+        while in_flight:
+            answer = self.receive(timeout_s)
+            if answer is None:
+                raise TimeoutError(f"no answer within {timeout_s} s")
+            in_flight -= 1
+            yield answer
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()

@@ -1,0 +1,79 @@
+"""`cofc run`: start the role a bundle names; on central, optionally answer a file of inputs."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from cofc.errors import CofcError
+from cofc.runtime.bundle import Bundle
+from cofc.runtime.central import Central
+from cofc.runtime.client import Client
+from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.worker import Worker
+
+JOIN_TIMEOUT_S = 10.0
+log = logging.getLogger("cofc.central")
+
+
+def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: str | None) -> None:
+    try:
+        Worker(bundle, backend, threads, insecure, connect).serve()
+    except KeyboardInterrupt:
+        pass
+
+
+def read_inputs(path: Path, kind: str):
+    """Raw inputs from a file: a .npy of uint8 images, or a text file with one text per line."""
+    if kind == "image":
+        if path.suffix != ".npy":
+            raise CofcError(f"{path}: image inputs are read from a .npy file of uint8 (N, H, W) images")
+        images = np.load(path, allow_pickle=False)
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise CofcError(f"{path}: expected uint8 images of shape (N, H, W), got {images.dtype}{images.shape}")
+        return images
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise CofcError(f"{path} holds no text")
+    return lines
+
+
+def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: str | None,
+                input_path: Path | None) -> None:
+    central = Central(bundle, backend, threads, insecure, bind)
+    if input_path is None:
+        try:
+            central.serve()
+        except KeyboardInterrupt:
+            pass
+        return
+    prep = Preprocessor(bundle.manifest["preprocess"], bundle.path)
+    raw = read_inputs(input_path, prep.kind)
+    stop = threading.Event()
+    server = threading.Thread(target=central.serve, args=(stop,), daemon=True)
+    server.start()
+    central.ready.wait(10)
+    if not central.all_joined.wait(JOIN_TIMEOUT_S):
+        missing = sorted(set(central.workers) - central.alive())
+        log.warning("starting without %s: not joined after %.0f s", ", ".join(missing), JOIN_TIMEOUT_S)
+    client = Client.for_bundle(bundle, insecure=insecure)
+    classes = bundle.manifest.get("classes")
+    try:
+        requests = (prep(raw[i:i + 1]) for i in range(len(raw)))
+        for answer in client.stream(requests):
+            row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
+                   "timings": answer.timings}
+            if answer.error:
+                row["error"] = answer.error
+            else:
+                k = int(answer.logits[0].argmax())
+                row.update(prediction=k, label=classes[k] if classes else str(k))
+            sys.stdout.write(json.dumps(row) + "\n")
+    finally:
+        client.close()
+        stop.set()
+        server.join(5)

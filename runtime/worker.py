@@ -1,0 +1,93 @@
+"""A worker device: computes its sub-model's feature for every request central sends.
+
+It connects (DEALER, CURVE client with its bundle's keys) to the central endpoint and says hello:
+device name, plan id and bundle digest. The hello is repeated every HEARTBEAT_S as a heartbeat,
+so after either side restarts the worker is known again without anyone restarting it (ZeroMQ
+reconnects the socket by itself). A refusal (wrong plan or bundle) is fatal: it is a deployment
+mistake that waiting will not fix.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from cofc.errors import CofcError
+from cofc.runtime.backends import open_backend
+from cofc.runtime.bundle import Bundle
+from cofc.runtime._sockets import client_socket
+from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
+
+HEARTBEAT_S = 0.5
+log = logging.getLogger("cofc.worker")
+
+
+class Worker:
+    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
+                 insecure: bool = False, endpoint: str | None = None):
+        if bundle.role != "worker":
+            raise CofcError(f"{bundle.path} is the {bundle.role} bundle, not a worker's")
+        self.bundle = bundle
+        self.endpoint = endpoint or bundle.manifest["central"]["endpoint"]
+        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
+                                   precision=bundle.manifest["precision"])
+        self.insecure = insecure
+        self.rejected: dict[str, int] = {}
+        self.served = 0
+
+    def _hello(self) -> Message:
+        return Message("hello", 0, meta={"device": self.bundle.device, "plan": self.bundle.plan_id,
+                                         "digest": self.bundle.digest})
+
+    def serve(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        ctx = zmq.Context()
+        m = self.bundle.manifest
+        sock = client_socket(ctx, zmq.DEALER, None if self.insecure else m["central"]["public_key"],
+                             None if self.insecure else self.bundle.keys())
+        sock.identity = self.bundle.device.encode()
+        sock.connect(self.endpoint)
+        last_hello = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() - last_hello >= HEARTBEAT_S:
+                    sock.send_multipart(encode(self._hello()), copy=False)
+                    last_hello = time.monotonic()
+                if not sock.poll(int(HEARTBEAT_S * 1000)):
+                    continue
+                frames = sock.recv_multipart(copy=False)
+                try:
+                    msg = decode(frames)
+                except WireError as exc:
+                    self._reject(exc.kind, str(exc))
+                    continue
+                if msg.type == "request":
+                    self._answer(sock, msg)
+                elif msg.type == "refuse":
+                    raise CofcError(f"central refused this worker: {msg.meta.get('reason', 'no reason given')}")
+                elif msg.type != "welcome":
+                    self._reject("unexpected-type", msg.type)
+        finally:
+            sock.close(0)
+            ctx.term()
+
+    def _answer(self, sock: zmq.Socket, msg: Message) -> None:
+        try:
+            feeds = match_inputs(msg.arrays, self.engine.inputs)
+        except WireError as exc:
+            self._reject(exc.kind, str(exc))
+            return
+        start = time.perf_counter()
+        feature = next(iter(self.engine.run(feeds).values()))
+        t1 = (time.perf_counter() - start) * 1e3
+        out = Message("feature", msg.id, {"feature": np.ascontiguousarray(feature, np.float32)}, {"t1_ms": t1})
+        sock.send_multipart(encode(out), copy=False)
+        self.served += 1
+
+    def _reject(self, kind: str, detail: str) -> None:
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        if self.rejected[kind] == 1:
+            log.warning("rejected a message (%s): %s; further ones of this kind are only counted", kind, detail)

@@ -1,0 +1,228 @@
+"""The runtime over real ZeroMQ on loopback: central and workers as separate `cofc run` processes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from cofc.compiler.datasets import load_dataset
+from cofc.runtime.backends import open_backend
+from cofc.runtime.bundle import load_bundle
+from cofc.runtime.client import Client
+from cofc.runtime.pipeline import LocalPipeline
+from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.wire import Message, decode, encode
+from cofc.runtime.worker import Worker
+
+from conftest import free_port, make_plan, run_cofc
+
+COFC = str(Path(sys.executable).with_name("cofc"))
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("runtime")
+    plan = make_plan(folder, port=free_port())
+    result = run_cofc("build", str(plan))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {b.name: load_bundle(b) for b in (folder / "out" / "bundle").iterdir()}
+
+
+def start(bundle, *extra) -> subprocess.Popen:
+    return subprocess.Popen([COFC, "run", "--bundle", str(bundle.path), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def cluster(bundles):
+    procs = {"orin": start(bundles["orin"]), "tx2": start(bundles["tx2"]), "nano": start(bundles["nano"])}
+    yield procs
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def mnist_images():
+    return load_dataset("mnist-5k").test.inputs
+
+
+def requests_for(bundles, images):
+    prep = Preprocessor(bundles["orin"].manifest["preprocess"], bundles["orin"].path)
+    return [prep(images[i:i + 1]) for i in range(len(images))]
+
+
+def wait_full(client, arrays, timeout=30.0):
+    """Send probes until an answer comes back with every device present."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        answer = client.infer(arrays, timeout_s=2)
+        if answer is not None and not answer.degraded and answer.error is None:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the cluster never answered with every device present")
+
+
+def test_distributed_answers_equal_the_local_pipeline(bundles, cluster):
+    images = mnist_images()[:240]
+    reqs = requests_for(bundles, images)
+    client = Client.for_bundle(bundles["orin"])
+    try:
+        wait_full(client, reqs[0])
+        answers = {a.id: a for a in client.stream(reqs)}
+    finally:
+        client.close()
+    reference = LocalPipeline(list(bundles.values()))(images)
+    assert len(answers) == 240
+    ids = sorted(answers)
+    got = np.concatenate([answers[i].logits for i in ids])
+    assert not any(answers[i].degraded for i in ids)
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
+    timings = answers[ids[-1]].timings
+    assert set(timings["t1_ms"]) == {"orin", "tx2", "nano"} and timings["end_to_end_ms"] > 0
+
+
+def test_killed_worker_degrades_then_rejoins(bundles, cluster):
+    images = mnist_images()
+    reqs = requests_for(bundles, images)
+    labels = load_dataset("mnist-5k").test.labels
+    client = Client.for_bundle(bundles["orin"])
+    try:
+        wait_full(client, reqs[0])
+        answers = []
+        for answer in client.stream(reqs, window=4):
+            answers.append(answer)
+            if len(answers) == 300:
+                cluster["nano"].send_signal(signal.SIGKILL)
+        assert len(answers) == 1000 and all(a.error is None for a in answers)  # nothing lost
+        degraded = [a for a in answers if a.degraded]
+        assert degraded and all(a.missing == ["nano"] for a in degraded)
+        first = min(a.id for a in answers)  # ids follow submission order; probes came before
+        correct = sum(int(a.logits.argmax() == labels[a.id - first]) for a in degraded)
+        print(f"degraded answers: {len(degraded)}, accuracy {correct / len(degraded):.3f}")
+        cluster["nano"] = start(bundles["nano"])
+        wait_full(client, reqs[0])  # it rejoined without restarting central
+    finally:
+        client.close()
+
+
+def test_wrong_or_missing_key_gets_nothing_through(bundles, cluster):
+    endpoint = "tcp://127.0.0.1:" + bundles["orin"].manifest["central"]["endpoint"].rsplit(":", 1)[1]
+    server_key = bundles["orin"].manifest["central"]["public_key"]
+    arrays = requests_for(bundles, mnist_images()[:1])[0]
+    public, secret = zmq.curve_keypair()
+    strangers = [Client(endpoint, server_key, {"public": public.decode(), "secret": secret.decode()}),
+                 Client(endpoint)]  # no CURVE at all
+    try:
+        for stranger in strangers:
+            assert stranger.infer(arrays, timeout_s=2) is None
+    finally:
+        for stranger in strangers:
+            stranger.close()
+    # A worker's key is accepted by ZAP but may not submit requests.
+    worker_keys = bundles["tx2"].keys()
+    impostor = Client(endpoint, server_key, worker_keys)
+    try:
+        assert impostor.infer(arrays, timeout_s=2) is None
+    finally:
+        impostor.close()
+    good = Client.for_bundle(bundles["orin"])
+    try:
+        wait_full(good, arrays)
+    finally:
+        good.close()
+
+
+def _junk(rng: random.Random) -> list[bytes]:
+    choice = rng.randrange(4)
+    if choice == 0:
+        return [rng.randbytes(rng.randint(0, 200)) for _ in range(rng.randint(1, 4))]
+    head = {"v": 1, "type": rng.choice(["infer", "feature", "hello", "request", "answer"]), "id": rng.randint(0, 9),
+            "arrays": [{"name": rng.choice(["pixel_values", "feature"]), "dtype": rng.choice(["float32", "int64"]),
+                        "shape": [rng.randint(0, 3), rng.randint(0, 30)]}]}
+    if choice == 1:
+        head["device"] = rng.choice(["tx2", "nano", "evil"])
+        head["digest"] = "0" * 64
+    frames = [json.dumps(head).encode()]
+    if choice != 3:
+        frames.append(rng.randbytes(rng.randint(0, 400)))
+    return frames
+
+
+def test_fuzzed_central_keeps_serving(bundles, cluster):
+    rng = random.Random(7)
+    m = bundles["orin"].manifest["central"]
+    endpoint = "tcp://127.0.0.1:" + m["endpoint"].rsplit(":", 1)[1]
+    client_keys = json.loads(bundles["orin"].file("client.json").read_text())
+    ctx = zmq.Context()
+    attacker = ctx.socket(zmq.DEALER)
+    attacker.curve_serverkey, attacker.curve_publickey, attacker.curve_secretkey = (
+        m["public_key"].encode(), client_keys["public"].encode(), client_keys["secret"].encode())
+    attacker.linger = 0
+    attacker.connect(endpoint)
+    for _ in range(10_000):
+        attacker.send_multipart(_junk(rng))
+    attacker.close(0)
+    ctx.term()
+    images = mnist_images()[:20]
+    client = Client.for_bundle(bundles["orin"])
+    try:
+        wait_full(client, requests_for(bundles, images[:1])[0])
+        answers = {a.id: a for a in client.stream(requests_for(bundles, images))}
+    finally:
+        client.close()
+    reference = LocalPipeline(list(bundles.values()))(images)
+    got = np.concatenate([answers[i].logits for i in sorted(answers)])
+    np.testing.assert_allclose(got, reference, atol=1e-4, rtol=0)
+    assert cluster["orin"].poll() is None
+
+
+def test_fuzzed_worker_keeps_serving(bundles):
+    """Play central to a real worker: 10,000 malformed frames, then a real request."""
+    bundle = bundles["tx2"]
+    keys = bundles["orin"].keys()
+    port = free_port()
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.curve_server = True
+    router.curve_publickey, router.curve_secretkey = keys["public"].encode(), keys["secret"].encode()
+    router.linger = 0
+    router.bind(f"tcp://127.0.0.1:{port}")
+    worker = Worker(bundle, endpoint=f"tcp://127.0.0.1:{port}")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        identity, *hello = router.recv_multipart()
+        assert decode(hello).type == "hello"
+        rng = random.Random(3)
+        for _ in range(10_000):
+            router.send_multipart([identity, *_junk(rng)])
+        arrays = requests_for(bundles, mnist_images()[:1])[0]
+        router.send_multipart([identity, *encode(Message("request", 99, arrays))], copy=False)
+        deadline = time.time() + 30
+        feature = None
+        while time.time() < deadline and feature is None:
+            if router.poll(1000):
+                _, *frames = router.recv_multipart()
+                msg = decode(frames)
+                if msg.type == "feature" and msg.id == 99:
+                    feature = msg.arrays["feature"]
+        want = next(iter(open_backend("onnxruntime", bundle.file("backbone.onnx")).run(arrays).values()))
+        np.testing.assert_allclose(feature, want, atol=1e-5)
+        assert sum(worker.rejected.values()) > 9_000
+    finally:
+        stop.set()
+        thread.join(5)
+        router.close(0)
+        ctx.term()
