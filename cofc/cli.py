@@ -14,13 +14,6 @@ import click
 from cofc import __version__
 from cofc.errors import CofcError
 
-NOT_YET = 3  # exit status of a command whose stages have not been built yet
-
-
-def _not_yet(what: str, issue: str) -> None:
-    click.echo(f"cofc: {what} is not implemented yet ({issue}); nothing was done.", err=True)
-    sys.exit(NOT_YET)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cofc")
@@ -137,12 +130,17 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
 
 @cli.command()
 @click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "--requests", type=int, default=200, show_default=True)
-@click.option("--emulate", is_flag=True, help="Shape links and CPU shares as the plan says.")
+@click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--emulate", is_flag=True, help="Give each device its own network namespace, its plan's "
+              "link rate (tc tbf) and the CPU share its profile was measured under (cgroup). Needs root.")
 def bench(build_dir: Path, requests: int, emulate: bool) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
-    report measured latency against the evaluator's prediction."""
-    _not_yet("cofc bench", "issue 6: runtime over ZeroMQ")
+    report measured latency against the evaluator's prediction and the teacher alone."""
+    from cofc.compiler.bench import bench as run_bench, format_table
+
+    result = run_bench(build_dir, requests, emulate)
+    click.echo(format_table(result))
+    click.echo(f"written {build_dir / 'bench.json'}")
 
 
 @cli.command()

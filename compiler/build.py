@@ -37,7 +37,7 @@ from cofc.compiler.booster import TrainConfig
 from cofc.compiler.datasets import load_dataset
 from cofc.compiler.decompose import decompose
 from cofc.compiler.evaluator import DeviceModel, Evaluator, latency
-from cofc.compiler.export import PooledBackbone, export_aggregator, export_backbone, parity
+from cofc.compiler.export import PooledBackbone, export_aggregator, export_backbone, export_teacher, parity
 from cofc.compiler.fusion import Aggregator
 from cofc.compiler.importance import Importance, rank_units
 from cofc.compiler.metrics import accuracy
@@ -50,6 +50,7 @@ from cofc.compiler.teacher import teacher_from_plan
 from cofc.errors import CofcError
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
+from cofc.runtime.preprocess import packed_request_bytes
 
 PARITY_TOLERANCE = 1e-3  # max abs difference of ONNX Runtime vs torch on features and logits
 STAGES = ("teacher", "importance", "search", "calibrate", "export", "bundle", "evaluate", "report")
@@ -123,6 +124,15 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
     return models
 
 
+def request_bytes(teacher) -> int:
+    """Bytes of one raw request on the wire, as the runtime packs it."""
+    prep = teacher.record["preprocess"]
+    if prep["kind"] == "image":
+        pe = teacher.model.patch_embed
+        return packed_request_bytes("image", (pe.proj.in_channels, *pe.img_size))
+    return packed_request_bytes("text", max_length=teacher.model.seq_len)
+
+
 def _history(result: SearchResult) -> list[dict]:
     return [{"policy": [s.to_dict() for s in e.policy], "loss": e.loss, "latency_ms": e.latency.total,
              "objective": e.objective} for e in result.history]
@@ -179,6 +189,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     cal, val = data.train.partition([plan.dataset.calibration, plan.dataset.validation], plan.objective.seed)
     test = data.test.take(plan.dataset.test)
     devices = device_models(plan, base)
+    input_bytes = request_bytes(teacher)
     key = _inputs_key(plan)
     stages = Stages(out, key, force)
     torch.manual_seed(plan.objective.seed)
@@ -196,7 +207,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     def search_stage() -> dict:
         proxy = ValidationLoss(adapter, teacher.model, teacher.record, importance, val.inputs, val.labels,
                                plan.calibration.feature)
-        evaluator = Evaluator(devices, base, proxy, plan.objective.delta)
+        evaluator = Evaluator(devices, base, proxy, plan.objective.delta, input_bytes)
         space = SearchSpace(base, len(devices))
         budget = plan.objective.initial + plan.objective.iterations
         with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
@@ -254,6 +265,10 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
         with torch.no_grad():
             want = calibrated.aggregator(feats, mask).numpy()
         checks.append(parity(path, {"features": feats.numpy(), "mask": mask.numpy()}, want, PARITY_TOLERANCE))
+        path = export_teacher(adapter, teacher.model, example, onnx_dir / "teacher.onnx", plan.export.opset)
+        with torch.no_grad():
+            want = adapter.logits(teacher.model, example).numpy()
+        checks.append(parity(path, feeds, want, PARITY_TOLERANCE))
         bad = [c for c in checks if not c.ok]
         if bad:
             raise CofcError("ONNX export does not match torch: " + ", ".join(
@@ -294,4 +309,5 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     ort = stages.run("evaluate", evaluate_stage)["result"]
 
     from cofc.compiler.report import write_report
-    return write_report(out, plan, base, devices, policy, teacher_stage, search, torch_accuracy, ort, export, bundles)
+    return write_report(out, plan, base, devices, policy, input_bytes, teacher_stage, search, torch_accuracy, ort,
+                        export, bundles)

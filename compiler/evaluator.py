@@ -2,8 +2,10 @@
 the objective Ψ = L_val + δ·T. Pure: specs, device models and a loss function in, numbers out.
 
 Two readings made concrete here:
-  t2  bytes a device really sends: its pooled feature, d_n values of FEATURE_BYTES each (the
-      devices pool before sending, DESIGN.md), over its link; the central device sends nothing.
+  t2  bytes that really cross a worker's link per request: the raw input central forwards to it
+      (uint8 pixels or UTF-8 text, runtime/preprocess.py) and the pooled feature it sends back,
+      d_n values of FEATURE_BYTES each (devices pool before sending, DESIGN.md); eq. 5 counts
+      only the feature because the paper's devices already hold the input. Central sends nothing.
   t3  eq. 6 with M = 1 (features arrive pooled) and the aggregator mapping d_agg = Σ d_n to the
       teacher's width d, whose task head is reused: 2·d_agg·d + 2·d·classes FLOPs at the central
       device's throughput g, which is read off its own latency table (FLOPs per ms).
@@ -53,10 +55,11 @@ def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> 
     return 2 * d_agg * base.dim + 2 * base.dim * base.classes
 
 
-def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> Latency:
+def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec,
+            input_bytes: int = 0) -> Latency:
     central = next(d for d in devices if d.central)
     t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices))
-    t2 = tuple(0.0 if d.central else transfer_ms(s.dim * FEATURE_BYTES, d.link_mbps)
+    t2 = tuple(0.0 if d.central else transfer_ms(input_bytes + s.dim * FEATURE_BYTES, d.link_mbps)
                for s, d in zip(policy, devices))
     return Latency(t1, t2, aggregation_flops(policy, base) / central.flops_per_ms)
 
@@ -99,8 +102,9 @@ class Evaluator:
     be evaluated: the search filters them first)."""
 
     def __init__(self, devices: Sequence[DeviceModel], base: TransformerSpec,
-                 val_loss: Callable[[Policy], float], delta: float):
+                 val_loss: Callable[[Policy], float], delta: float, input_bytes: int = 0):
         self.devices, self.base, self.val_loss, self.delta = tuple(devices), base, val_loss, delta
+        self.input_bytes = input_bytes
         self.calls = 0
 
     def feasible(self, policy: Sequence[SubModelSpec]) -> bool:
@@ -112,7 +116,7 @@ class Evaluator:
             raise ValueError("infeasible policy reached the evaluator: " + "; ".join(problems))
         self.calls += 1
         policy = tuple(policy)
-        lat = latency(policy, self.devices, self.base)
+        lat = latency(policy, self.devices, self.base, self.input_bytes)
         loss = self.val_loss(policy)
         return Evaluation(policy, loss, lat, loss + self.delta * lat.total)
 

@@ -81,6 +81,23 @@ def export_backbone(adapter: ModelAdapter, model: nn.Module, example: Inputs, pa
     return _export(module, tuple(example[n] for n in names), path, names, [FEATURE], opset)
 
 
+class TeacherLogits(nn.Module):
+    """The whole teacher, inputs -> logits: the single-device baseline `cofc bench` times."""
+
+    def __init__(self, adapter: ModelAdapter, model: nn.Module, input_names: list[str]):
+        super().__init__()
+        self.adapter, self.model, self.input_names = adapter, model, input_names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.adapter.logits(self.model, dict(zip(self.input_names, tensors)))
+
+
+def export_teacher(adapter: ModelAdapter, model: nn.Module, example: Inputs, path: Path, opset: int = 17) -> Path:
+    names = list(example)
+    return _export(TeacherLogits(adapter, model.eval(), names).eval(), tuple(example[n] for n in names), path,
+                   names, [LOGITS], opset)
+
+
 def export_aggregator(aggregator: Aggregator, path: Path, opset: int = 17) -> Path:
     example = (torch.randn(2, sum(aggregator.dims)), torch.ones(2, len(aggregator.dims)))
     return _export(aggregator.eval(), example, path, [FEATURES, MASK], [LOGITS], opset)

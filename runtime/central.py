@@ -3,7 +3,7 @@
 One ROUTER socket serves workers and clients. With CURVE (the default), the ZAP handler admits
 only the public keys the bundle lists, and every message carries its sender's authenticated key
 (ZeroMQ's User-Id), so a worker's hello must come from that worker's key and only client keys
-may submit requests. Per request: send the inputs to every live worker, compute the central
+may submit requests. Per request: send the raw input to every live worker, compute the central
 feature meanwhile, gather features until all live workers answered or the deadline passed, fuse
 with the presence mask, answer. Every request gets exactly one answer: degraded (and saying which
 devices were missing) when features are missing, an explicit error below `min_devices`.
@@ -24,6 +24,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
 
 ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
@@ -59,6 +60,7 @@ class Central:
         precision = m["precision"]
         self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads, precision=precision)
         self.aggregator = open_backend(backend, bundle.file("aggregator.onnx"), threads=threads, precision=precision)
+        self.prep = Preprocessor.for_bundle(bundle)
         self.worker_keys = {k: n for n, k in m["central"]["worker_keys"].items()}
         self.client_keys = set(m["central"]["client_keys"])
         self.identity: dict[str, bytes] = {}  # worker name -> its socket identity
@@ -164,7 +166,7 @@ class Central:
 
     def _infer(self, sock: zmq.Socket, client: bytes, msg: Message) -> None:
         try:
-            feeds = match_inputs(msg.arrays, self.engine.inputs)
+            feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
         except WireError as exc:
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
@@ -172,7 +174,7 @@ class Central:
         alive = self.alive()
         pending = Pending(client, msg.id, now, now + self.deadline_s, set(alive))
         self.pending[rid] = pending
-        request = encode(Message("request", rid, feeds))
+        request = encode(Message("request", rid, msg.arrays))  # the raw input: each device preprocesses
         pending.sent = time.monotonic()
         for name in alive:
             sock.send_multipart([self.identity[name], *request], copy=False)

@@ -1,7 +1,7 @@
-"""Cap this process's CPU with a cgroup quota, to emulate a slower device on one Linux box.
+"""Cap CPU with a cgroup quota, to emulate a slower device on one Linux box.
 
-cgroup v1 (`cpu.cfs_quota_us`) or v2 (`cpu.max`), whichever is mounted; root only. The group is
-removed on exit, also when the body raises or is interrupted. Where the machine refuses, the
+cgroup v1 (`cpu.cfs_quota_us`) or v2 (`cpu.max`), whichever is mounted; root only. Groups are
+removed when closed, also when the body raises or is interrupted. Where the machine refuses, the
 error says why; callers decide whether to run unshaped.
 """
 from __future__ import annotations
@@ -26,34 +26,48 @@ def _layout() -> tuple[Path, str]:
     raise CofcError("cannot cap CPU here: no cgroup cpu controller is mounted (v1 cpu or v2 cpu.max)")
 
 
-@contextlib.contextmanager
-def cpu_quota(share: float, pid: int | None = None, name: str | None = None) -> Iterator[Path]:
-    """Run the body with process `pid` (default: this one) held to `share` of one core."""
-    if not 0 < share <= 64:
-        raise CofcError(f"cpu share {share} must be above 0 (1.0 is one full core)")
-    root, version = _layout()
-    group = root / (name or f"cofc-{os.getpid()}-{int(share * 1000)}")
-    pid = pid or os.getpid()
-    try:
-        group.mkdir(exist_ok=True)
+class CpuGroup:
+    """A cgroup holding its processes to `share` of one core (1.0 = a full core)."""
+
+    def __init__(self, share: float, name: str):
+        if not 0 < share <= 64:
+            raise CofcError(f"cpu share {share} must be above 0 (1.0 is one full core)")
+        self.root, version = _layout()
+        self.path = self.root / name
         quota = int(share * PERIOD_US)
-        if version == "v1":
-            (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (group / "cpu.cfs_quota_us").write_text(str(quota))
-        else:
-            (group / "cpu.max").write_text(f"{quota} {PERIOD_US}")
-        (group / "cgroup.procs").write_text(str(pid))
-    except OSError as exc:
-        _remove(root, group, pid)
-        raise CofcError(f"cannot cap CPU here ({group}): {exc.strerror}; run as root") from None
+        try:
+            self.path.mkdir(exist_ok=True)
+            if version == "v1":
+                (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            else:
+                (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+        except OSError as exc:
+            self.close()
+            raise CofcError(f"cannot cap CPU here ({self.path}): {exc.strerror}; run as root") from None
+
+    def add(self, pid: int) -> None:
+        try:
+            (self.path / "cgroup.procs").write_text(str(pid))
+        except OSError as exc:
+            raise CofcError(f"cannot move process {pid} into {self.path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        """Move any process left back to the root group and remove the group."""
+        with contextlib.suppress(OSError):
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                with contextlib.suppress(OSError):
+                    (self.root / "cgroup.procs").write_text(pid)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+@contextlib.contextmanager
+def cpu_quota(share: float) -> Iterator[Path]:
+    """Run the body with this process held to `share` of one core."""
+    group = CpuGroup(share, f"cofc-{os.getpid()}-{int(share * 1000)}")
     try:
-        yield group
+        group.add(os.getpid())
+        yield group.path
     finally:
-        _remove(root, group, pid)
-
-
-def _remove(root: Path, group: Path, pid: int) -> None:
-    with contextlib.suppress(OSError):
-        (root / "cgroup.procs").write_text(str(pid))  # back to the root group
-    with contextlib.suppress(OSError):
-        group.rmdir()
+        group.close()

@@ -29,7 +29,7 @@ class LocalPipeline:
                           for b in self.bundles]
         self.aggregator = open_backend(backend, self.central.file("aggregator.onnx"), threads=threads,
                                        precision=precision)
-        self.preprocess = Preprocessor(self.central.manifest["preprocess"], self.central.path)
+        self.preprocess = Preprocessor.for_bundle(self.central)
 
     def features(self, raw) -> list[np.ndarray]:
         inputs = self.preprocess(raw)

@@ -51,7 +51,7 @@ def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind
         except KeyboardInterrupt:
             pass
         return
-    prep = Preprocessor(bundle.manifest["preprocess"], bundle.path)
+    prep = Preprocessor.for_bundle(bundle)
     raw = read_inputs(input_path, prep.kind)
     stop = threading.Event()
     server = threading.Thread(target=central.serve, args=(stop,), daemon=True)
@@ -63,7 +63,7 @@ def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind
     client = Client.for_bundle(bundle, insecure=insecure)
     classes = bundle.manifest.get("classes")
     try:
-        requests = (prep(raw[i:i + 1]) for i in range(len(raw)))
+        requests = (prep.pack(raw[i:i + 1]) for i in range(len(raw)))
         for answer in client.stream(requests):
             row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
                    "timings": answer.timings}

@@ -18,6 +18,7 @@ import zmq
 from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime._sockets import client_socket
 from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
 
@@ -34,6 +35,7 @@ class Worker:
         self.endpoint = endpoint or bundle.manifest["central"]["endpoint"]
         self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
                                    precision=bundle.manifest["precision"])
+        self.prep = Preprocessor.for_bundle(bundle)
         self.insecure = insecure
         self.rejected: dict[str, int] = {}
         self.served = 0
@@ -76,7 +78,7 @@ class Worker:
 
     def _answer(self, sock: zmq.Socket, msg: Message) -> None:
         try:
-            feeds = match_inputs(msg.arrays, self.engine.inputs)
+            feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
         except WireError as exc:
             self._reject(exc.kind, str(exc))
             return

@@ -24,6 +24,8 @@ def test_latency_matches_equations_3_to_6_by_hand():
     assert lat.t2 == pytest.approx((0.0, 0.512))
     assert lat.t3 == pytest.approx((8192 + 1280) / 2e6)
     assert lat.total == pytest.approx(8.512 + 0.004736)
+    # A 784-byte raw input forwarded to b crosses the same link: (784 + 128)·8 bits / 2 Mb/s.
+    assert latency((A, B), devices, BASE, input_bytes=784).t2[1] == pytest.approx(3.648)
 
 
 def test_objective_is_loss_plus_delta_latency():

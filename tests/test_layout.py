@@ -50,13 +50,18 @@ def test_top_level_help_lists_commands():
     assert all(c in result.stdout for c in COMMANDS)
 
 
-@pytest.mark.parametrize("args", [["profile", "--out", "x.json"], ["run", "--bundle", "b"],
-                                  ["bench", "build"], ["inspect", "b"]])
-def test_unfinished_commands_say_so_and_fail(args, tmp_path):
+@pytest.mark.parametrize("args,words", [
+    (["profile", "--teacher", "missing.pt", "--out", "x.json"], "does not exist"),
+    (["run", "--bundle", "nowhere"], "not a cofc bundle"),
+    (["bench", "nowhere"], "no report.json"),
+    (["inspect", "nowhere"], "not a cofc bundle"),
+    (["build", "missing.yaml"], "cannot read"),
+])
+def test_bad_input_fails_with_one_clear_line(args, words, tmp_path):
     result = run_cofc(*args, cwd=tmp_path)
-    assert result.returncode == 3
-    assert "not implemented yet" in result.stderr and result.stdout == ""
-    assert not list(tmp_path.iterdir()), "an unfinished command must not write anything"
+    assert result.returncode == 1, result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir()), "a failed command must not leave files behind"
 
 
 def test_device_install_has_no_torch(tmp_path):

@@ -58,8 +58,8 @@ def mnist_images():
 
 
 def requests_for(bundles, images):
-    prep = Preprocessor(bundles["orin"].manifest["preprocess"], bundles["orin"].path)
-    return [prep(images[i:i + 1]) for i in range(len(images))]
+    prep = Preprocessor.for_bundle(bundles["orin"])
+    return [prep.pack(images[i:i + 1]) for i in range(len(images))]
 
 
 def wait_full(client, arrays, timeout=30.0):
@@ -148,7 +148,7 @@ def _junk(rng: random.Random) -> list[bytes]:
     if choice == 0:
         return [rng.randbytes(rng.randint(0, 200)) for _ in range(rng.randint(1, 4))]
     head = {"v": 1, "type": rng.choice(["infer", "feature", "hello", "request", "answer"]), "id": rng.randint(0, 9),
-            "arrays": [{"name": rng.choice(["pixel_values", "feature"]), "dtype": rng.choice(["float32", "int64"]),
+            "arrays": [{"name": rng.choice(["image", "feature", "utf8"]), "dtype": rng.choice(["float32", "uint8"]),
                         "shape": [rng.randint(0, 3), rng.randint(0, 30)]}]}
     if choice == 1:
         head["device"] = rng.choice(["tx2", "nano", "evil"])
@@ -218,7 +218,8 @@ def test_fuzzed_worker_keeps_serving(bundles):
                 msg = decode(frames)
                 if msg.type == "feature" and msg.id == 99:
                     feature = msg.arrays["feature"]
-        want = next(iter(open_backend("onnxruntime", bundle.file("backbone.onnx")).run(arrays).values()))
+        graph_inputs = Preprocessor.for_bundle(bundle).unpack(arrays)
+        want = next(iter(open_backend("onnxruntime", bundle.file("backbone.onnx")).run(graph_inputs).values()))
         np.testing.assert_allclose(feature, want, atol=1e-5)
         assert sum(worker.rejected.values()) > 9_000
     finally:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cofc.compiler.adapters import get_adapter
-from cofc.compiler.build import _plot_search, device_models
+from cofc.compiler.build import _plot_search, device_models, request_bytes
 from cofc.compiler.datasets import load_dataset
 from cofc.compiler.evaluator import Evaluator
 from cofc.compiler.importance import rank_units
@@ -38,7 +38,7 @@ def main() -> None:
     importance = rank_units(adapter, teacher.model, teacher.record, cal.inputs[:n], cal.labels[:n])
     proxy = ValidationLoss(adapter, teacher.model, teacher.record, importance, val.inputs, val.labels,
                            plan.calibration.feature)
-    evaluator = Evaluator(device_models(plan, base), base, proxy, plan.objective.delta)
+    evaluator = Evaluator(device_models(plan, base), base, proxy, plan.objective.delta, request_bytes(teacher))
     space = SearchSpace(base, len(plan.devices))
     budget = plan.objective.initial + plan.objective.iterations
     seed = plan.objective.seed
