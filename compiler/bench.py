@@ -45,16 +45,6 @@ def _cpu_share(profile: Path) -> float:
     return float(prov.get("cpu_share") or 1.0)
 
 
-def _wait_full(client: Client, arrays: dict) -> None:
-    deadline = time.time() + JOIN_TIMEOUT_S
-    while time.time() < deadline:
-        answer = client.infer(arrays, timeout_s=2)
-        if answer is not None and not answer.degraded and answer.error is None:
-            return
-        time.sleep(0.2)
-    raise CofcError(f"the devices did not all join within {JOIN_TIMEOUT_S:.0f} s")
-
-
 def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10) -> dict[str, Any]:
     build_dir = Path(build_dir)
     report_path = build_dir / "report.json"
@@ -92,7 +82,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
                 stack.callback(procs[-1].kill)
         client = Client.for_bundle(central, endpoint=endpoint)
         stack.callback(client.close)
-        _wait_full(client, inputs[0])
+        client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
         answers, client_ms = [], []
         for i, arrays in enumerate(inputs):
             start = time.perf_counter()

@@ -29,24 +29,22 @@ import torch
 from tqdm import tqdm
 
 from cofc import __version__
-from cofc.compiler.adapters import get_adapter
 from cofc.compiler.bundle import plan_id, write_bundles
 from cofc.compiler.calibrate import (Calibrated, CalibrationConfig, FusedModel, accuracy_report, batched,
-                                     calibrate, preprocess_all)
+                                     calibrate)
 from cofc.compiler.booster import TrainConfig
-from cofc.compiler.datasets import load_dataset
 from cofc.compiler.decompose import decompose
-from cofc.compiler.evaluator import DeviceModel, Evaluator, latency
+from cofc.compiler.evaluator import DeviceModel, Evaluator
 from cofc.compiler.export import PooledBackbone, export_aggregator, export_backbone, export_teacher, parity
 from cofc.compiler.fusion import Aggregator
 from cofc.compiler.importance import Importance, rank_units
 from cofc.compiler.metrics import accuracy
-from cofc.compiler.plan import Plan, check_against_teacher, load_plan
+from cofc.compiler.check import prepare
+from cofc.compiler.plan import Plan
 from cofc.compiler.predictor import Predictor, fit_predictor, predictor_path
 from cofc.compiler.proxy import ValidationLoss
 from cofc.compiler.search import SearchResult, SearchSpace, debo, random_search, uniform_search
-from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops
-from cofc.compiler.teacher import teacher_from_plan
+from cofc.compiler.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
@@ -173,21 +171,10 @@ def _load_calibrated(adapter, teacher, policy, state: dict, feature: str) -> Cal
 
 
 def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict[str, Any]:
-    plan = load_plan(plan_path)
+    prepared = prepare(plan_path)
+    plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
     out = Path(out or plan.output)
-    teacher = teacher_from_plan(plan)
-    adapter = get_adapter(teacher.family)
-    base = adapter.spec(teacher.model)
-    check_against_teacher(plan, base)
-    data = load_dataset(plan.dataset.name)
-    if len(data.classes) != teacher.num_classes:
-        raise plan.error("dataset.name", f"{plan.dataset.name} has {len(data.classes)} classes, "
-                         f"the teacher's head has {teacher.num_classes}")
-    if plan.dataset.calibration + plan.dataset.validation > len(data.train):
-        raise plan.error("dataset.calibration", f"calibration + validation exceed the {len(data.train)} "
-                         f"training samples of {plan.dataset.name}")
-    cal, val = data.train.partition([plan.dataset.calibration, plan.dataset.validation], plan.objective.seed)
-    test = data.test.take(plan.dataset.test)
+    cal, val, test = prepared.splits()
     devices = device_models(plan, base)
     input_bytes = request_bytes(teacher)
     key = _inputs_key(plan)

@@ -2,22 +2,40 @@
 and say what the compiler will work with (the first stage of every build)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.datasets import load_dataset
+from cofc.compiler.adapters import ModelAdapter, get_adapter
+from cofc.compiler.datasets import Dataset, Split, load_dataset
 from cofc.compiler.metrics import accuracy
-from cofc.compiler.plan import check_against_teacher, load_plan
-from cofc.compiler.spec import flops, memory_bytes, parameters
-from cofc.compiler.teacher import teacher_from_plan
+from cofc.compiler.plan import Plan, check_against_teacher, load_plan
+from cofc.compiler.spec import TransformerSpec, flops, memory_bytes, parameters
+from cofc.compiler.teacher import Teacher, teacher_from_plan
 
 
-def check_plan(plan_path: Path, measure: bool) -> str:
-    """Validate the plan against its teacher and data set; return a readable summary."""
+@dataclass
+class Prepared:
+    """A plan checked against its teacher and data set: what every stage starts from."""
+    plan: Plan
+    teacher: Teacher
+    adapter: ModelAdapter
+    base: TransformerSpec
+    data: Dataset
+
+    def splits(self) -> tuple[Split, Split, Split]:
+        """Calibration and validation (disjoint, from the training split) and test samples."""
+        d, seed = self.plan.dataset, self.plan.objective.seed
+        cal, val = self.data.train.partition([d.calibration, d.validation], seed)
+        return cal, val, self.data.test.take(d.test)
+
+
+def prepare(plan_path: Path) -> Prepared:
+    """Load the plan, its teacher and data; refuse (PlanError) what does not fit together."""
     plan = load_plan(plan_path)
     teacher = teacher_from_plan(plan)
-    spec = get_adapter(teacher.family).spec(teacher.model)
-    check_against_teacher(plan, spec)
+    adapter = get_adapter(teacher.family)
+    base = adapter.spec(teacher.model)
+    check_against_teacher(plan, base)
     data = load_dataset(plan.dataset.name)
     if len(data.classes) != teacher.num_classes:
         raise plan.error("dataset.name", f"{plan.dataset.name} has {len(data.classes)} classes, "
@@ -25,6 +43,13 @@ def check_plan(plan_path: Path, measure: bool) -> str:
     if plan.dataset.calibration + plan.dataset.validation > len(data.train):
         raise plan.error("dataset.calibration", f"calibration + validation samples exceed the "
                          f"{len(data.train)} training samples of {plan.dataset.name}")
+    return Prepared(plan, teacher, adapter, base, data)
+
+
+def check_plan(plan_path: Path, measure: bool) -> str:
+    """Validate the plan against its teacher and data set; return a readable summary."""
+    p = prepare(plan_path)
+    plan, teacher, spec, data = p.plan, p.teacher, p.base, p.data
     full = spec.full()
     lines = [
         f"plan {plan.name}: {len(plan.devices)} devices, central {plan.central.name}",
@@ -37,8 +62,8 @@ def check_plan(plan_path: Path, measure: bool) -> str:
         lines.append(f"  device {d.name}: {d.memory_mb} MB, {d.max_mflops} MFLOPs, "
                      f"{d.link_mbps} Mb/s{' (central)' if d.central else ''}, profile {d.profile}")
     if measure:
-        test = data.test.take(plan.dataset.test)
-        acc = accuracy(get_adapter(teacher.family), teacher.model, teacher.record, test.inputs,
-                       test.labels, desc="teacher on the test split")
+        test = p.splits()[2]
+        acc = accuracy(p.adapter, teacher.model, teacher.record, test.inputs, test.labels,
+                       desc="teacher on the test split")
         lines.append(f"teacher accuracy on {len(test)} test samples: {acc:.4f}")
     return "\n".join(lines)

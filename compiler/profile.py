@@ -27,7 +27,7 @@ from cofc.compiler.export import PooledBackbone, export_backbone
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops
 from cofc.compiler.teacher import Teacher
 from cofc.errors import CofcError
-from cofc.runtime.backends import Backend, open_backend
+from cofc.runtime.backends import open_backend
 
 FORMAT = "cofc-profile/1"
 WARMUP, REPEATS = 10, 40

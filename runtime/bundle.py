@@ -106,7 +106,7 @@ def describe(bundle: Bundle) -> str:
         f"bundle {bundle.path}: device {bundle.device} ({bundle.role}) of plan {m['plan']['name']} [{bundle.plan_id}]",
         f"  sub-model: {spec['layers']} layers, width {spec['dim']}, heads {spec['heads']}, MLP {spec['mlp']}",
         f"  feature:   {m['submodel']['feature']} -> {m['submodel']['feature_dim']} float32 per request",
-        f"  inputs:    " + ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in m["inputs"]),
+        "  inputs:    " + ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in m["inputs"]),
         f"  precision: {m['precision']}; central at {m['central']['endpoint']}",
     ]
     if bundle.role == "central":

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 import zmq
 
+from cofc.errors import CofcError
 from cofc.runtime._sockets import client_socket
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.wire import Message, WireError, decode, encode
@@ -63,6 +65,16 @@ class Client:
             if answer.id == ident:
                 return answer
         return None
+
+    def wait_until_complete(self, arrays: dict[str, np.ndarray], timeout_s: float = 30.0) -> None:
+        """Send probes until an answer comes back with every device present (all joined)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answer = self.infer(arrays, timeout_s=2)
+            if answer is not None and not answer.degraded and answer.error is None:
+                return
+            time.sleep(0.2)
+        raise CofcError(f"the devices did not all join within {timeout_s:.0f} s")
 
     def stream(self, requests: Iterable[dict[str, np.ndarray]], window: int = 8,
                timeout_s: float = 10.0) -> Iterator[Answer]:

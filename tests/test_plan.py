@@ -10,7 +10,7 @@ from cofc.compiler.plan import check_against_teacher, load_plan
 from cofc.compiler.spec import TransformerSpec
 from cofc.errors import PlanError
 
-from conftest import REPO, run_cofc
+from conftest import run_cofc
 
 GOOD = """\
 name: test-plan

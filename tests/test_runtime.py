@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -62,23 +61,12 @@ def requests_for(bundles, images):
     return [prep.pack(images[i:i + 1]) for i in range(len(images))]
 
 
-def wait_full(client, arrays, timeout=30.0):
-    """Send probes until an answer comes back with every device present."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        answer = client.infer(arrays, timeout_s=2)
-        if answer is not None and not answer.degraded and answer.error is None:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the cluster never answered with every device present")
-
-
 def test_distributed_answers_equal_the_local_pipeline(bundles, cluster):
     images = mnist_images()[:240]
     reqs = requests_for(bundles, images)
     client = Client.for_bundle(bundles["orin"])
     try:
-        wait_full(client, reqs[0])
+        client.wait_until_complete(reqs[0])
         answers = {a.id: a for a in client.stream(reqs)}
     finally:
         client.close()
@@ -98,7 +86,7 @@ def test_killed_worker_degrades_then_rejoins(bundles, cluster):
     labels = load_dataset("mnist-5k").test.labels
     client = Client.for_bundle(bundles["orin"])
     try:
-        wait_full(client, reqs[0])
+        client.wait_until_complete(reqs[0])
         answers = []
         for answer in client.stream(reqs, window=4):
             answers.append(answer)
@@ -111,7 +99,7 @@ def test_killed_worker_degrades_then_rejoins(bundles, cluster):
         correct = sum(int(a.logits.argmax() == labels[a.id - first]) for a in degraded)
         print(f"degraded answers: {len(degraded)}, accuracy {correct / len(degraded):.3f}")
         cluster["nano"] = start(bundles["nano"])
-        wait_full(client, reqs[0])  # it rejoined without restarting central
+        client.wait_until_complete(reqs[0])  # it rejoined without restarting central
     finally:
         client.close()
 
@@ -138,7 +126,7 @@ def test_wrong_or_missing_key_gets_nothing_through(bundles, cluster):
         impostor.close()
     good = Client.for_bundle(bundles["orin"])
     try:
-        wait_full(good, arrays)
+        good.wait_until_complete(arrays)
     finally:
         good.close()
 
@@ -177,7 +165,7 @@ def test_fuzzed_central_keeps_serving(bundles, cluster):
     images = mnist_images()[:20]
     client = Client.for_bundle(bundles["orin"])
     try:
-        wait_full(client, requests_for(bundles, images[:1])[0])
+        client.wait_until_complete(requests_for(bundles, images[:1])[0])
         answers = {a.id: a for a in client.stream(requests_for(bundles, images))}
     finally:
         client.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from cofc.compiler.evaluator import DeviceModel, Evaluator, capacity_loss, violations
 from cofc.compiler.search import SearchSpace, debo, random_search, uniform_policy, uniform_search

@@ -1,7 +1,6 @@
 """The committed example teachers load offline and reach the accuracy the README states."""
 from __future__ import annotations
 
-import re
 
 import pytest
 

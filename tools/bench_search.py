@@ -10,15 +10,12 @@ import argparse
 import time
 from pathlib import Path
 
-from cofc.compiler.adapters import get_adapter
 from cofc.compiler.build import _plot_search, device_models, request_bytes
-from cofc.compiler.datasets import load_dataset
+from cofc.compiler.check import prepare
 from cofc.compiler.evaluator import Evaluator
 from cofc.compiler.importance import rank_units
-from cofc.compiler.plan import check_against_teacher, load_plan
 from cofc.compiler.proxy import ValidationLoss
 from cofc.compiler.search import SearchSpace, debo, random_search, uniform_search
-from cofc.compiler.teacher import teacher_from_plan
 
 
 def main() -> None:
@@ -27,13 +24,9 @@ def main() -> None:
     parser.add_argument("--random-factor", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("build/bench_search.png"))
     args = parser.parse_args()
-    plan = load_plan(args.plan)
-    teacher = teacher_from_plan(plan)
-    adapter = get_adapter(teacher.family)
-    base = adapter.spec(teacher.model)
-    check_against_teacher(plan, base)
-    data = load_dataset(plan.dataset.name)
-    cal, val = data.train.partition([plan.dataset.calibration, plan.dataset.validation], plan.objective.seed)
+    prepared = prepare(args.plan)
+    plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
+    cal, val, _ = prepared.splits()
     n = min(len(cal), 2000)
     importance = rank_units(adapter, teacher.model, teacher.record, cal.inputs[:n], cal.labels[:n])
     proxy = ValidationLoss(adapter, teacher.model, teacher.record, importance, val.inputs, val.labels,

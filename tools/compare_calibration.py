@@ -14,14 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from cofc.compiler.adapters import get_adapter
 from cofc.compiler.booster import TrainConfig
 from cofc.compiler.calibrate import CalibrationConfig, accuracy_report, calibrate
-from cofc.compiler.datasets import load_dataset
+from cofc.compiler.check import prepare
 from cofc.compiler.importance import Importance
-from cofc.compiler.plan import load_plan
 from cofc.compiler.spec import SubModelSpec
-from cofc.compiler.teacher import teacher_from_plan
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
 VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first")}
@@ -33,15 +30,12 @@ def main() -> None:
     parser.add_argument("--build", type=Path, required=True, help="a finished `cofc build` folder of this plan")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: BUILD/compare.json)")
     args = parser.parse_args()
-    plan = load_plan(args.plan)
-    teacher = teacher_from_plan(plan)
-    adapter = get_adapter(teacher.family)
+    prepared = prepare(args.plan)
+    plan, teacher, adapter = prepared.plan, prepared.teacher, prepared.adapter
     stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
     importance = Importance.from_dict(stage("importance"))
     policy = tuple(SubModelSpec.from_dict(s) for s in stage("search")["policy"])
-    data = load_dataset(plan.dataset.name)
-    cal, _ = data.train.partition([plan.dataset.calibration, plan.dataset.validation], plan.objective.seed)
-    test = data.test.take(plan.dataset.test)
+    cal, _, test = prepared.splits()
     c = plan.calibration
     base = CalibrationConfig(drop=c.feature_dropout, boost=TrainConfig(epochs=c.epochs),
                              joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None,

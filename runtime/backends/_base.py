@@ -30,13 +30,16 @@ class Backend(ABC):
     def version(self) -> str:
         """The library version, recorded with every latency table and engine."""
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    _inputs: list[TensorSpec]  # set by the backend when it loads the model
+    _outputs: list[TensorSpec]
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
 
     @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ ONNX's sha256. An engine whose sidecar does not match the ONNX in hand is rebuil
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -23,6 +22,7 @@ except ImportError:  # pragma: no cover - older cuda-python
     from cuda import cudart
 
 from cofc.runtime.backends._base import Backend, TensorSpec
+from cofc.runtime.bundle import sha256_file
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
 # Layers that overflow or lose accuracy in FP16 inside transformers: keep them in FP32.
@@ -34,14 +34,6 @@ def _check(result):
     if int(err) != 0:
         raise RuntimeError(f"CUDA error {err}")
     return rest[0] if len(rest) == 1 else rest
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def compute_capability(device: int = 0) -> str:
@@ -104,7 +96,7 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
     """The cached engine for this ONNX, GPU and TensorRT version, rebuilt when stale or foreign."""
     path = engine_path(onnx_path, precision)
     sidecar = path.with_suffix(".json")
-    want = {"onnx_sha256": sha256(onnx_path), "precision": precision, "tensorrt": trt.__version__,
+    want = {"onnx_sha256": sha256_file(onnx_path), "precision": precision, "tensorrt": trt.__version__,
             "compute_capability": compute_capability()}
     if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == want:
         return path.read_bytes()
@@ -134,14 +126,6 @@ class TensorRTBackend(Backend):
     @property
     def version(self) -> str:
         return trt.__version__
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
