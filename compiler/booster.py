@@ -55,10 +55,19 @@ class TrainConfig:
     weight_decay: float = 0.05
 
 
-def train_weighted(model: nn.Module, forward: Callable[[nn.Module, Inputs], torch.Tensor], inputs: Inputs,
-                   labels: torch.Tensor, teacher_labels: torch.Tensor, weights: np.ndarray,
-                   config: TrainConfig, seed: int, desc: str) -> None:
-    """AdamW with a one-cycle schedule on the weighted eq. 14 loss."""
+# Per-sample loss of a model on a batch: (model, inputs, labels, teacher labels) -> (batch,).
+LossFn = Callable[[nn.Module, Inputs, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor]) -> LossFn:
+    """Eq. 14's per-sample loss of the logits `logits_of` computes."""
+    return lambda model, x, y, y_t: distillation_loss(logits_of(model, x), y, y_t)
+
+
+def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
+                   teacher_labels: torch.Tensor, weights: np.ndarray, config: TrainConfig, seed: int,
+                   desc: str) -> None:
+    """AdamW with a one-cycle schedule on a per-sample loss, weighted per sample."""
     n = len(labels)
     steps = config.epochs * math.ceil(n / config.batch)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
@@ -72,7 +81,7 @@ def train_weighted(model: nn.Module, forward: Callable[[nn.Module, Inputs], torc
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, config.batch):
             idx = order[i:i + config.batch]
-            per_sample = distillation_loss(forward(model, take(inputs, idx)), labels[idx], teacher_labels[idx])
+            per_sample = loss_fn(model, take(inputs, idx), labels[idx], teacher_labels[idx])
             loss = (w[idx] * per_sample).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -85,23 +94,22 @@ def train_weighted(model: nn.Module, forward: Callable[[nn.Module, Inputs], torc
 
 
 @torch.no_grad()
-def per_sample_loss(model: nn.Module, forward: Callable[[nn.Module, Inputs], torch.Tensor], inputs: Inputs,
-                    labels: torch.Tensor, teacher_labels: torch.Tensor, batch: int = 512) -> np.ndarray:
+def per_sample_loss(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
+                    teacher_labels: torch.Tensor, batch: int = 512) -> np.ndarray:
     model.eval()
-    out = [distillation_loss(forward(model, take(inputs, slice(i, i + batch))), labels[i:i + batch],
-                             teacher_labels[i:i + batch]) for i in range(0, len(labels), batch)]
+    out = [loss_fn(model, take(inputs, slice(i, i + batch)), labels[i:i + batch], teacher_labels[i:i + batch])
+           for i in range(0, len(labels), batch)]
     return torch.cat(out).numpy()
 
 
-def boost(submodels: list[nn.Module], forward: Callable[[nn.Module, Inputs], torch.Tensor],
-          inputs: Inputs, labels: torch.Tensor, teacher_labels: torch.Tensor, config: TrainConfig,
-          reading: str = "up", seed: int = 0) -> list[np.ndarray]:
+def boost(submodels: list[nn.Module], loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
+          teacher_labels: torch.Tensor, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
     """Calibrate `submodels` in order (in place); return the sample weights each one was trained with."""
     weights = np.ones(len(labels))
     history = []
     for n, model in enumerate(submodels):
         history.append(weights)
-        train_weighted(model, forward, inputs, labels, teacher_labels, weights, config, seed + n,
+        train_weighted(model, loss_fn, inputs, labels, teacher_labels, weights, config, seed + n,
                        desc=f"calibrating sub-model {n + 1}/{len(submodels)}")
-        weights = update_weights(weights, per_sample_loss(model, forward, inputs, labels, teacher_labels), reading)
+        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, teacher_labels), reading)
     return history

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
-from cofc.compiler.booster import TrainConfig, boost, distillation_loss, take, train_weighted
+from cofc.compiler.booster import TrainConfig, boost, distillation_loss, eq14, take, train_weighted
 from cofc.compiler.decompose import decompose
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
@@ -102,6 +102,12 @@ class FusedModel(nn.Module):
             mask = torch.ones(len(next(iter(inputs.values()))), len(self.submodels))
         return self.aggregator(self.features(inputs), mask)
 
+    def all_logits(self, inputs: Inputs, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The fused logits and each sub-model's own, from one pass through the backbones."""
+        feats = [device_feature(self.adapter, m, inputs, self.feature) for m in self.submodels]
+        own = [self.adapter.head(m)(f) for m, f in zip(self.submodels, feats)]
+        return self.aggregator(torch.cat(feats, dim=1), mask), own
+
 
 def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], policy: Sequence[SubModelSpec],
               importance: Importance, raw_inputs: Any, labels: np.ndarray, config: CalibrationConfig) -> Calibrated:
@@ -110,8 +116,8 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     y = torch.as_tensor(labels)
     y_teacher = batched(lambda x: adapter.logits(teacher, x).argmax(-1), inputs)
     submodels = decompose(adapter, teacher, policy, importance)
-    logits_of = lambda m, x: submodel_logits(adapter, m, x, config.feature)  # noqa: E731
-    boost(submodels, logits_of, inputs, y, y_teacher, config.boost, config.reading, config.seed)
+    own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature))
+    boost(submodels, own_loss, inputs, y, y_teacher, config.boost, config.reading, config.seed)
 
     def fit_aggregators() -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, inputs)
@@ -125,11 +131,16 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
         fused = FusedModel(adapter, submodels, aggregator, config.feature)
         gen = torch.Generator().manual_seed(config.seed + 99)
 
-        def fused_forward(model: FusedModel, x: Inputs) -> torch.Tensor:
-            """Joint fine-tuning keeps the feature dropout: a fresh random mask every batch."""
-            return model(x, random_mask(len(next(iter(x.values()))), len(policy), config.drop, gen))
+        def joint_loss(model: FusedModel, x: Inputs, y: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+            """Fused loss plus the mean of each sub-model's own loss, so that their own heads (used
+            alone, averaged, voted) follow their backbones; the feature dropout stays on, with a
+            fresh random mask every batch."""
+            mask = random_mask(len(y), len(policy), config.drop, gen)
+            fused_logits, own = model.all_logits(x, mask)
+            return distillation_loss(fused_logits, y, y_t) + sum(
+                distillation_loss(o, y, y_t) for o in own) / len(own)
 
-        train_weighted(fused, fused_forward, inputs, y, y_teacher, np.ones(len(labels)), config.joint, config.seed,
+        train_weighted(fused, joint_loss, inputs, y, y_teacher, np.ones(len(labels)), config.joint, config.seed,
                        desc="fine-tuning sub-models and aggregator jointly")
         _, plain = fit_aggregators()  # the contrast aggregator sees the fine-tuned features too
     return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)
