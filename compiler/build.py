@@ -51,7 +51,6 @@ from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.preprocess import packed_request_bytes
 
 PARITY_TOLERANCE = 1e-3  # max abs difference of ONNX Runtime vs torch on features and logits
-STAGES = ("teacher", "importance", "search", "calibrate", "export", "bundle", "evaluate", "report")
 
 
 def log(message: str) -> None:

@@ -34,11 +34,10 @@ def _latency_plot(path: Path, names: list[str], t1: Sequence[float], t2: Sequenc
 
 
 def write_report(out: Path, plan: Plan, base: TransformerSpec, devices: Sequence[DeviceModel],
-                 policy: Sequence[SubModelSpec], input_bytes: int, teacher: dict, search: dict, torch_acc: dict, ort: dict,
+                 policy: Sequence[SubModelSpec], input_bytes: int, teacher: dict, search: dict, acc: dict, ort: dict,
                  export: list, bundles: dict) -> dict[str, Any]:
     lat = latency(policy, devices, base, input_bytes)
     teacher_ms = {d.name: d.predict_ms(base.full()) for d in devices}
-    acc = torch_acc["result"] if "result" in torch_acc else torch_acc
     teacher_flops = flops(base.full(), base)
     report = {
         "plan": {"name": plan.name, "id": bundles["plan_id"], "file": str(plan.path)},
