@@ -12,6 +12,8 @@ from conftest import REPO, run_cofc
 
 COMMANDS = ["profile", "build", "run", "bench", "inspect"]
 HEAVY = ("torch", "timm", "transformers")
+RUNTIME_MODULES = ("backends", "backends.ort", "bundle", "central", "cgroup", "client", "pipeline",
+                   "preprocess", "serve", "wire", "worker")
 
 
 def test_import_names_live_under_cofc(tmp_path):
@@ -30,7 +32,8 @@ def test_import_names_live_under_cofc(tmp_path):
 def test_runtime_and_cli_import_no_torch():
     """With torch, timm and transformers made unimportable, the runtime and `cofc run --help` work."""
     block = "; ".join(f"sys.modules[{m!r}] = None" for m in HEAVY)
-    code = (f"import sys; {block}; import cofc.runtime; from cofc.cli import cli;"
+    modules = ", ".join(f"cofc.runtime.{m}" for m in RUNTIME_MODULES)
+    code = (f"import sys; {block}; import {modules}; from cofc.cli import cli;"
             "cli(['run', '--help'], standalone_mode=False)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -72,7 +75,7 @@ def test_device_install_has_no_torch(tmp_path):
     py = env_dir / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
                    check=True, capture_output=True, timeout=900)
-    probe = ("import importlib.util, cofc.runtime, onnxruntime, zmq;"
+    probe = ("import importlib.util, cofc.runtime.serve, onnxruntime, zmq;"
              "print([m for m in ('torch', 'timm', 'transformers') if importlib.util.find_spec(m)])")
     # Run from outside the repository, as on a device: the source folder cofc/ must not shadow
     # the installed package.
