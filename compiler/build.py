@@ -173,7 +173,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     prepared = prepare(plan_path)
     plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
     out = Path(out or plan.output)
-    cal, val, test = prepared.splits()
+    cal, val, fusion, test = prepared.splits()
     devices = device_models(plan, base)
     input_bytes = request_bytes(teacher)
     key = _inputs_key(plan)
@@ -221,7 +221,8 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
                                    boost=TrainConfig(epochs=c.epochs),
                                    joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None,
                                    seed=plan.objective.seed)
-        result = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels, config)
+        result = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels, config,
+                           (fusion.inputs, fusion.labels) if len(fusion) else None)
         torch.save({"submodels": [m.state_dict() for m in result.submodels],
                     "aggregator": result.aggregator.state_dict(),
                     "plain_aggregator": result.plain_aggregator.state_dict()}, calib_path)

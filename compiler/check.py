@@ -22,11 +22,13 @@ class Prepared:
     base: TransformerSpec
     data: Dataset
 
-    def splits(self) -> tuple[Split, Split, Split]:
-        """Calibration and validation (disjoint, from the training split) and test samples."""
+    def splits(self) -> tuple[Split, Split, Split, Split]:
+        """Calibration, validation and fusion samples (disjoint, from the training split; fusion
+        is what is left, up to as many as calibration) and test samples."""
         d, seed = self.plan.dataset, self.plan.objective.seed
-        cal, val = self.data.train.partition([d.calibration, d.validation], seed)
-        return cal, val, self.data.test.take(d.test)
+        fusion = min(d.calibration, len(self.data.train) - d.calibration - d.validation)
+        cal, val, fus = self.data.train.partition([d.calibration, d.validation, fusion], seed)
+        return cal, val, fus, self.data.test.take(d.test)
 
 
 def prepare(plan_path: Path) -> Prepared:
@@ -62,7 +64,7 @@ def check_plan(plan_path: Path, measure: bool) -> str:
         lines.append(f"  device {d.name}: {d.memory_mb} MB, {d.max_mflops} MFLOPs, "
                      f"{d.link_mbps} Mb/s{' (central)' if d.central else ''}, profile {d.profile}")
     if measure:
-        test = p.splits()[2]
+        test = p.splits()[3]
         acc = accuracy(p.adapter, teacher.model, teacher.record, test.inputs, test.labels,
                        desc="teacher on the test split")
         lines.append(f"teacher accuracy on {len(test)} test samples: {acc:.4f}")

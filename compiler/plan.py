@@ -17,6 +17,8 @@ A plan, with every field (paths are relative to the plan file):
       name: fashion-mnist            # one of cofc.compiler.datasets.LOADERS
       calibration: 6000              # training samples used to calibrate sub-models
       validation: 1000               # held-out training samples for the search's L_val (eq. 7)
+                                     # (what is left of the training split, up to `calibration`
+                                     # samples, fits the aggregator: see compiler/calibrate.py)
       test: 10000                    # test samples for the accuracy report (null: all)
     devices:                         # one sub-model each; exactly one is central
       - name: orin

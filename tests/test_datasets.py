@@ -54,3 +54,11 @@ def test_absent_package_names_the_install_command():
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(CofcError, match="fashion-mnist"):
         load_dataset("imagenet")
+
+
+def test_partition_is_disjoint_and_sized():
+    data = load_dataset("mnist-5k")
+    parts = data.train.partition([1000, 300, 1500], seed=4)
+    assert [len(p) for p in parts] == [1000, 300, 1500]
+    rows = [{r.tobytes() for r in p.inputs} for p in parts]
+    assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])

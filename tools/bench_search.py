@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     prepared = prepare(args.plan)
     plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
-    cal, val, _ = prepared.splits()
+    cal, val, _, _ = prepared.splits()
     n = min(len(cal), 2000)
     importance = rank_units(adapter, teacher.model, teacher.record, cal.inputs[:n], cal.labels[:n])
     proxy = ValidationLoss(adapter, teacher.model, teacher.record, importance, val.inputs, val.labels,

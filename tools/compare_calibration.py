@@ -35,7 +35,7 @@ def main() -> None:
     stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
     importance = Importance.from_dict(stage("importance"))
     policy = tuple(SubModelSpec.from_dict(s) for s in stage("search")["policy"])
-    cal, _, test = prepared.splits()
+    cal, _, fusion, test = prepared.splits()
     c = plan.calibration
     base = CalibrationConfig(drop=c.feature_dropout, boost=TrainConfig(epochs=c.epochs),
                              joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None,
@@ -54,7 +54,8 @@ def main() -> None:
         name = f"reading={change['reading']} feature={change['feature']}"
         start = time.time()
         calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs,
-                               cal.labels, dataclasses.replace(base, **change))
+                               cal.labels, dataclasses.replace(base, **change),
+                               (fusion.inputs, fusion.labels) if len(fusion) else None)
         results[name] = accuracy_report(adapter, teacher.model, teacher.record, calibrated, test.inputs, test.labels)
         results[name]["calibration_seconds"] = round(time.time() - start, 1)
         show(name, results[name])
