@@ -30,7 +30,7 @@ from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 
 FORMAT = "cofc-profile/1"
-WARMUP, REPEATS = 10, 40
+WARMUP_S, MIN_S, MIN_RUNS, MAX_RUNS = 0.1, 0.3, 60, 3000
 
 
 def model_pool(base: TransformerSpec, count: int, seed: int = 0) -> list[SubModelSpec]:
@@ -55,17 +55,23 @@ def model_pool(base: TransformerSpec, count: int, seed: int = 0) -> list[SubMode
     return list(specs)
 
 
-def time_calls(call: Callable[[], Any], warmup: int = WARMUP, repeats: int = REPEATS) -> dict[str, float]:
-    """Median latency in ms of single calls, with the 10th/90th percentiles as the spread."""
-    for _ in range(warmup):
+def time_calls(call: Callable[[], Any], warmup_s: float = WARMUP_S, min_s: float = MIN_S,
+               min_runs: int = MIN_RUNS, max_runs: int = MAX_RUNS) -> dict[str, float]:
+    """Median latency in ms of single calls, with the 10th/90th percentiles as the spread.
+
+    Sub-millisecond calls on a shared machine are noisy, so both the warm-up and the timed part
+    run for a time budget (at least `min_runs` calls and `min_s` seconds), not a fixed count."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < warmup_s:
         call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter() - start < min_s):
+        t0 = time.perf_counter()
         call()
-        samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((time.perf_counter() - t0) * 1e3)
     q10, q90 = np.percentile(samples, [10, 90])
-    return {"ms": statistics.median(samples), "p10": float(q10), "p90": float(q90)}
+    return {"ms": statistics.median(samples), "p10": float(q10), "p90": float(q90), "runs": len(samples)}
 
 
 def cpu_model() -> str:
@@ -92,7 +98,8 @@ def provenance(device: str, backend: str, backend_version: str, precision: str, 
         "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "estimated": False,
-        "method": f"median of {REPEATS} single-request runs after {WARMUP} warm-up runs",
+        "method": f"median of single-request runs for at least {MIN_S} s and {MIN_RUNS} runs "
+                  f"(at most {MAX_RUNS}) after {WARMUP_S} s of warm-up",
     }
 
 
