@@ -25,7 +25,7 @@ from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.preprocess import Preprocessor
-from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
+from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
 ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
 log = logging.getLogger("cofc.central")
@@ -67,7 +67,7 @@ class Central:
         self.last_seen: dict[str, float] = {}
         self.pending: dict[int, Pending] = {}
         self.ids = itertools.count(1)
-        self.rejected: dict[str, int] = {}
+        self.rejected = Rejections(log)
         self.answered = 0
         self.ready = threading.Event()
         self.all_joined = threading.Event()
@@ -122,7 +122,7 @@ class Central:
         try:
             msg = decode(body)
         except WireError as exc:
-            return self._reject(exc.kind, str(exc))
+            return self.rejected.add(exc.kind, str(exc))
         key = self._peer_key(body[0]) if body else None
         if msg.type == "hello":
             self._hello(sock, identity, key, msg)
@@ -130,10 +130,10 @@ class Central:
             self._feature(sock, identity, msg)
         elif msg.type == "infer":
             if key is not None and key not in self.client_keys:
-                return self._reject("not-a-client", "a worker key submitted a request")
+                return self.rejected.add("not-a-client", "a worker key submitted a request")
             self._infer(sock, identity, msg)
         else:
-            self._reject("unexpected-type", msg.type)
+            self.rejected.add("unexpected-type", msg.type)
 
     def _hello(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
         name = msg.meta.get("device")
@@ -148,7 +148,7 @@ class Central:
         elif msg.meta.get("digest") != m["worker_digests"].get(name):
             reason = f"{name!r} runs a bundle this plan did not build (digest mismatch)"
         if reason:
-            self._reject("refused-worker", reason)
+            self.rejected.add("refused-worker", reason)
             sock.send_multipart([identity, *encode(Message("refuse", 0, meta={"reason": reason}))], copy=False)
             return
         known = self.identity.get(name) == identity and name in self.last_seen
@@ -189,15 +189,15 @@ class Central:
         name = next((n for n, i in self.identity.items() if i == identity), None)
         pending = self.pending.get(msg.id)
         if name is None:
-            return self._reject("unknown-worker", "feature from a peer that never said hello")
+            return self.rejected.add("unknown-worker", "feature from a peer that never said hello")
         self.last_seen[name] = time.monotonic()
         if pending is None or name not in pending.waiting:
-            return self._reject("late-feature", f"{name} request {msg.id}")
+            return self.rejected.add("late-feature", f"{name} request {msg.id}")
         feature = msg.arrays.get("feature")
         dim = self.dims[self.names.index(name)]
         batch = len(next(iter(pending.features.values())))
         if feature is None or feature.dtype != np.float32 or feature.shape != (batch, dim):
-            return self._reject("bad-feature", f"{name}: {None if feature is None else feature.shape}")
+            return self.rejected.add("bad-feature", f"{name}: {None if feature is None else feature.shape}")
         t1 = float(msg.meta.get("t1_ms", 0.0))
         pending.features[name] = feature.copy()
         pending.t1[name] = t1
@@ -232,12 +232,7 @@ class Central:
         self.answered += 1
 
     def _answer_error(self, sock: zmq.Socket, client: bytes, client_id: int, kind: str, detail: str) -> None:
-        self._reject(kind, detail)
+        self.rejected.add(kind, detail)
         sock.send_multipart([client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))],
                             copy=False)
         self.answered += 1
-
-    def _reject(self, kind: str, detail: str) -> None:
-        self.rejected[kind] = self.rejected.get(kind, 0) + 1
-        if self.rejected[kind] == 1:
-            log.warning("rejected (%s): %s; further ones of this kind are only counted", kind, detail)

@@ -107,3 +107,17 @@ def match_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Any]) -> dict[st
             raise WireError("mismatched-input", f"{spec.name} {array.dtype}{list(array.shape)}")
         feeds[spec.name] = array
     return feeds
+
+
+class Rejections(dict):
+    """Rejected messages counted per kind; the first of each kind is logged, the rest only counted,
+    so a flood of bad frames neither kills a node nor floods its log."""
+
+    def __init__(self, log: Any):
+        super().__init__()
+        self.log = log
+
+    def add(self, kind: str, detail: str) -> None:
+        self[kind] = self.get(kind, 0) + 1
+        if self[kind] == 1:
+            self.log.warning("rejected (%s): %s; further ones of this kind are only counted", kind, detail)

@@ -20,7 +20,7 @@ from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime._sockets import client_socket
-from cofc.runtime.wire import Message, WireError, decode, encode, match_inputs
+from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
 HEARTBEAT_S = 0.5
 log = logging.getLogger("cofc.worker")
@@ -37,7 +37,7 @@ class Worker:
                                    precision=bundle.manifest["precision"])
         self.prep = Preprocessor.for_bundle(bundle)
         self.insecure = insecure
-        self.rejected: dict[str, int] = {}
+        self.rejected = Rejections(log)
         self.served = 0
 
     def _hello(self) -> Message:
@@ -64,14 +64,14 @@ class Worker:
                 try:
                     msg = decode(frames)
                 except WireError as exc:
-                    self._reject(exc.kind, str(exc))
+                    self.rejected.add(exc.kind, str(exc))
                     continue
                 if msg.type == "request":
                     self._answer(sock, msg)
                 elif msg.type == "refuse":
                     raise CofcError(f"central refused this worker: {msg.meta.get('reason', 'no reason given')}")
                 elif msg.type != "welcome":
-                    self._reject("unexpected-type", msg.type)
+                    self.rejected.add("unexpected-type", msg.type)
         finally:
             sock.close(0)
             ctx.term()
@@ -80,7 +80,7 @@ class Worker:
         try:
             feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
         except WireError as exc:
-            self._reject(exc.kind, str(exc))
+            self.rejected.add(exc.kind, str(exc))
             return
         start = time.perf_counter()
         feature = next(iter(self.engine.run(feeds).values()))
@@ -88,8 +88,3 @@ class Worker:
         out = Message("feature", msg.id, {"feature": np.ascontiguousarray(feature, np.float32)}, {"t1_ms": t1})
         sock.send_multipart(encode(out), copy=False)
         self.served += 1
-
-    def _reject(self, kind: str, detail: str) -> None:
-        self.rejected[kind] = self.rejected.get(kind, 0) + 1
-        if self.rejected[kind] == 1:
-            log.warning("rejected a message (%s): %s; further ones of this kind are only counted", kind, detail)
