@@ -8,6 +8,11 @@ loss L (eq. 13), so the next sub-model concentrates where this one is weak (or s
     up        w ← w · exp((1 − 1/M) · L)   the boosting reading: high-loss samples gain weight
 Both are normalised to mean 1 and clipped to [1/CLIP, CLIP] (then renormalised), so that a few
 very hard (or very easy) samples cannot take all the weight.
+
+Beside eq. 14, `Distill.soft` adds Hinton's soft-label term, soft·T²·KL(teacher_T ‖ student_T):
+the teacher's full distribution says which wrong classes are near, which hard labels cannot, and
+small sub-models learn measurably more from it (README, calibration comparison). soft = 0 is
+eq. 14 exactly.
 """
 from __future__ import annotations
 
@@ -41,10 +46,22 @@ def take(inputs: Inputs, index) -> Inputs:
     return {k: v[index] for k, v in inputs.items()}
 
 
-def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample ½[CE(s, y) + CE(s, y_t)] of eq. 14 (before the sample weight)."""
-    return 0.5 * (F.cross_entropy(logits, labels, reduction="none") +
-                  F.cross_entropy(logits, teacher_labels, reduction="none"))
+@dataclass(frozen=True)
+class Distill:
+    """The per-sample loss of a student's logits against the label and the teacher's logits."""
+    soft: float = 0.0  # weight of the soft-label term; 0 is eq. 14 as printed
+    temperature: float = 4.0
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """½[CE(s, y) + CE(s, argmax t)] (eq. 14, before the sample weight) + the soft term."""
+        loss = 0.5 * (F.cross_entropy(logits, labels, reduction="none") +
+                      F.cross_entropy(logits, teacher_logits.argmax(-1), reduction="none"))
+        if self.soft:
+            t = self.temperature
+            kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                          reduction="none", log_target=True).sum(-1)
+            loss = loss + self.soft * t * t * kl
+        return loss
 
 
 @dataclass
@@ -55,17 +72,17 @@ class TrainConfig:
     weight_decay: float = 0.05
 
 
-# Per-sample loss of a model on a batch: (model, inputs, labels, teacher labels) -> (batch,).
+# Per-sample loss of a model on a batch: (model, inputs, labels, teacher logits) -> (batch,).
 LossFn = Callable[[nn.Module, Inputs, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor]) -> LossFn:
-    """Eq. 14's per-sample loss of the logits `logits_of` computes."""
-    return lambda model, x, y, y_t: distillation_loss(logits_of(model, x), y, y_t)
+def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor], distill: Distill) -> LossFn:
+    """Eq. 14's per-sample loss (with `distill`'s soft term) of the logits `logits_of` computes."""
+    return lambda model, x, y, t: distill(logits_of(model, x), y, t)
 
 
 def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-                   teacher_labels: torch.Tensor, weights: np.ndarray, config: TrainConfig, seed: int,
+                   teacher_logits: torch.Tensor, weights: np.ndarray, config: TrainConfig, seed: int,
                    desc: str) -> None:
     """AdamW with a one-cycle schedule on a per-sample loss, weighted per sample."""
     n = len(labels)
@@ -81,7 +98,7 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, config.batch):
             idx = order[i:i + config.batch]
-            per_sample = loss_fn(model, take(inputs, idx), labels[idx], teacher_labels[idx])
+            per_sample = loss_fn(model, take(inputs, idx), labels[idx], teacher_logits[idx])
             loss = (w[idx] * per_sample).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,21 +112,21 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
 
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-                    teacher_labels: torch.Tensor, batch: int = 512) -> np.ndarray:
+                    teacher_logits: torch.Tensor, batch: int = 512) -> np.ndarray:
     model.eval()
-    out = [loss_fn(model, take(inputs, slice(i, i + batch)), labels[i:i + batch], teacher_labels[i:i + batch])
+    out = [loss_fn(model, take(inputs, slice(i, i + batch)), labels[i:i + batch], teacher_logits[i:i + batch])
            for i in range(0, len(labels), batch)]
     return torch.cat(out).numpy()
 
 
 def boost(submodels: list[nn.Module], loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-          teacher_labels: torch.Tensor, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
+          teacher_logits: torch.Tensor, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
     """Calibrate `submodels` in order (in place); return the sample weights each one was trained with."""
     weights = np.ones(len(labels))
     history = []
     for n, model in enumerate(submodels):
         history.append(weights)
-        train_weighted(model, loss_fn, inputs, labels, teacher_labels, weights, config, seed + n,
+        train_weighted(model, loss_fn, inputs, labels, teacher_logits, weights, config, seed + n,
                        desc=f"calibrating sub-model {n + 1}/{len(submodels)}")
-        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, teacher_labels), reading)
+        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, teacher_logits), reading)
     return history

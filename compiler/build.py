@@ -31,11 +31,11 @@ from tqdm import tqdm
 from cofc import __version__
 from cofc.compiler.bundle import plan_id, write_bundles
 from cofc.compiler.calibrate import (Calibrated, CalibrationConfig, FusedModel, accuracy_report, batched,
-                                     calibrate)
-from cofc.compiler.booster import TrainConfig
+                                     calibrate, random_mask)
 from cofc.compiler.decompose import decompose
 from cofc.compiler.evaluator import DeviceModel, Evaluator
-from cofc.compiler.export import PooledBackbone, export_aggregator, export_backbone, export_teacher, parity
+from cofc.compiler.export import (INT8_SAMPLES, PooledBackbone, export_aggregator, export_backbone, export_teacher,
+                                  parity, write_int8_calibration)
 from cofc.compiler.fusion import Aggregator
 from cofc.compiler.importance import Importance, rank_units
 from cofc.compiler.metrics import accuracy
@@ -216,11 +216,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     calib_path = out / "calibrated.pt"
 
     def calibrate_stage() -> dict:
-        c = plan.calibration
-        config = CalibrationConfig(feature=c.feature, reading=c.reading, drop=c.feature_dropout,
-                                   boost=TrainConfig(epochs=c.epochs),
-                                   joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None,
-                                   seed=plan.objective.seed)
+        config = CalibrationConfig.from_plan(plan.calibration, plan.objective.seed)
         result = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels, config,
                            (fusion.inputs, fusion.labels) if len(fusion) else None)
         torch.save({"submodels": [m.state_dict() for m in result.submodels],
@@ -260,6 +256,14 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
         if bad:
             raise CofcError("ONNX export does not match torch: " + ", ".join(
                 f"{c.graph} max abs error {c.max_abs:.2e} > {c.tolerance:.0e}" for c in bad))
+        if plan.export.precision == "int8":
+            samples = cal.take(min(INT8_SAMPLES, len(cal)), seed=plan.objective.seed)
+            x = adapter.preprocess(teacher.record, samples.inputs)
+            gen = torch.Generator().manual_seed(plan.objective.seed)
+            write_int8_calibration([onnx_dir / f"{d.name}.onnx" for d in plan.devices], onnx_dir / "aggregator.onnx",
+                                   {k: v.numpy() for k, v in x.items()}, batched(fused.features, x).numpy(),
+                                   random_mask(len(samples), len(policy), plan.calibration.feature_dropout,
+                                               gen).numpy())
         return [c.to_dict() for c in checks]
     export = stages.run("export", export_stage)["result"]
 

@@ -18,6 +18,7 @@ import zmq
 from cofc.compiler.plan import Plan
 from cofc.compiler.spec import SubModelSpec
 from cofc.runtime.backends import open_backend
+from cofc.runtime.backends._calibration import calibration_path
 from cofc.runtime.bundle import DIGEST, FORMAT, MANIFEST, sha256_file
 
 
@@ -53,10 +54,14 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
         work = final.with_name(device.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        shutil.copyfile(onnx_dir / f"{device.name}.onnx", work / "backbone.onnx")
-        prep = dict(preprocess)
+        graphs = {f"{device.name}.onnx": "backbone.onnx"}
         if device.central:
-            shutil.copyfile(onnx_dir / "aggregator.onnx", work / "aggregator.onnx")
+            graphs["aggregator.onnx"] = "aggregator.onnx"
+        for source, name in graphs.items():
+            shutil.copyfile(onnx_dir / source, work / name)
+            if calibration_path(onnx_dir / source).exists():  # INT8 builds: the engine's calibration inputs
+                shutil.copyfile(calibration_path(onnx_dir / source), calibration_path(work / name))
+        prep = dict(preprocess)
         if tokenizer is not None:
             shutil.copyfile(tokenizer, work / "tokenizer.json")
             prep["tokenizer_file"] = "tokenizer.json"

@@ -25,10 +25,11 @@ from tqdm import tqdm
 
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
-from cofc.compiler.booster import TrainConfig, boost, distillation_loss, eq14, take, train_weighted
+from cofc.compiler.booster import Distill, TrainConfig, boost, eq14, take, train_weighted
 from cofc.compiler.decompose import decompose
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
+from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.spec import SubModelSpec
 
 
@@ -36,11 +37,19 @@ from cofc.compiler.spec import SubModelSpec
 class CalibrationConfig:
     feature: str = "pool"  # "pool" (eq. 2) or "first" (class token)
     reading: str = "up"  # eq. 13 reading: "up" or "printed"
+    distill: Distill = Distill()  # eq. 14, with or without the soft-label term
     boost: TrainConfig = field(default_factory=TrainConfig)
     aggregator_epochs: int = 20
     joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
     drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
     seed: int = 0
+
+    @classmethod
+    def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
+        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
+                   distill=Distill(soft=c.soft_labels, temperature=c.temperature),
+                   boost=TrainConfig(epochs=c.epochs),
+                   joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None)
 
 
 @dataclass
@@ -71,8 +80,9 @@ def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torc
     return mask
 
 
-def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_labels: torch.Tensor,
-                     epochs: int, drop: float, seed: int, batch: int = 256, lr: float = 3e-3) -> Aggregator:
+def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+                     distill: Distill, epochs: int, drop: float, seed: int, batch: int = 256,
+                     lr: float = 3e-3) -> Aggregator:
     gen = torch.Generator().manual_seed(seed)
     n, devices = len(labels), len(agg.dims)
     opt = torch.optim.AdamW(agg.parameters(), lr=lr, weight_decay=0.01)
@@ -83,7 +93,7 @@ def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tens
         for i in range(0, n, batch):
             idx = order[i:i + batch]
             mask = random_mask(len(idx), devices, drop, gen) if drop > 0 else torch.ones(len(idx), devices)
-            loss = distillation_loss(agg(features[idx], mask), labels[idx], teacher_labels[idx]).mean()
+            loss = distill(agg(features[idx], mask), labels[idx], teacher_logits[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -123,40 +133,40 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     torch.manual_seed(config.seed)
     inputs = preprocess_all(adapter, record, raw_inputs)
     y = torch.as_tensor(labels)
-    teacher_labels = lambda x: batched(lambda b: adapter.logits(teacher, b).argmax(-1), x)  # noqa: E731
-    y_teacher = teacher_labels(inputs)
+    teacher_logits = lambda x: batched(lambda b: adapter.logits(teacher, b), x)  # noqa: E731
+    t_logits = teacher_logits(inputs)
+    distill = config.distill
     submodels = decompose(adapter, teacher, policy, importance)
-    own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature))
-    boost(submodels, own_loss, inputs, y, y_teacher, config.boost, config.reading, config.seed)
+    own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
+    boost(submodels, own_loss, inputs, y, t_logits, config.boost, config.reading, config.seed)
 
-    def fit_aggregators(x: Inputs, y: torch.Tensor, y_t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
+    def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
         dims = [m_spec.dim for m_spec in policy]
         fresh = lambda: Aggregator(dims, adapter.spec(teacher).dim, adapter.head(teacher))  # noqa: E731
-        return (train_aggregator(fresh(), feats, y, y_t, config.aggregator_epochs, config.drop, config.seed),
-                train_aggregator(fresh(), feats, y, y_t, config.aggregator_epochs, 0.0, config.seed))
+        return (train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, config.drop, config.seed),
+                train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, 0.0, config.seed))
 
-    aggregator, plain = fit_aggregators(inputs, y, y_teacher)
+    aggregator, plain = fit_aggregators(inputs, y, t_logits)
     if config.joint is not None:
         fused = FusedModel(adapter, submodels, aggregator, config.feature)
         gen = torch.Generator().manual_seed(config.seed + 99)
 
-        def joint_loss(model: FusedModel, x: Inputs, y: torch.Tensor, y_t: torch.Tensor) -> torch.Tensor:
+        def joint_loss(model: FusedModel, x: Inputs, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             """Fused loss plus the mean of each sub-model's own loss, so that their own heads (used
             alone, averaged, voted) follow their backbones; the feature dropout stays on, with a
             fresh random mask every batch."""
             mask = random_mask(len(y), len(policy), config.drop, gen)
             fused_logits, own = model.all_logits(x, mask)
-            return distillation_loss(fused_logits, y, y_t) + sum(
-                distillation_loss(o, y, y_t) for o in own) / len(own)
+            return distill(fused_logits, y, t) + sum(distill(o, y, t) for o in own) / len(own)
 
-        train_weighted(fused, joint_loss, inputs, y, y_teacher, np.ones(len(labels)), config.joint, config.seed,
+        train_weighted(fused, joint_loss, inputs, y, t_logits, np.ones(len(labels)), config.joint, config.seed,
                        desc="fine-tuning sub-models and aggregator jointly")
     if fusion is not None:
         x = preprocess_all(adapter, record, fusion[0])
-        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), teacher_labels(x))
+        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), teacher_logits(x))
     elif config.joint is not None:
-        _, plain = fit_aggregators(inputs, y, y_teacher)  # the contrast sees the fine-tuned features too
+        _, plain = fit_aggregators(inputs, y, t_logits)  # the contrast sees the fine-tuned features too
     return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)
 
 

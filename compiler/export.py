@@ -129,3 +129,16 @@ def parity(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray, toler
     diff = np.abs(got - expected)
     rel = diff / np.maximum(np.abs(expected), 1e-6)
     return Parity(path.name, float(diff.max()), float(rel.max()), tolerance)
+
+
+INT8_SAMPLES = 512  # calibration inputs per graph: 16 batches of 32 for TensorRT's entropy calibrator
+
+
+def write_int8_calibration(backbones: list[Path], aggregator: Path, feeds: dict[str, np.ndarray],
+                           features: np.ndarray, mask: np.ndarray) -> list[Path]:
+    """Store each graph's INT8 calibration inputs beside it: the model inputs for every backbone,
+    and their features with a presence mask (some devices missing, as in service) for the
+    aggregator."""
+    from cofc.runtime.backends._calibration import save_calibration
+    return ([save_calibration(path, feeds) for path in backbones] +
+            [save_calibration(aggregator, {FEATURES: features, MASK: mask})])

@@ -6,6 +6,7 @@
       manifest.sha256    sha256 of manifest.json
       backbone.onnx      inputs -> pooled feature (every device)
       aggregator.onnx    features, mask -> logits (central only)
+      *.calib.npz        INT8 plans only: each graph's calibration inputs for TensorRT
       tokenizer.json     text plans only (read with the `tokenizers` package, not transformers)
       keys.json          this device's CURVE key pair
       client.json        central only: a client key pair for local clients (cofc run --input)

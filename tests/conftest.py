@@ -71,7 +71,7 @@ output: out
 """
 
 
-def make_plan(folder: Path, port: int = 5555) -> Path:
+def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
     """A small ViT plan on MNIST-5k over three estimated boards, with tiny budgets."""
     import torch
 
@@ -96,7 +96,7 @@ def make_plan(folder: Path, port: int = 5555) -> Path:
         table = estimated_table("vit", base, board, pool)
         fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
         write_table(folder / f"{board.name}.json", table)
-    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)))
+    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)) + f"export: {{precision: {precision}}}\n")
     return folder / "plan.yaml"
 
 

@@ -7,6 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from cofc.runtime.backends import BACKENDS, available, open_backend
+from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path, save_calibration
 from cofc.errors import CofcError
 
 RNG = np.random.default_rng(0)
@@ -62,3 +63,34 @@ def test_wrong_shape_is_an_error(name, affine_onnx):
 def test_unknown_backend_is_named():
     with pytest.raises(CofcError, match="unknown backend"):
         open_backend("openvino", "x.onnx")
+
+
+def test_calibration_batches_are_fixed_size_and_named(affine_onnx, tmp_path):
+    graph = tmp_path / affine_onnx.name
+    graph.write_bytes(affine_onnx.read_bytes())
+    x = RNG.standard_normal((70, 4)).astype(np.float32)
+    assert save_calibration(graph, {"x": x}) == tmp_path / "affine.calib.npz"
+    batches = CalibrationBatches(calibration_path(graph), ["x"], batch=32)
+    got = list(batches)
+    assert len(got) == len(batches) == 2 and all(b["x"].shape == (32, 4) for b in got)  # the last 6 dropped
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in got]), x[:64])
+    with pytest.raises(CofcError, match="lacks calibration inputs for mask"):
+        CalibrationBatches(calibration_path(graph), ["x", "mask"])
+    with pytest.raises(CofcError, match="other.calib.npz is missing"):
+        CalibrationBatches(calibration_path(tmp_path / "other.onnx"), ["x"])
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt_reduced_precision_stays_close_and_caches(precision, affine_onnx, tmp_path):
+    """FP16 and INT8 (entropy-calibrated on stored inputs) engines agree with the exact answer to
+    within their precision, and land in engines/ with a sidecar; INT8 leaves a calibration cache."""
+    if "tensorrt" not in available():
+        pytest.skip("TensorRT does not import on this machine (no tensorrt/cuda-python): engines cannot be built")
+    graph = tmp_path / affine_onnx.name
+    graph.write_bytes(affine_onnx.read_bytes())
+    save_calibration(graph, {"x": RNG.standard_normal((256, 4)).astype(np.float32)})
+    backend = open_backend("tensorrt", graph, precision=precision)
+    x = RNG.standard_normal((8, 4)).astype(np.float32)
+    np.testing.assert_allclose(backend.run({"x": x})["y"], x @ W + B, atol=0.1 if precision == "int8" else 1e-2)
+    engines = {p.suffix for p in (tmp_path / "engines").iterdir()}
+    assert {".engine", ".json"} <= engines and (".calib" in engines) == (precision == "int8")

@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from cofc.runtime.backends import open_backend
+from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
 from cofc.runtime.bundle import load_bundle
 
 from conftest import make_plan, run_cofc
@@ -18,7 +21,7 @@ from conftest import make_plan, run_cofc
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("build")
-    plan = make_plan(folder)
+    plan = make_plan(folder, precision="int8")  # ORT runs FP32 whatever the plan; int8 adds calibration inputs
     result = run_cofc("build", str(plan))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ESTIMATED latency table" in result.stderr  # the user is told
@@ -54,9 +57,30 @@ def test_bundles_round_trip(built):
     assert result.returncode == 0 and "central" in result.stdout and "verified by sha256" in result.stdout
 
 
+def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
+    """Each graph's INT8 calibration inputs travel in its bundle, hashed, and are valid inputs of
+    that graph: ONNX Runtime runs every stored batch through it."""
+    for folder in (built / "bundle").iterdir():
+        bundle = load_bundle(folder)
+        graphs = ["backbone.onnx"] + (["aggregator.onnx"] if bundle.role == "central" else [])
+        for graph in graphs:
+            path = bundle.file(graph)
+            assert calibration_path(path).name in bundle.manifest["files"]
+            backend = open_backend("onnxruntime", path)
+            batches = CalibrationBatches(calibration_path(path), [s.name for s in backend.inputs])
+            assert batches.samples == 400 and batches.batch == 32 and len(batches) == 12  # calibration: 400
+            for feeds in batches:
+                (out,) = backend.run(feeds).values()
+                assert out.shape[0] == 32 and np.isfinite(out).all()
+        if bundle.role == "central":
+            with np.load(calibration_path(bundle.file("aggregator.onnx"))) as stored:
+                mask = stored["mask"]
+            assert (mask == 0).any() and (mask.sum(1) >= 1).all()  # some devices missing, never all
+
+
 @pytest.mark.parametrize("tamper,named", [
     (lambda b: (b / "backbone.onnx").write_bytes((b / "backbone.onnx").read_bytes() + b"\0"), "backbone.onnx"),
-    (lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text().replace("fp32", "fp16")),
+    (lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text().replace("int8", "fp16")),
      "manifest.json"),
     (lambda b: (b / "keys.json").unlink(), "keys.json"),
     (lambda b: (b / "extra.onnx").write_bytes(b"x"), "extra.onnx"),

@@ -59,6 +59,8 @@ BAD = [
     ("zero memory", ("memory_mb: 256", "memory_mb: 0"), "devices[1].memory_mb", 18, "positive"),
     ("unknown precision", ("precision: fp16", "precision: fp8"), "export.precision", 26, "fp32, fp16, int8"),
     ("opset out of range", ("opset: 17", "opset: 9"), "export.opset", 27, "outside"),
+    ("negative soft-label weight", ("output: build/test", "calibration: {soft_labels: -1}\noutput: build/test"),
+     "calibration.soft_labels", 28, "must be 0 or more"),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
     ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
     ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),

@@ -2,9 +2,15 @@
 cuda-python. Imported only where `tensorrt` is installed; nothing on the CPU path touches it.
 
 Engines are specific to the GPU, the TensorRT version and the precision, so they are built here,
-from the bundle's ONNX, on first use, and cached beside it under a name that says all three
+from the bundle's ONNX, on first use, and cached in the `engines/` folder beside it (which the
+bundle's hash check leaves out) under a name that says all three
 (`<stem>.<precision>.trt<version>.sm<major><minor>.engine`) with a sidecar JSON holding the
 ONNX's sha256. An engine whose sidecar does not match the ONNX in hand is rebuilt, never loaded.
+
+INT8 uses the entropy calibrator (IInt8EntropyCalibrator2) over the calibration inputs the build
+stored beside the ONNX (`_calibration.py`), and keeps its calibration cache with the engines,
+named by the sha256 of the ONNX and of those inputs, so a rebuild for another GPU skips the
+calibration pass and a changed graph or data set never reuses a stale cache.
 """
 from __future__ import annotations
 
@@ -22,9 +28,12 @@ except ImportError:  # pragma: no cover - older cuda-python
     from cuda import cudart
 
 from cofc.runtime.backends._base import Backend, TensorSpec
-from cofc.runtime.bundle import sha256_file
+from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
+from cofc.runtime.bundle import ENGINES, sha256_file
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
+PRECISIONS = ("fp32", "fp16", "int8")
+MAX_BATCH = 8  # engines take a dynamic batch of 1..MAX_BATCH requests
 # Layers that overflow or lose accuracy in FP16 inside transformers: keep them in FP32.
 _FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 
@@ -41,14 +50,88 @@ def compute_capability(device: int = 0) -> str:
     return f"{props.major}{props.minor}"
 
 
+def _cache_dir(onnx_path: Path) -> Path:
+    """The folder of built engines and caches: `engines/` beside the ONNX."""
+    folder = onnx_path.parent / ENGINES
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def engine_path(onnx_path: Path, precision: str) -> Path:
-    return onnx_path.with_name(f"{onnx_path.stem}.{precision}.trt{trt.__version__}"
-                               f".sm{compute_capability()}.engine")
+    return _cache_dir(onnx_path) / (f"{onnx_path.stem}.{precision}.trt{trt.__version__}"
+                                    f".sm{compute_capability()}.engine")
 
 
-def build_engine(onnx_path: Path, precision: str, max_batch: int = 8,
+class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+    """Feeds the stored calibration batches to the builder, and reads and writes its cache."""
+
+    def __init__(self, batches: CalibrationBatches, cache: Path):
+        trt.IInt8EntropyCalibrator2.__init__(self)
+        self.batches, self.cache = batches, cache
+        self._pending = iter(batches)
+        self._buffers: dict[str, int] = {}
+
+    def get_batch_size(self) -> int:
+        return self.batches.batch
+
+    def get_batch(self, names: list[str]) -> list[int] | None:
+        feeds = next(self._pending, None)
+        if feeds is None:
+            return None
+        pointers = []
+        for name in names:
+            array = feeds[name]
+            if name not in self._buffers:  # every batch has the same size
+                self._buffers[name] = _check(cudart.cudaMalloc(array.nbytes))
+            _check(cudart.cudaMemcpy(self._buffers[name], array.ctypes.data, array.nbytes,
+                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            pointers.append(int(self._buffers[name]))
+        return pointers
+
+    def read_calibration_cache(self) -> bytes | None:
+        return self.cache.read_bytes() if self.cache.exists() else None
+
+    def write_calibration_cache(self, cache) -> None:
+        _atomic_write(self.cache, bytes(cache))
+
+    def free(self) -> None:
+        for ptr in self._buffers.values():
+            cudart.cudaFree(ptr)
+        self._buffers.clear()
+
+
+def calibration_cache_path(onnx_path: Path) -> Path:
+    """The INT8 calibration cache of this graph and its calibration inputs (any GPU may reuse it)."""
+    digest = sha256_file(onnx_path)[:12] + sha256_file(calibration_path(onnx_path))[:12]
+    return _cache_dir(onnx_path) / f"{onnx_path.stem}.int8.{digest}.trt{trt.__version__}.calib"
+
+
+def _keep_fp32(network) -> None:
+    """Pin LayerNorm, softmax and reductions to FP32: they overflow in FP16 inside transformers."""
+    keep = {getattr(trt.LayerType, t) for t in _FP32_LAYER_TYPES if hasattr(trt.LayerType, t)}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in keep:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+
+
+def _batch_profile(builder, network, low: int, opt: int, high: int):
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(tensor.shape)[1:]
+        profile.set_shape(tensor.name, (low, *rest), (opt, *rest), (high, *rest))
+    return profile
+
+
+def build_engine(onnx_path: Path, precision: str, max_batch: int = MAX_BATCH,
                  workspace_mb: int = 1024, timing_cache: Path | None = None) -> bytes:
-    """Parse the ONNX and build a serialized engine with a dynamic batch of 1..max_batch."""
+    """Parse the ONNX and build a serialized engine with a dynamic batch of 1..max_batch.
+
+    fp16 and int8 both keep the overflow-prone layers in FP32; int8 lets TensorRT fall back to
+    FP16 where a layer has no INT8 kernel, and calibrates on the stored inputs."""
     builder = trt.Builder(_LOGGER)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, _LOGGER)
@@ -57,27 +140,28 @@ def build_engine(onnx_path: Path, precision: str, max_batch: int = 8,
         raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    if precision == "fp16":
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    calibrator = None
+    if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        keep = {getattr(trt.LayerType, t) for t in _FP32_LAYER_TYPES if hasattr(trt.LayerType, t)}
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if layer.type in keep:
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
-    elif precision != "fp32":
-        raise ValueError(f"precision {precision!r} needs a calibrator (INT8 arrives with the export issue)")
-    profile = builder.create_optimization_profile()
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        rest = tuple(tensor.shape)[1:]
-        profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max_batch, *rest))
-    config.add_optimization_profile(profile)
+        _keep_fp32(network)
+    config.add_optimization_profile(_batch_profile(builder, network, 1, 1, max_batch))
+    if precision == "int8":
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        batches = CalibrationBatches(calibration_path(onnx_path), names)
+        calibrator = EntropyCalibrator(batches, calibration_cache_path(onnx_path))
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+        config.set_calibration_profile(_batch_profile(builder, network, batches.batch, batches.batch, batches.batch))
     cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.free()
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     if timing_cache is not None:
@@ -97,10 +181,12 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
     path = engine_path(onnx_path, precision)
     sidecar = path.with_suffix(".json")
     want = {"onnx_sha256": sha256_file(onnx_path), "precision": precision, "tensorrt": trt.__version__,
-            "compute_capability": compute_capability()}
+            "compute_capability": compute_capability(), "batch": [1, MAX_BATCH]}
+    if precision == "int8":
+        want["calibration_sha256"] = sha256_file(calibration_path(onnx_path))
     if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == want:
         return path.read_bytes()
-    engine = build_engine(onnx_path, precision, timing_cache=onnx_path.with_name("timing.cache"))
+    engine = build_engine(onnx_path, precision, timing_cache=_cache_dir(onnx_path) / "timing.cache")
     _atomic_write(path, engine)
     _atomic_write(sidecar, json.dumps(want, indent=2).encode())
     return engine
