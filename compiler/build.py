@@ -6,6 +6,7 @@
     calibrate  decompose the chosen policy, boost, train the aggregator, fine-tune jointly
     export     ONNX per device + aggregator, checked against torch (fails past tolerance)
     bundle     one folder per device with manifest, hashes and CURVE keys
+    engines    TensorRT engines into each bundle's engines/, only where this host has TensorRT
     evaluate   the bundles' fused pipeline through ONNX Runtime on the test split
     report     report.json, report.md and plots
 
@@ -46,6 +47,7 @@ from cofc.compiler.proxy import ValidationLoss
 from cofc.compiler.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
+from cofc.runtime.backends import available as available_backends
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.preprocess import packed_request_bytes
@@ -280,6 +282,20 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
                                  teacher.record["classes"])
         return {"plan_id": pid, "bundles": [str(f) for f in folders]}
     bundles = stages.run("bundle", bundle_stage)["result"]
+
+    def engines_stage() -> list[str]:
+        """Engines in each bundle's engines/ folder: a device with this GPU and TensorRT version
+        loads them; any other rebuilds from the ONNX at first run (the sidecar tells)."""
+        from cofc.runtime.backends.tensorrt import load_or_build
+        graphs = [g for b in bundles["bundles"] for g in (Path(b) / "backbone.onnx", Path(b) / "aggregator.onnx")
+                  if g.exists()]
+        for graph in tqdm(graphs, desc=f"building {plan.export.precision} TensorRT engines", leave=False):
+            load_or_build(graph, plan.export.precision)
+        return [str(g.relative_to(out)) for g in graphs]
+    if "tensorrt" in available_backends():
+        stages.run("engines", engines_stage)
+    else:
+        log("no TensorRT on this host: each device builds its engines from its bundle's ONNX at first `cofc run`")
 
     def evaluate_stage() -> dict:
         pipeline = LocalPipeline([load_bundle(b) for b in bundles["bundles"]])

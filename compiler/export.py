@@ -22,6 +22,7 @@ from torch import nn
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
 from cofc.compiler.fusion import Aggregator, device_feature
+from cofc.runtime.backends._calibration import save_calibration
 
 FEATURE = "feature"
 FEATURES, MASK, LOGITS = "features", "mask", "logits"
@@ -139,6 +140,5 @@ def write_int8_calibration(backbones: list[Path], aggregator: Path, feeds: dict[
     """Store each graph's INT8 calibration inputs beside it: the model inputs for every backbone,
     and their features with a presence mask (some devices missing, as in service) for the
     aggregator."""
-    from cofc.runtime.backends._calibration import save_calibration
     return ([save_calibration(path, feeds) for path in backbones] +
             [save_calibration(aggregator, {FEATURES: features, MASK: mask})])
