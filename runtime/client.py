@@ -43,7 +43,12 @@ class Client:
             return cls(endpoint)
         return cls(endpoint, m["public_key"], json.loads(bundle.file("client.json").read_text()))
 
-    def submit(self, arrays: dict[str, np.ndarray]) -> int:
+    def submit(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> int:
+        """Queue one request; TimeoutError when central takes none within `timeout_s`. A DEALER
+        blocks on send while it has no connection, which is the state of a client whose keys
+        central refused: without the wait it would hang there."""
+        if not self.sock.poll(int(timeout_s * 1000), zmq.POLLOUT):
+            raise TimeoutError(f"central accepted no request within {timeout_s} s")
         ident = next(self.ids)
         self.sock.send_multipart(encode(Message("infer", ident, arrays)), copy=False)
         return ident
@@ -60,7 +65,11 @@ class Client:
                       meta.get("degraded", False), meta.get("timings", {}), meta.get("error"))
 
     def infer(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> Answer | None:
-        ident = self.submit(arrays)
+        """The answer to one request, or None when none comes within `timeout_s`."""
+        try:
+            ident = self.submit(arrays, timeout_s)
+        except TimeoutError:
+            return None
         while (answer := self.receive(timeout_s)) is not None:
             if answer.id == ident:
                 return answer
@@ -87,7 +96,7 @@ class Client:
                     raise TimeoutError(f"no answer within {timeout_s} s")
                 in_flight -= 1
                 yield answer
-            self.submit(arrays)
+            self.submit(arrays, timeout_s)
             in_flight += 1
         while in_flight:
             answer = self.receive(timeout_s)

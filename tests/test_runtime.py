@@ -131,6 +131,34 @@ def test_wrong_or_missing_key_gets_nothing_through(bundles, cluster):
         good.close()
 
 
+def test_refused_client_times_out_instead_of_hanging(tmp_path):
+    """A client whose key central's ZAP handler refuses has no connection, and a DEALER blocks on
+    send until it has one: every request must still come back as None within its timeout."""
+    from zmq.auth.thread import ThreadAuthenticator
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(tmp_path))  # no certificates: every key refused
+    server = ctx.socket(zmq.ROUTER)
+    server.curve_server = True
+    server_key, server.curve_secretkey = zmq.curve_keypair()
+    server.curve_publickey = server_key
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    public, secret = zmq.curve_keypair()
+    client = Client(f"tcp://127.0.0.1:{port}", server_key.decode(),
+                    {"public": public.decode(), "secret": secret.decode()})
+    try:
+        start = time.monotonic()
+        for _ in range(8):  # long enough to meet the gaps between failed handshakes and reconnects
+            assert client.infer({"image": np.zeros((1, 28, 28), np.uint8)}, timeout_s=0.5) is None
+        assert time.monotonic() - start < 8 * 0.5 * 2 + 2
+    finally:
+        client.close()
+        server.close(0)
+        auth.stop()
+        ctx.term()
+
+
 def _junk(rng: random.Random) -> list[bytes]:
     choice = rng.randrange(4)
     if choice == 0:
