@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +45,7 @@ from cofc.compiler.proxy import ValidationLoss
 from cofc.compiler.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
+from cofc.runtime._files import atomic_write
 from cofc.runtime.backends import available as available_backends
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
@@ -60,11 +59,7 @@ def log(message: str) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1).encode())
 
 
 class Stages:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import socket
 import statistics
@@ -27,6 +26,7 @@ from cofc.compiler.export import PooledBackbone, export_backbone
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops
 from cofc.compiler.teacher import Teacher
 from cofc.errors import CofcError
+from cofc.runtime._files import atomic_write
 from cofc.runtime.backends import open_backend
 
 FORMAT = "cofc-profile/1"
@@ -104,11 +104,7 @@ def provenance(device: str, backend: str, backend_version: str, precision: str, 
 
 
 def write_table(path: Path, table: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(table, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(table, indent=1).encode())
 
 
 def _resumable(out: Path, prov: dict[str, Any]) -> list[dict[str, Any]]:

@@ -50,8 +50,9 @@ def main() -> None:
 
     out = args.out or args.build / "compare.json"
     results = json.loads(out.read_text())["results"] if out.exists() else {}
-    results[f"{name_of(planned)} (the build)"] = stage("calibrate")
-    show(f"{name_of(planned)} (the build)", stage("calibrate"))
+    built = stage("calibrate")
+    results[f"{name_of(planned)} (the build)"] = built
+    show(f"{name_of(planned)} (the build)", built)
     for setting in args.variants.split(","):
         other = next(v for v in VARIANTS[setting] if v != getattr(planned, setting))
         change = dataclasses.replace(planned, **{setting: other})
@@ -63,7 +64,7 @@ def main() -> None:
         report["calibration_seconds"] = round(time.time() - start, 1)
         results[name_of(change)] = report
         show(name_of(change), report)
-    teacher_accuracy = stage("calibrate")["teacher"]
+    teacher_accuracy = built["teacher"]
     out.write_text(json.dumps({"plan": str(args.plan), "teacher": teacher_accuracy, "results": results}, indent=1))
     print(f"teacher {teacher_accuracy:.4f}; written {out}")
 

@@ -5,14 +5,14 @@ dataset on the device. Plain numpy, so the host writes and tests it without Tens
 """
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from cofc.errors import CofcError
+from cofc.runtime._files import atomic_write
 
 SUFFIX = ".calib.npz"
 
@@ -28,10 +28,9 @@ def save_calibration(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> Path:
     if len(lengths) != 1:
         raise ValueError(f"calibration inputs disagree on the sample count: {sorted(lengths)}")
     path = calibration_path(onnx_path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **{name: np.ascontiguousarray(a) for name, a in feeds.items()})
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: np.ascontiguousarray(a) for name, a in feeds.items()})
+    atomic_write(path, buffer.getvalue())
     return path
 
 

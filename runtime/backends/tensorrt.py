@@ -15,8 +15,6 @@ calibration pass and a changed graph or data set never reuses a stale cache.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ try:  # cuda-python >= 12.6 moved the runtime bindings
 except ImportError:  # pragma: no cover - older cuda-python
     from cuda import cudart
 
+from cofc.runtime._files import atomic_write
 from cofc.runtime.backends._base import Backend, TensorSpec
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
 from cofc.runtime.bundle import ENGINES, sha256_file
@@ -92,7 +91,7 @@ class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         return self.cache.read_bytes() if self.cache.exists() else None
 
     def write_calibration_cache(self, cache) -> None:
-        _atomic_write(self.cache, bytes(cache))
+        atomic_write(self.cache, bytes(cache))
 
     def free(self) -> None:
         for ptr in self._buffers.values():
@@ -165,15 +164,8 @@ def build_engine(onnx_path: Path, precision: str, max_batch: int = MAX_BATCH,
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     if timing_cache is not None:
-        _atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
+        atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(serialized)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def load_or_build(onnx_path: Path, precision: str) -> bytes:
@@ -187,8 +179,8 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
     if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == want:
         return path.read_bytes()
     engine = build_engine(onnx_path, precision, timing_cache=_cache_dir(onnx_path) / "timing.cache")
-    _atomic_write(path, engine)
-    _atomic_write(sidecar, json.dumps(want, indent=2).encode())
+    atomic_write(path, engine)
+    atomic_write(sidecar, json.dumps(want, indent=2).encode())
     return engine
 
 
