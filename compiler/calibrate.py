@@ -49,7 +49,7 @@ class CalibrationConfig:
         return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature),
                    boost=TrainConfig(epochs=c.epochs),
-                   joint=TrainConfig(epochs=c.joint_epochs, lr=5e-4) if c.joint_epochs else None)
+                   joint=TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr) if c.joint_epochs else None)
 
 
 @dataclass

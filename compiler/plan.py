@@ -30,8 +30,8 @@ A plan, with every field (paths are relative to the plan file):
         address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
-    calibration: {epochs: 4, joint_epochs: 2, feature: pool, reading: up, feature_dropout: 0.25,
-                  soft_labels: 0, temperature: 4}   # soft_labels > 0 adds KL(teacher‖student) at T
+    calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, feature: pool, reading: up,
+                  feature_dropout: 0.25, soft_labels: 0, temperature: 4}   # soft_labels > 0 adds KL(teacher‖student) at T
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
@@ -138,6 +138,7 @@ SCHEMA = {
     "calibration": {
         "epochs": Field(INT, required=False, default=4, check=_positive),
         "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
+        "joint_lr": Field(NUM, required=False, default=5e-4, check=_positive),
         "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
         "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
         "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
@@ -186,6 +187,7 @@ class DevicePlan:
 class CalibrationPlan:
     epochs: int
     joint_epochs: int
+    joint_lr: float  # peak learning rate of the joint fine-tuning
     feature: str
     reading: str
     feature_dropout: float

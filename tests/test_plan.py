@@ -61,6 +61,8 @@ BAD = [
     ("opset out of range", ("opset: 17", "opset: 9"), "export.opset", 27, "outside"),
     ("negative soft-label weight", ("output: build/test", "calibration: {soft_labels: -1}\noutput: build/test"),
      "calibration.soft_labels", 28, "must be 0 or more"),
+    ("zero joint learning rate", ("output: build/test", "calibration: {joint_lr: 0}\noutput: build/test"),
+     "calibration.joint_lr", 28, "positive"),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
     ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
     ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),

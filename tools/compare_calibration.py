@@ -4,6 +4,7 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
   reading      eq. 13 as printed (down-weights high-loss samples) vs the boosting reading (up-weights)
   feature      the device's vector: the family's pooling of final tokens (eq. 2) vs the first token
   soft_labels  eq. 14 alone (0) vs eq. 14 plus the soft-label term (1)
+  joint_lr     the joint fine-tuning's peak learning rate: 5e-4 vs 1.5e-3
 
   python tools/compare_calibration.py examples/vit_fashion_mnist.yaml --build build/vit
 
@@ -23,7 +24,8 @@ from cofc.compiler.importance import Importance
 from cofc.compiler.spec import SubModelSpec
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
-VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0)}
+VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
+            "joint_lr": (5e-4, 1.5e-3)}
 
 
 def main() -> None:
