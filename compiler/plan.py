@@ -30,8 +30,9 @@ A plan, with every field (paths are relative to the plan file):
         address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
+    # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14
     calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, feature: pool, reading: up,
-                  feature_dropout: 0.25, soft_labels: 0, temperature: 4}   # soft_labels > 0 adds KL(teacher‖student) at T
+                  feature_dropout: 0.25, soft_labels: 0, temperature: 4}
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """

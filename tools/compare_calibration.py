@@ -22,6 +22,7 @@ from cofc.compiler.calibrate import CalibrationConfig, accuracy_report, calibrat
 from cofc.compiler.check import prepare
 from cofc.compiler.importance import Importance
 from cofc.compiler.spec import SubModelSpec
+from cofc.runtime._files import atomic_write
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
 VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
@@ -67,7 +68,9 @@ def main() -> None:
         results[name_of(change)] = report
         show(name_of(change), report)
     teacher_accuracy = built["teacher"]
-    out.write_text(json.dumps({"plan": str(args.plan), "teacher": teacher_accuracy, "results": results}, indent=1))
+    # Atomic: the file merges hours of earlier runs, which a torn write would lose.
+    atomic_write(out, json.dumps({"plan": str(args.plan), "teacher": teacher_accuracy, "results": results},
+                                 indent=1).encode())
     print(f"teacher {teacher_accuracy:.4f}; written {out}")
 
 
