@@ -10,6 +10,7 @@ A fitted predictor is plain numbers (JSON and a .npz), never a pickle.
 """
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, parameters
+from cofc.runtime._files import atomic_write
 
 HIDDEN = (600, 600)
 
@@ -65,9 +67,10 @@ class Predictor:
         """`path`.json holds kind, scores and the linear coefficients; `path`.npz the MLP weights."""
         meta = {"kind": self.kind, "scores": self.scores,
                 "base": {k: getattr(self.base, k) for k in self.base.__dataclass_fields__}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path.with_suffix(".npz"), **self.arrays)
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+        arrays = io.BytesIO()
+        np.savez(arrays, **self.arrays)
+        atomic_write(path.with_suffix(".npz"), arrays.getvalue())
+        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
 
     @classmethod
     def load(cls, path: Path) -> "Predictor":

@@ -55,9 +55,10 @@ def test_profile_measures_and_round_trips(vit_teacher_file, tmp_path):
     assert prov["inputs"] == {"pixel_values": [1, 1, 28, 28]} and prov["cpu"]
     assert len(table["rows"]) == 12
     assert all(0 < r["p10"] <= r["ms"] <= r["p90"] for r in table["rows"])
-    # Real timings: the largest spec is slower than the smallest one.
+    # Real timings: the largest spec (9x the smallest's FLOPs) is slower than the smallest one.
+    # Compared on the 10th percentile, which a burst of load on a shared machine does not move.
     by_flops = sorted(table["rows"], key=lambda r: r["flops"])
-    assert by_flops[-1]["ms"] > by_flops[0]["ms"]
+    assert by_flops[-1]["p10"] > by_flops[0]["p10"]
 
 
 def test_table_of_another_teacher_is_not_resumed(vit_teacher_file, tmp_path):
