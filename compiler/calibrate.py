@@ -48,8 +48,9 @@ class CalibrationConfig:
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
         return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature),
-                   boost=TrainConfig(epochs=c.epochs),
-                   joint=TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr) if c.joint_epochs else None)
+                   boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
+                   joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
+                          if c.joint_epochs else None))
 
 
 @dataclass

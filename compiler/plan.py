@@ -31,8 +31,8 @@ A plan, with every field (paths are relative to the plan file):
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
     # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14
-    calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, feature: pool, reading: up,
-                  feature_dropout: 0.25, soft_labels: 0, temperature: 4}
+    calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
+                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4}
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
@@ -140,6 +140,7 @@ SCHEMA = {
         "epochs": Field(INT, required=False, default=4, check=_positive),
         "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
         "joint_lr": Field(NUM, required=False, default=5e-4, check=_positive),
+        "weight_decay": Field(NUM, required=False, default=0.05, check=_non_negative),
         "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
         "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
         "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
@@ -189,6 +190,7 @@ class CalibrationPlan:
     epochs: int
     joint_epochs: int
     joint_lr: float  # peak learning rate of the joint fine-tuning
+    weight_decay: float  # AdamW's decoupled weight decay, boosting and joint fine-tuning alike
     feature: str
     reading: str
     feature_dropout: float
