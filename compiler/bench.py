@@ -25,7 +25,7 @@ from cofc.compiler.datasets import load_dataset
 from cofc.compiler.emulate import EmulatedDevice, Emulation, EmulationUnavailable
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.client import Client
@@ -122,7 +122,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report["teacher"]["accuracy"]},
     }
     result["speedup_vs_teacher"] = teacher_ms / result["end_to_end_ms"]["median"]
-    atomic_write(build_dir / "bench.json", json.dumps(result, indent=1).encode())
+    atomic_write_json(build_dir / "bench.json", result)
     return result
 
 

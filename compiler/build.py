@@ -45,7 +45,7 @@ from cofc.compiler.proxy import ValidationLoss
 from cofc.compiler.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import available as available_backends
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
@@ -58,10 +58,6 @@ def log(message: str) -> None:
     tqdm.write(f"cofc: {message}", file=sys.stderr)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=1).encode())
-
-
 class Stages:
     """Results of finished stages, kept while the build's inputs are unchanged."""
 
@@ -71,7 +67,7 @@ class Stages:
         if force or not state.exists() or json.loads(state.read_text()).get("key") != key:
             for old in self.dir.glob("*.json"):
                 old.unlink()
-            _write_json(state, {"key": key})
+            atomic_write_json(state, {"key": key})
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         path = self.dir / f"{name}.json"
@@ -81,7 +77,7 @@ class Stages:
         start = time.time()
         log(f"stage {name} ...")
         result = fn()
-        _write_json(path, {"seconds": round(time.time() - start, 1), "result": result})
+        atomic_write_json(path, {"seconds": round(time.time() - start, 1), "result": result})
         return json.loads(path.read_text())
 
 

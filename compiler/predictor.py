@@ -21,7 +21,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, parameters
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write, atomic_write_json
 
 HIDDEN = (600, 600)
 
@@ -70,7 +70,7 @@ class Predictor:
         arrays = io.BytesIO()
         np.savez(arrays, **self.arrays)
         atomic_write(path.with_suffix(".npz"), arrays.getvalue())
-        atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+        atomic_write_json(path.with_suffix(".json"), meta)
 
     @classmethod
     def load(cls, path: Path) -> "Predictor":

@@ -26,7 +26,7 @@ from cofc.compiler.export import PooledBackbone, export_backbone
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops
 from cofc.compiler.teacher import Teacher
 from cofc.errors import CofcError
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 
 FORMAT = "cofc-profile/1"
@@ -104,7 +104,7 @@ def provenance(device: str, backend: str, backend_version: str, precision: str, 
 
 
 def write_table(path: Path, table: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(table, indent=1).encode())
+    atomic_write_json(path, table)
 
 
 def _resumable(out: Path, prov: dict[str, Any]) -> list[dict[str, Any]]:

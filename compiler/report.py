@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from cofc.compiler.evaluator import DeviceModel, latency
 from cofc.compiler.plan import Plan
 from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write, atomic_write_json
 
 
 def _latency_plot(path: Path, names: list[str], t1: Sequence[float], t2: Sequence[float], t3: float,
@@ -60,7 +60,7 @@ def write_report(out: Path, plan: Plan, base: TransformerSpec, devices: Sequence
         "export": export,
         "test_samples": ort["samples"],
     }
-    atomic_write(out / "report.json", json.dumps(report, indent=1).encode())
+    atomic_write_json(out / "report.json", report)
     names = [d.name for d in devices]
     _latency_plot(out / "latency.png", names, lat.t1, lat.t2, lat.t3, [teacher_ms[n] for n in names])
     atomic_write(out / "report.md", _markdown(report).encode())

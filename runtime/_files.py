@@ -2,9 +2,11 @@
 interrupted write leaves no temporary file behind."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -18,3 +20,8 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """`data` as indented JSON, written atomically."""
+    atomic_write(path, json.dumps(data, indent=1).encode())

@@ -23,7 +23,7 @@ from cofc.compiler.calibrate import CalibrationConfig, accuracy_report, calibrat
 from cofc.compiler.check import prepare
 from cofc.compiler.importance import Importance
 from cofc.compiler.spec import SubModelSpec
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write_json
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
 VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
@@ -70,8 +70,7 @@ def main() -> None:
         show(name_of(change), report)
     teacher_accuracy = built["teacher"]
     # Atomic: the file merges hours of earlier runs, which a torn write would lose.
-    atomic_write(out, json.dumps({"plan": str(args.plan), "teacher": teacher_accuracy, "results": results},
-                                 indent=1).encode())
+    atomic_write_json(out, {"plan": str(args.plan), "teacher": teacher_accuracy, "results": results})
     print(f"teacher {teacher_accuracy:.4f}; written {out}")
 
 
