@@ -26,6 +26,7 @@ from tqdm import tqdm
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
 from cofc.compiler.booster import Distill, TrainConfig, boost, eq14, take, train_weighted
+from cofc.compiler.compensate import input_means
 from cofc.compiler.decompose import decompose
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
@@ -42,11 +43,12 @@ class CalibrationConfig:
     aggregator_epochs: int = 20
     joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
     drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
+    compensate: bool = False  # start from bias-compensated slices (compensate.py)
     seed: int = 0
 
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
-        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
+        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, compensate=c.compensate, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature),
                    boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
                    joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
@@ -126,6 +128,14 @@ class FusedModel(nn.Module):
         return self.aggregator(torch.cat(feats, dim=1), mask), own
 
 
+def cut(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec], importance: Importance,
+        inputs: Inputs, compensate: bool) -> list[nn.Module]:
+    """The sub-models calibration starts from: the teacher's slices, biases compensated on
+    `inputs` (preprocessed calibration samples) when asked."""
+    means = input_means(adapter, teacher, inputs) if compensate else None
+    return decompose(adapter, teacher, policy, importance, means)
+
+
 def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], policy: Sequence[SubModelSpec],
               importance: Importance, raw_inputs: Any, labels: np.ndarray, config: CalibrationConfig,
               fusion: tuple[Any, np.ndarray] | None = None) -> Calibrated:
@@ -137,7 +147,7 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     teacher_logits = lambda x: batched(lambda b: adapter.logits(teacher, b), x)  # noqa: E731
     t_logits = teacher_logits(inputs)
     distill = config.distill
-    submodels = decompose(adapter, teacher, policy, importance)
+    submodels = cut(adapter, teacher, policy, importance, inputs, config.compensate)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
     boost(submodels, own_loss, inputs, y, t_logits, config.boost, config.reading, config.seed)
 
