@@ -30,8 +30,8 @@ from tqdm import tqdm
 from cofc import __version__
 from cofc.compiler.bundle import plan_id, write_bundles
 from cofc.compiler.calibrate import (Calibrated, CalibrationConfig, FusedModel, accuracy_report, batched,
-                                     calibrate, cut, preprocess_all, random_mask)
-from cofc.compiler.compensate import MEAN_SAMPLES
+                                     calibrate, random_mask)
+from cofc.compiler.decompose import decompose
 from cofc.compiler.evaluator import DeviceModel, Evaluator
 from cofc.compiler.export import (INT8_SAMPLES, PooledBackbone, export_aggregator, export_backbone, export_teacher,
                                   parity, write_int8_calibration)
@@ -215,9 +215,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
         torch.save({"submodels": [m.state_dict() for m in result.submodels],
                     "aggregator": result.aggregator.state_dict(),
                     "plain_aggregator": result.plain_aggregator.state_dict()}, calib_path)
-        uncalibrated = cut(adapter, teacher.model, policy, importance,
-                           preprocess_all(adapter, teacher.record, cal.inputs[:MEAN_SAMPLES]),
-                           config.compensate)
+        uncalibrated = decompose(adapter, teacher.model, policy, importance)
         return accuracy_report(adapter, teacher.model, teacher.record, result, test.inputs, test.labels, uncalibrated)
     torch_accuracy = stages.run("calibrate", calibrate_stage)["result"]
     calibrated = _load_calibrated(adapter, teacher.model, policy, torch.load(calib_path, weights_only=True),

@@ -26,7 +26,6 @@ from tqdm import tqdm
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
 from cofc.compiler.booster import Distill, TrainConfig, boost, eq14, take, train_weighted
-from cofc.compiler.compensate import input_means
 from cofc.compiler.decompose import decompose
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
@@ -43,14 +42,12 @@ class CalibrationConfig:
     aggregator_epochs: int = 20
     joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
     drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
-    compensate: bool = False  # start from bias-compensated slices (compensate.py)
     augment: bool = False  # boost and fine-tune on the adapter's randomly changed batches
     seed: int = 0
 
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
-        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, compensate=c.compensate,
-                   augment=c.augment, seed=seed,
+        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, augment=c.augment, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature),
                    boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
                    joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
@@ -130,14 +127,6 @@ class FusedModel(nn.Module):
         return self.aggregator(torch.cat(feats, dim=1), mask), own
 
 
-def cut(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec], importance: Importance,
-        inputs: Inputs, compensate: bool) -> list[nn.Module]:
-    """The sub-models calibration starts from: the teacher's slices, biases compensated on
-    `inputs` (preprocessed calibration samples) when asked."""
-    means = input_means(adapter, teacher, inputs) if compensate else None
-    return decompose(adapter, teacher, policy, importance, means)
-
-
 def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], policy: Sequence[SubModelSpec],
               importance: Importance, raw_inputs: Any, labels: np.ndarray, config: CalibrationConfig,
               fusion: tuple[Any, np.ndarray] | None = None) -> Calibrated:
@@ -149,7 +138,7 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     teacher_logits = lambda x: batched(lambda b: adapter.logits(teacher, b), x)  # noqa: E731
     t_logits = teacher_logits(inputs)
     distill = config.distill
-    submodels = cut(adapter, teacher, policy, importance, inputs, config.compensate)
+    submodels = decompose(adapter, teacher, policy, importance)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
     changes = adapter.augment if config.augment else None
     boost(submodels, own_loss, inputs, y, t_logits, replace(config.boost, augment=changes), config.reading,

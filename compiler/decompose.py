@@ -21,11 +21,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from cofc.compiler.adapters import ModelAdapter, WeightSlices
-from cofc.compiler.compensate import compensate
 from cofc.compiler.importance import Importance
 from cofc.compiler.spec import SubModelSpec
 
@@ -81,15 +79,11 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
 
 
 def decompose(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec],
-              importance: Importance, means: dict[str, torch.Tensor] | None = None) -> list[nn.Module]:
-    """The un-calibrated sub-models of `policy`, each holding its slice of the teacher's weights;
-    with the teacher's mean layer inputs (`compensate.input_means`), biases compensated for
-    what each sub-model dropped."""
+              importance: Importance) -> list[nn.Module]:
+    """The un-calibrated sub-models of `policy`, each holding its slice of the teacher's weights."""
     models = []
     for slices in plan_slices(policy, importance):
         model = adapter.build_submodel(teacher, slices.spec)
         adapter.copy_slices(teacher, model, slices)
-        if means is not None:
-            compensate(adapter, teacher, model, slices, means)
         models.append(model.eval())
     return models

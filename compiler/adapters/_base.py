@@ -126,10 +126,14 @@ class ModelAdapter(ABC):
         for name, target in student.state_dict().items():
             match = block.search(name)
             layer = int(match.group(1)) if match else None
-            value = source[teacher_name(name, block, slices)]
+            teacher_name = name
+            if match:
+                start, end = match.span(1)
+                teacher_name = name[:start] + str(slices.layers[layer]) + name[end:]
+            value = source[teacher_name]
             for axis, role in enumerate(self.roles_of(name)):
                 if role is not ALL:
-                    index = role_index(role, layer, slices, base)
+                    index = _role_index(role, layer, slices, base)
                     value = value.index_select(axis, torch.as_tensor(index, dtype=torch.long))
             if value.shape != target.shape:
                 raise ValueError(f"{name}: sliced teacher shape {tuple(value.shape)} "
@@ -137,18 +141,7 @@ class ModelAdapter(ABC):
             target.copy_(value)
 
 
-def teacher_name(name: str, block: re.Pattern, slices: WeightSlices) -> str:
-    """The teacher parameter a sub-model parameter is cut from: the same name, with a block
-    number replaced by the teacher layer that block took."""
-    match = block.search(name)
-    if not match:
-        return name
-    start, end = match.span(1)
-    return name[:start] + str(slices.layers[int(match.group(1))]) + name[end:]
-
-
-def role_index(role: str, layer: int | None, slices: WeightSlices, base: TransformerSpec) -> list[int]:
-    """The teacher indices a sub-model keeps along an axis of `role` (in block `layer`)."""
+def _role_index(role: str, layer: int | None, slices: WeightSlices, base: TransformerSpec) -> list[int]:
     if role == EMBED:
         return list(slices.channels)
     if role == MLP:
