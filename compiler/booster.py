@@ -64,20 +64,12 @@ class Distill:
         return loss
 
 
-# Label-preserving random changes of a batch (an adapter's `augment`).
-Augment = Callable[[Inputs, torch.Generator], Inputs]
-
-
 @dataclass
 class TrainConfig:
     epochs: int = 3
     batch: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
-    # Changes each batch before the step. The teacher's logits stay those of the unchanged
-    # samples: a second teacher pass per step would double a step's cost on a CPU, and a teacher
-    # trained with the same changes gives nearly the same answer for both.
-    augment: Augment | None = None
 
 
 # Per-sample loss of a model on a batch: (model, inputs, labels, teacher logits) -> (batch,).
@@ -106,10 +98,7 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, config.batch):
             idx = order[i:i + config.batch]
-            x = take(inputs, idx)
-            if config.augment is not None:
-                x = config.augment(x, gen)
-            per_sample = loss_fn(model, x, labels[idx], teacher_logits[idx])
+            per_sample = loss_fn(model, take(inputs, idx), labels[idx], teacher_logits[idx])
             loss = (w[idx] * per_sample).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,7 +15,7 @@ feature-dropout aggregator and, for contrast, one trained without dropout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,12 +42,11 @@ class CalibrationConfig:
     aggregator_epochs: int = 20
     joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
     drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
-    augment: bool = False  # boost and fine-tune on the adapter's randomly changed batches
     seed: int = 0
 
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
-        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, augment=c.augment, seed=seed,
+        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature),
                    boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
                    joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
@@ -140,9 +139,7 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     distill = config.distill
     submodels = decompose(adapter, teacher, policy, importance)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
-    changes = adapter.augment if config.augment else None
-    boost(submodels, own_loss, inputs, y, t_logits, replace(config.boost, augment=changes), config.reading,
-          config.seed)
+    boost(submodels, own_loss, inputs, y, t_logits, config.boost, config.reading, config.seed)
 
     def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
@@ -164,8 +161,7 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
             fused_logits, own = model.all_logits(x, mask)
             return distill(fused_logits, y, t) + sum(distill(o, y, t) for o in own) / len(own)
 
-        train_weighted(fused, joint_loss, inputs, y, t_logits, np.ones(len(labels)),
-                       replace(config.joint, augment=changes), config.seed,
+        train_weighted(fused, joint_loss, inputs, y, t_logits, np.ones(len(labels)), config.joint, config.seed,
                        desc="fine-tuning sub-models and aggregator jointly")
     if fusion is not None:
         x = preprocess_all(adapter, record, fusion[0])

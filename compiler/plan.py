@@ -32,7 +32,7 @@ A plan, with every field (paths are relative to the plan file):
     export: {precision: fp32, opset: 17}
     # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14
     calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
-                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, augment: false}
+                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4}
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
@@ -146,7 +146,6 @@ SCHEMA = {
         "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
         "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
         "temperature": Field(NUM, required=False, default=4.0, check=_positive),
-        "augment": Field(BOOL, required=False, default=False),
     },
     "runtime": {
         "port": Field(INT, required=False, default=5555, check=_port),
@@ -197,7 +196,6 @@ class CalibrationPlan:
     feature_dropout: float
     soft_labels: float  # weight of the soft-label distillation term beside eq. 14 (0: eq. 14 alone)
     temperature: float
-    augment: bool  # train on the adapter's label-preserving random changes (images: flip, shift)
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,6 @@ BAD = [
      "calibration.joint_lr", 28, "positive"),
     ("negative weight decay", ("output: build/test", "calibration: {weight_decay: -0.1}\noutput: build/test"),
      "calibration.weight_decay", 28, "must be 0 or more"),
-    ("string for a switch", ("output: build/test", "calibration: {augment: yes please}\noutput: build/test"),
-     "calibration.augment", 28, "true or false"),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
     ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
     ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),

@@ -97,11 +97,6 @@ class ModelAdapter(ABC):
     def head(self, model: nn.Module) -> nn.Module:
         """The task head: pooled feature (batch, dim) -> logits (batch, classes)."""
 
-    def augment(self, inputs: Inputs, gen: torch.Generator) -> Inputs:
-        """Randomly changed copies of a training batch that keep its labels, for calibration.
-        None by default: text has no cheap label-preserving change."""
-        return inputs
-
     def logits(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         tokens = self.token_features(model, inputs)
         return self.head(model)(self.pool(model, tokens, inputs))

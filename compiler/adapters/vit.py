@@ -5,7 +5,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -86,22 +85,6 @@ class VitAdapter(ModelAdapter):
         mean = torch.tensor(prep["mean"], dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(prep["std"], dtype=torch.float32).view(1, -1, 1, 1)
         return {"pixel_values": (x - mean) / std}
-
-    def augment(self, inputs: Inputs, gen: torch.Generator) -> Inputs:
-        """Random horizontal flip and a random shift of up to ±2 pixels (background-filled), per
-        image: the example teacher's own training augmentation."""
-        x = inputs["pixel_values"]
-        n = x.shape[0]
-        flip = torch.rand(n, generator=gen) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-        padded = F.pad(x, (2, 2, 2, 2), mode="constant", value=float(x.min()))
-        dx, dy = torch.randint(0, 5, (2, n), generator=gen)
-        rows = torch.arange(x.shape[-2]).view(1, -1) + dy.view(-1, 1)
-        cols = torch.arange(x.shape[-1]).view(1, -1) + dx.view(-1, 1)
-        batch = torch.arange(n).view(-1, 1, 1, 1)
-        channel = torch.arange(x.shape[1]).view(1, -1, 1, 1)
-        shifted = padded[batch, channel, rows.view(n, 1, -1, 1), cols.view(n, 1, 1, -1)]
-        return {**inputs, "pixel_values": shifted}
 
     def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         return model.forward_features(inputs["pixel_values"])
