@@ -9,6 +9,9 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
 
   python tools/compare_calibration.py examples/vit_fashion_mnist.yaml --build build/vit
 
+`--seeds 1,2` reruns the plan's own settings with other seeds (the build used objective.seed):
+how far apart two runs of the same settings land, which a variant's difference has to beat.
+
 Results are merged into BUILD/compare.json by variant name, so `--variants` can add one later.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from cofc.compiler.calibrate import CalibrationConfig, accuracy_report, calibrate
 from cofc.compiler.check import prepare
 from cofc.compiler.importance import Importance
+from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.spec import SubModelSpec
 from cofc.runtime._files import atomic_write_json
 
@@ -35,8 +39,16 @@ def main() -> None:
     parser.add_argument("plan", type=Path)
     parser.add_argument("--build", type=Path, required=True, help="a finished `cofc build` folder of this plan")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: BUILD/compare.json)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="settings to vary, comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="settings to vary, comma-separated ('' for none)")
+    parser.add_argument("--seeds", default="",
+                        help="also rerun the plan's own settings with these seeds (comma-separated): the "
+                             "spread between runs that a variant's difference has to beat")
     args = parser.parse_args()
+    settings = [v for v in args.variants.split(",") if v]
+    if unknown := [v for v in settings if v not in VARIANTS]:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     prepared = prepare(args.plan)
     plan, teacher, adapter = prepared.plan, prepared.teacher, prepared.adapter
     stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
@@ -57,17 +69,22 @@ def main() -> None:
     built = stage("calibrate")
     results[f"{name_of(planned)} (the build)"] = built
     show(f"{name_of(planned)} (the build)", built)
-    for setting in args.variants.split(","):
-        other = next(v for v in VARIANTS[setting] if v != getattr(planned, setting))
-        change = dataclasses.replace(planned, **{setting: other})
+    def run(name: str, settings: CalibrationPlan, seed: int) -> None:
         start = time.time()
         calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels,
-                               CalibrationConfig.from_plan(change, plan.objective.seed),
+                               CalibrationConfig.from_plan(settings, seed),
                                (fusion.inputs, fusion.labels) if len(fusion) else None)
         report = accuracy_report(adapter, teacher.model, teacher.record, calibrated, test.inputs, test.labels)
         report["calibration_seconds"] = round(time.time() - start, 1)
-        results[name_of(change)] = report
-        show(name_of(change), report)
+        results[name] = report
+        show(name, report)
+
+    for setting in settings:
+        other = next(v for v in VARIANTS[setting] if v != getattr(planned, setting))
+        change = dataclasses.replace(planned, **{setting: other})
+        run(name_of(change), change, plan.objective.seed)
+    for seed in seeds:
+        run(f"{name_of(planned)} seed={seed}", planned, seed)
     teacher_accuracy = built["teacher"]
     # Atomic: the file merges hours of earlier runs, which a torn write would lose.
     atomic_write_json(out, {"plan": str(args.plan), "teacher": teacher_accuracy, "results": results})
