@@ -48,7 +48,10 @@ def main() -> None:
     settings = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in settings if v not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    seeds = [int(s) for s in args.seeds.split(",") if s]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds must be integers separated by commas, not {args.seeds!r}")
     prepared = prepare(args.plan)
     plan, teacher, adapter = prepared.plan, prepared.teacher, prepared.adapter
     stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
@@ -69,10 +72,11 @@ def main() -> None:
     built = stage("calibrate")
     results[f"{name_of(planned)} (the build)"] = built
     show(f"{name_of(planned)} (the build)", built)
-    def run(name: str, settings: CalibrationPlan, seed: int) -> None:
+
+    def run(name: str, calibration: CalibrationPlan, seed: int) -> None:
         start = time.time()
         calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels,
-                               CalibrationConfig.from_plan(settings, seed),
+                               CalibrationConfig.from_plan(calibration, seed),
                                (fusion.inputs, fusion.labels) if len(fusion) else None)
         report = accuracy_report(adapter, teacher.model, teacher.record, calibrated, test.inputs, test.labels)
         report["calibration_seconds"] = round(time.time() - start, 1)
