@@ -180,20 +180,24 @@ def test_fuzzed_central_keeps_serving(bundles, cluster):
     m = bundles["orin"].manifest["central"]
     endpoint = "tcp://127.0.0.1:" + m["endpoint"].rsplit(":", 1)[1]
     client_keys = json.loads(bundles["orin"].file("client.json").read_text())
-    ctx = zmq.Context()
-    attacker = ctx.socket(zmq.DEALER)
-    attacker.curve_serverkey, attacker.curve_publickey, attacker.curve_secretkey = (
-        m["public_key"].encode(), client_keys["public"].encode(), client_keys["secret"].encode())
-    attacker.linger = 0
-    attacker.connect(endpoint)
-    for _ in range(10_000):
-        attacker.send_multipart(_junk(rng))
-    attacker.close(0)
-    ctx.term()
     images = mnist_images()[:20]
     client = Client.for_bundle(bundles["orin"])
     try:
+        # Attack a serving cluster: an attacker that connects while central is still starting can
+        # meet libzmq's unretried-handshake case (zeromq/libzmq#3519), and its sends would block.
         client.wait_until_complete(requests_for(bundles, images[:1])[0])
+        ctx = zmq.Context()
+        attacker = ctx.socket(zmq.DEALER)
+        attacker.curve_serverkey, attacker.curve_publickey, attacker.curve_secretkey = (
+            m["public_key"].encode(), client_keys["public"].encode(), client_keys["secret"].encode())
+        attacker.linger = 0
+        attacker.sndtimeo = 30_000  # a send that cannot go out fails the test instead of hanging it
+        attacker.connect(endpoint)
+        try:
+            for _ in range(10_000):
+                attacker.send_multipart(_junk(rng))
+        finally:
+            ctx.destroy(linger=0)
         answers = {a.id: a for a in client.stream(requests_for(bundles, images))}
     finally:
         client.close()
