@@ -4,7 +4,6 @@ Accuracies are fractions in [0, 1]. `fused.accuracy` is measured on the shipped 
 ONNX Runtime; the torch numbers it must agree with are kept beside it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
