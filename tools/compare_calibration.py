@@ -73,6 +73,13 @@ def main() -> None:
     results[f"{name_of(planned)} (the build)"] = built
     show(f"{name_of(planned)} (the build)", built)
 
+    def save() -> None:
+        """Atomically, after every run: the file merges hours of runs, which a crash later in
+        this one or a torn write would otherwise lose."""
+        atomic_write_json(out, {"plan": str(args.plan), "teacher": built["teacher"], "results": results})
+
+    save()
+
     def run(name: str, calibration: CalibrationPlan, seed: int) -> None:
         start = time.time()
         calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels,
@@ -82,6 +89,7 @@ def main() -> None:
         report["calibration_seconds"] = round(time.time() - start, 1)
         results[name] = report
         show(name, report)
+        save()
 
     for setting in settings:
         other = next(v for v in VARIANTS[setting] if v != getattr(planned, setting))
@@ -89,10 +97,7 @@ def main() -> None:
         run(name_of(change), change, plan.objective.seed)
     for seed in seeds:
         run(f"{name_of(planned)} seed={seed}", planned, seed)
-    teacher_accuracy = built["teacher"]
-    # Atomic: the file merges hours of earlier runs, which a torn write would lose.
-    atomic_write_json(out, {"plan": str(args.plan), "teacher": teacher_accuracy, "results": results})
-    print(f"teacher {teacher_accuracy:.4f}; written {out}")
+    print(f"teacher {built['teacher']:.4f}; written {out}")
 
 
 if __name__ == "__main__":
