@@ -12,13 +12,14 @@ very hard (or very easy) samples cannot take all the weight.
 Beside eq. 14, `Distill.soft` adds Hinton's soft-label term, soft·T²·KL(teacher_T ‖ student_T):
 the teacher's full distribution says which wrong classes are near, which hard labels cannot, and
 small sub-models learn measurably more from it (README, calibration comparison). soft = 0 is
-eq. 14 exactly.
+eq. 14 exactly. A per-sample loss sees the teacher's outputs for its batch as `Targets`: always
+its logits, and whatever else a loss distils from (`layer_distill`: its block outputs).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -72,17 +73,19 @@ class TrainConfig:
     weight_decay: float = 0.05
 
 
-# Per-sample loss of a model on a batch: (model, inputs, labels, teacher logits) -> (batch,).
-LossFn = Callable[[nn.Module, Inputs, torch.Tensor, torch.Tensor], torch.Tensor]
+# The teacher's outputs per sample, by name; "logits" is always there. Indexed with `take`.
+Targets = dict[str, torch.Tensor]
+# Per-sample loss of a model on a batch: (model, inputs, labels, teacher targets) -> (batch,).
+LossFn = Callable[[nn.Module, Inputs, torch.Tensor, Targets], torch.Tensor]
 
 
 def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor], distill: Distill) -> LossFn:
     """Eq. 14's per-sample loss (with `distill`'s soft term) of the logits `logits_of` computes."""
-    return lambda model, x, y, t: distill(logits_of(model, x), y, t)
+    return lambda model, x, y, t: distill(logits_of(model, x), y, t["logits"])
 
 
 def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-                   teacher_logits: torch.Tensor, weights: np.ndarray, config: TrainConfig, seed: int,
+                   targets: Targets, weights: np.ndarray, config: TrainConfig, seed: int,
                    desc: str) -> None:
     """AdamW with a one-cycle schedule on a per-sample loss, weighted per sample."""
     n = len(labels)
@@ -98,7 +101,7 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, config.batch):
             idx = order[i:i + config.batch]
-            per_sample = loss_fn(model, take(inputs, idx), labels[idx], teacher_logits[idx])
+            per_sample = loss_fn(model, take(inputs, idx), labels[idx], take(targets, idx))
             loss = (w[idx] * per_sample).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,21 +115,22 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
 
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-                    teacher_logits: torch.Tensor, batch: int = 512) -> np.ndarray:
+                    targets: Targets, batch: int = 512) -> np.ndarray:
     model.eval()
-    out = [loss_fn(model, take(inputs, slice(i, i + batch)), labels[i:i + batch], teacher_logits[i:i + batch])
-           for i in range(0, len(labels), batch)]
+    out = [loss_fn(model, take(inputs, s), labels[s], take(targets, s))
+           for s in (slice(i, i + batch) for i in range(0, len(labels), batch))]
     return torch.cat(out).numpy()
 
 
-def boost(submodels: list[nn.Module], loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-          teacher_logits: torch.Tensor, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
-    """Calibrate `submodels` in order (in place); return the sample weights each one was trained with."""
+def boost(submodels: list[nn.Module], loss_fns: Sequence[LossFn], inputs: Inputs, labels: torch.Tensor,
+          targets: Targets, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
+    """Calibrate `submodels` in order (in place), each on its own loss in `loss_fns`; return the
+    sample weights each one was trained with."""
     weights = np.ones(len(labels))
     history = []
-    for n, model in enumerate(submodels):
+    for n, (model, loss_fn) in enumerate(zip(submodels, loss_fns, strict=True)):
         history.append(weights)
-        train_weighted(model, loss_fn, inputs, labels, teacher_logits, weights, config, seed + n,
+        train_weighted(model, loss_fn, inputs, labels, targets, weights, config, seed + n,
                        desc=f"calibrating sub-model {n + 1}/{len(submodels)}")
-        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, teacher_logits), reading)
+        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, targets), reading)
     return history

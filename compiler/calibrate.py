@@ -1,6 +1,7 @@
 """Calibrate a decomposed teacher and measure it: Algorithm 1 lines 11–15 and the aggregator.
 
-    decompose -> boost each sub-model (eq. 13–14) -> train the aggregator on their pooled
+    decompose -> boost each sub-model (eq. 13–14; with `layer_distill`, each block also regresses
+    onto the teacher block it was cut from) -> train the aggregator on their pooled
     features with whole devices dropped at random -> optionally fine-tune everything jointly
     -> fit the final aggregator on a fusion split
 
@@ -25,10 +26,11 @@ from tqdm import tqdm
 
 from cofc.compiler.adapters import ModelAdapter
 from cofc.compiler.adapters._base import Inputs
-from cofc.compiler.booster import Distill, TrainConfig, boost, eq14, take, train_weighted
-from cofc.compiler.decompose import decompose
+from cofc.compiler.booster import Distill, Targets, TrainConfig, boost, eq14, take, train_weighted
+from cofc.compiler.decompose import cut, plan_slices
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
+from cofc.compiler.layer_distill import teacher_block_outputs, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.spec import SubModelSpec
 
@@ -38,6 +40,7 @@ class CalibrationConfig:
     feature: str = "pool"  # "pool" (eq. 2) or "first" (class token)
     reading: str = "up"  # eq. 13 reading: "up" or "printed"
     distill: Distill = Distill()  # eq. 14, with or without the soft-label term
+    layer_distill: float = 0.0  # β of the hidden-state term while boosting (layer_distill.py); 0: none
     boost: TrainConfig = field(default_factory=TrainConfig)
     aggregator_epochs: int = 20
     joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
@@ -47,7 +50,7 @@ class CalibrationConfig:
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
         return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
-                   distill=Distill(soft=c.soft_labels, temperature=c.temperature),
+                   distill=Distill(soft=c.soft_labels, temperature=c.temperature), layer_distill=c.layer_distill,
                    boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
                    joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
                           if c.joint_epochs else None))
@@ -137,9 +140,16 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     teacher_logits = lambda x: batched(lambda b: adapter.logits(teacher, b), x)  # noqa: E731
     t_logits = teacher_logits(inputs)
     distill = config.distill
-    submodels = decompose(adapter, teacher, policy, importance)
+    slices = plan_slices(policy, importance)
+    submodels = cut(adapter, teacher, slices)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
-    boost(submodels, own_loss, inputs, y, t_logits, config.boost, config.reading, config.seed)
+    targets: Targets = {"logits": t_logits}
+    losses = [own_loss] * len(slices)
+    if config.layer_distill:
+        targets |= teacher_block_outputs(adapter, teacher, inputs, sorted({j for s in slices for j in s.layers}))
+        losses = [with_layer_distill(adapter, s, config.layer_distill, own_loss) for s in slices]
+    boost(submodels, losses, inputs, y, targets, config.boost, config.reading, config.seed)
+    del targets  # the teacher's block outputs: most of the memory, and boosting is their only use
 
     def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
@@ -153,16 +163,17 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
         fused = FusedModel(adapter, submodels, aggregator, config.feature)
         gen = torch.Generator().manual_seed(config.seed + 99)
 
-        def joint_loss(model: FusedModel, x: Inputs, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def joint_loss(model: FusedModel, x: Inputs, y: torch.Tensor, t: Targets) -> torch.Tensor:
             """Fused loss plus the mean of each sub-model's own loss, so that their own heads (used
             alone, averaged, voted) follow their backbones; the feature dropout stays on, with a
             fresh random mask every batch."""
             mask = random_mask(len(y), len(policy), config.drop, gen)
             fused_logits, own = model.all_logits(x, mask)
-            return distill(fused_logits, y, t) + sum(distill(o, y, t) for o in own) / len(own)
+            logits = t["logits"]
+            return distill(fused_logits, y, logits) + sum(distill(o, y, logits) for o in own) / len(own)
 
-        train_weighted(fused, joint_loss, inputs, y, t_logits, np.ones(len(labels)), config.joint, config.seed,
-                       desc="fine-tuning sub-models and aggregator jointly")
+        train_weighted(fused, joint_loss, inputs, y, {"logits": t_logits}, np.ones(len(labels)), config.joint,
+                       config.seed, desc="fine-tuning sub-models and aggregator jointly")
     if fusion is not None:
         x = preprocess_all(adapter, record, fusion[0])
         aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), teacher_logits(x))

@@ -78,12 +78,17 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
                          tuple(neurons[n][j] for j in layers[n])) for n in range(len(policy))]
 
 
-def decompose(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec],
-              importance: Importance) -> list[nn.Module]:
-    """The un-calibrated sub-models of `policy`, each holding its slice of the teacher's weights."""
+def cut(adapter: ModelAdapter, teacher: nn.Module, slices: Sequence[WeightSlices]) -> list[nn.Module]:
+    """One sub-model per `slices`, each holding its slice of the teacher's weights."""
     models = []
-    for slices in plan_slices(policy, importance):
-        model = adapter.build_submodel(teacher, slices.spec)
-        adapter.copy_slices(teacher, model, slices)
+    for one in slices:
+        model = adapter.build_submodel(teacher, one.spec)
+        adapter.copy_slices(teacher, model, one)
         models.append(model.eval())
     return models
+
+
+def decompose(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec],
+              importance: Importance) -> list[nn.Module]:
+    """The un-calibrated sub-models of `policy`."""
+    return cut(adapter, teacher, plan_slices(policy, importance))

@@ -30,9 +30,10 @@ A plan, with every field (paths are relative to the plan file):
         address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
-    # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14
+    # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14; layer_distill > 0
+    # adds each sub-model block's error to the teacher block it was cut from while boosting
     calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
-                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4}
+                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, layer_distill: 0}
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
@@ -146,6 +147,7 @@ SCHEMA = {
         "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
         "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
         "temperature": Field(NUM, required=False, default=4.0, check=_positive),
+        "layer_distill": Field(NUM, required=False, default=0.0, check=_non_negative),
     },
     "runtime": {
         "port": Field(INT, required=False, default=5555, check=_port),
@@ -196,6 +198,7 @@ class CalibrationPlan:
     feature_dropout: float
     soft_labels: float  # weight of the soft-label distillation term beside eq. 14 (0: eq. 14 alone)
     temperature: float
+    layer_distill: float  # β of each block's hidden-state error to its teacher block while boosting
 
 
 @dataclass(frozen=True)

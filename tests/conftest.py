@@ -65,7 +65,7 @@ devices:
   - {name: tx2, profile: jetson-tx2.json, memory_mb: 64, max_mflops: 5, link_mbps: 2}
   - {name: nano, profile: jetson-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 1}
 objective: {delta: 0.1, initial: 3, iterations: 2}
-calibration: {epochs: 1, joint_epochs: 1, soft_labels: 1.0}
+calibration: {epochs: 1, joint_epochs: 1, soft_labels: 1.0, layer_distill: 1.0}
 runtime: {port: PORT, deadline_ms: 300}
 output: out
 """

@@ -65,6 +65,8 @@ BAD = [
      "calibration.joint_lr", 28, "positive"),
     ("negative weight decay", ("output: build/test", "calibration: {weight_decay: -0.1}\noutput: build/test"),
      "calibration.weight_decay", 28, "must be 0 or more"),
+    ("negative layer-distill weight", ("output: build/test", "calibration: {layer_distill: -1}\noutput: build/test"),
+     "calibration.layer_distill", 28, "must be 0 or more"),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
     ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
     ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),

@@ -6,6 +6,7 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
   soft_labels  eq. 14 alone (0) vs eq. 14 plus the soft-label term (1)
   joint_lr     the joint fine-tuning's peak learning rate: 5e-4 vs 1.5e-3
   weight_decay AdamW's weight decay in boosting and joint fine-tuning: 0.05 vs 0
+  layer_distill  boosting on eq. 14 alone (0) vs with each block's hidden-state error to its teacher block (1)
 
   python tools/compare_calibration.py examples/vit_fashion_mnist.yaml --build build/vit
 
@@ -31,7 +32,7 @@ from cofc.runtime._files import atomic_write_json
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
 VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
-            "joint_lr": (5e-4, 1.5e-3), "weight_decay": (0.05, 0.0)}
+            "joint_lr": (5e-4, 1.5e-3), "weight_decay": (0.05, 0.0), "layer_distill": (0.0, 1.0)}
 
 
 def main() -> None:
