@@ -55,7 +55,7 @@ def teacher_block_outputs(adapter: ModelAdapter, teacher: nn.Module, inputs: Inp
                           batch: int = 512) -> Targets:
     """The teacher's output tokens of each block in `layers`, for every sample, in fp16."""
     n = len(next(iter(inputs.values())))
-    kept: Targets = {}
+    kept: dict[int, torch.Tensor] = {}
     teacher.eval()
     for start in tqdm(range(0, n, batch), desc="running the teacher for its block outputs", leave=False):
         with block_outputs(adapter, teacher) as outputs:
