@@ -30,7 +30,7 @@ from cofc.compiler.booster import Distill, Targets, TrainConfig, boost, eq14, ta
 from cofc.compiler.decompose import cut, plan_slices
 from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
 from cofc.compiler.importance import Importance
-from cofc.compiler.layer_distill import teacher_block_outputs, with_layer_distill
+from cofc.compiler.layer_distill import teacher_targets, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.spec import SubModelSpec
 
@@ -137,17 +137,17 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     torch.manual_seed(config.seed)
     inputs = preprocess_all(adapter, record, raw_inputs)
     y = torch.as_tensor(labels)
-    teacher_logits = lambda x: batched(lambda b: adapter.logits(teacher, b), x)  # noqa: E731
-    t_logits = teacher_logits(inputs)
     distill = config.distill
     slices = plan_slices(policy, importance)
     submodels = cut(adapter, teacher, slices)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
-    targets: Targets = {"logits": t_logits}
     losses = [own_loss] * len(slices)
+    layers: list[int] = []
     if config.layer_distill:
-        targets |= teacher_block_outputs(adapter, teacher, inputs, sorted({j for s in slices for j in s.layers}))
+        layers = sorted({j for s in slices for j in s.layers})
         losses = [with_layer_distill(adapter, s, config.layer_distill, own_loss) for s in slices]
+    targets = teacher_targets(adapter, teacher, inputs, layers)
+    t_logits = targets["logits"]
     boost(submodels, losses, inputs, y, targets, config.boost, config.reading, config.seed)
     del targets  # the teacher's block outputs: most of the memory, and boosting is their only use
 
@@ -176,7 +176,8 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
                        config.seed, desc="fine-tuning sub-models and aggregator jointly")
     if fusion is not None:
         x = preprocess_all(adapter, record, fusion[0])
-        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), teacher_logits(x))
+        t_fusion = teacher_targets(adapter, teacher, x, [])["logits"]
+        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), t_fusion)
     elif config.joint is not None:
         _, plain = fit_aggregators(inputs, y, t_logits)  # the contrast sees the fine-tuned features too
     return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)

@@ -12,8 +12,8 @@ The term added to a sample's loss is
 (squared norms over tokens and channels): normalised, so that layers whose residual stream has
 grown large do not outweigh the early ones, and so that β means the same for every family.
 
-The teacher's block outputs are computed once, before boosting, and kept in fp16: running the
-teacher again on every training step doubled the calibration's time.
+The teacher's block outputs are computed once, before boosting, in the same pass as its logits,
+and kept in fp16: running the teacher again on every training step doubled the calibration's time.
 """
 from __future__ import annotations
 
@@ -51,26 +51,27 @@ def block_outputs(adapter: ModelAdapter, model: nn.Module) -> Iterator[list[torc
 
 
 @torch.no_grad()
-def teacher_block_outputs(adapter: ModelAdapter, teacher: nn.Module, inputs: Inputs, layers: Sequence[int],
-                          batch: int = 512) -> Targets:
-    """The teacher's output tokens of each block in `layers`, for every sample, in fp16."""
+def teacher_targets(adapter: ModelAdapter, teacher: nn.Module, inputs: Inputs, layers: Sequence[int],
+                    batch: int = 512) -> Targets:
+    """The teacher's logits for every sample and, from the same pass, its output tokens of each
+    block in `layers` in fp16."""
     n = len(next(iter(inputs.values())))
-    kept: dict[int, torch.Tensor] = {}
+    logits, kept = [], {}
     teacher.eval()
-    for start in tqdm(range(0, n, batch), desc="running the teacher for its block outputs", leave=False):
+    for start in tqdm(range(0, n, batch), desc="running the teacher for its targets", leave=False):
         with block_outputs(adapter, teacher) as outputs:
-            adapter.token_features(teacher, take(inputs, slice(start, start + batch)))
+            logits.append(adapter.logits(teacher, take(inputs, slice(start, start + batch))))
         for j in layers:
             out = outputs[j]
             if j not in kept:  # allocated once: the targets are most of the calibration's memory
                 kept[j] = torch.empty((n, *out.shape[1:]), dtype=torch.float16)
             kept[j][start:start + len(out)] = out.half()
-    return {block_key(j): t for j, t in kept.items()}
+    return {"logits": torch.cat(logits)} | {block_key(j): t for j, t in kept.items()}
 
 
 def with_layer_distill(adapter: ModelAdapter, slices: WeightSlices, beta: float, loss: LossFn) -> LossFn:
     """`loss` plus β times the normalised hidden-state error of the sub-model cut as `slices`;
-    the targets must hold `teacher_block_outputs` for every layer in `slices.layers`."""
+    the targets must hold `teacher_targets` for every layer in `slices.layers`."""
     channels = torch.as_tensor(slices.channels, dtype=torch.long)
 
     def distilled(model: nn.Module, x: Inputs, y: torch.Tensor, targets: Targets) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from cofc.compiler.adapters import WeightSlices, get_adapter
 from cofc.compiler.decompose import cut
-from cofc.compiler.layer_distill import teacher_block_outputs, with_layer_distill
+from cofc.compiler.layer_distill import teacher_targets, with_layer_distill
 
 from conftest import raw_inputs, small_record
 
@@ -26,7 +26,7 @@ def setup(family: str, slices_of):
     x = adapter.preprocess(record, raw_inputs(family, n=3))
     slices = slices_of(adapter.spec(teacher))
     (student,) = cut(adapter, teacher, [slices])
-    targets = teacher_block_outputs(adapter, teacher, x, range(adapter.spec(teacher).layers))
+    targets = teacher_targets(adapter, teacher, x, range(adapter.spec(teacher).layers))
     return adapter, teacher, student, slices, x, targets
 
 
