@@ -166,7 +166,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
     prepared = prepare(plan_path)
     plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
     out = Path(out or plan.output)
-    cal, val, fusion, test = prepared.splits()
+    cal, val, _, test = prepared.splits()
     devices = device_models(plan, base)
     input_bytes = request_bytes(teacher)
     key = _inputs_key(plan)
@@ -210,8 +210,9 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> dict
 
     def calibrate_stage() -> dict:
         config = CalibrationConfig.from_plan(plan.calibration, plan.objective.seed)
-        result = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels, config,
-                           (fusion.inputs, fusion.labels) if len(fusion) else None)
+        train, fusion = prepared.calibration_sets()
+        result = calibrate(adapter, teacher.model, teacher.record, policy, importance, train.inputs, train.labels,
+                           config, (fusion.inputs, fusion.labels) if fusion is not None else None)
         torch.save({"submodels": [m.state_dict() for m in result.submodels],
                     "aggregator": result.aggregator.state_dict(),
                     "plain_aggregator": result.plain_aggregator.state_dict()}, calib_path)

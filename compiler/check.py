@@ -24,11 +24,26 @@ class Prepared:
 
     def splits(self) -> tuple[Split, Split, Split, Split]:
         """Calibration, validation and fusion samples (disjoint, from the training split; fusion
-        is what is left, up to as many as calibration) and test samples."""
+        is what is left, up to as many as calibration, or all of it when no fusion split is held
+        out) and test samples."""
         d, seed = self.plan.dataset, self.plan.objective.seed
-        fusion = min(d.calibration, len(self.data.train) - d.calibration - d.validation)
+        rest = len(self.data.train) - d.calibration - d.validation
+        fusion = min(d.calibration, rest) if self.plan.calibration.held_out_fusion else rest
         cal, val, fus = self.data.train.partition([d.calibration, d.validation, fusion], seed)
         return cal, val, fus, self.data.test.take(d.test)
+
+    def calibration_sets(self) -> tuple[Split, Split | None]:
+        """What calibrates the sub-models, and what fits the final aggregator (None: the same).
+
+        Held out (the default), the fusion split fits the aggregator and nothing else (stacked
+        generalisation, compiler/calibrate.py). Without it, every training image outside
+        validation calibrates: the calibration split, which alone ranks units, plus the rest.
+        The calibration and validation splits are the same either way, so the importance
+        ranking and the search do not change with this choice."""
+        cal, _, fusion, _ = self.splits()
+        if self.plan.calibration.held_out_fusion:
+            return cal, (fusion if len(fusion) else None)
+        return cal + fusion, None
 
 
 def prepare(plan_path: Path) -> Prepared:

@@ -43,6 +43,11 @@ class Split:
             return Split(self.inputs[idx], self.labels[idx])
         return Split([self.inputs[i] for i in idx], self.labels[idx])
 
+    def __add__(self, other: "Split") -> "Split":
+        if isinstance(self.inputs, np.ndarray):
+            return Split(np.concatenate([self.inputs, other.inputs]), np.concatenate([self.labels, other.labels]))
+        return Split([*self.inputs, *other.inputs], np.concatenate([self.labels, other.labels]))
+
     def partition(self, sizes: list[int], seed: int) -> list["Split"]:
         """Disjoint seeded random subsets of the given sizes (calibration, validation, …)."""
         order = np.random.default_rng(seed).permutation(len(self))

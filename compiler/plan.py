@@ -18,7 +18,9 @@ A plan, with every field (paths are relative to the plan file):
       calibration: 6000              # training samples used to calibrate sub-models
       validation: 1000               # held-out training samples for the search's L_val (eq. 7)
                                      # (what is left of the training split, up to `calibration`
-                                     # samples, fits the aggregator: see compiler/calibrate.py)
+                                     # samples, fits the aggregator: see compiler/calibrate.py;
+                                     # with calibration.held_out_fusion false, all of it
+                                     # calibrates too)
       test: 10000                    # test samples for the accuracy report (null: all)
     devices:                         # one sub-model each; exactly one is central
       - name: orin
@@ -31,9 +33,11 @@ A plan, with every field (paths are relative to the plan file):
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
     export: {precision: fp32, opset: 17}
     # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14; layer_distill > 0
-    # adds each sub-model block's error to the teacher block it was cut from while boosting
+    # adds each sub-model block's error to the teacher block it was cut from while boosting;
+    # held_out_fusion false holds no training images out for the aggregator (see above)
     calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
-                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, layer_distill: 0}
+                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, layer_distill: 0,
+                  held_out_fusion: true}
     runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
     output: ../build/vit             # the build folder
 """
@@ -148,6 +152,7 @@ SCHEMA = {
         "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
         "temperature": Field(NUM, required=False, default=4.0, check=_positive),
         "layer_distill": Field(NUM, required=False, default=0.0, check=_non_negative),
+        "held_out_fusion": Field(BOOL, required=False, default=True),
     },
     "runtime": {
         "port": Field(INT, required=False, default=5555, check=_port),
@@ -199,6 +204,7 @@ class CalibrationPlan:
     soft_labels: float  # weight of the soft-label distillation term beside eq. 14 (0: eq. 14 alone)
     temperature: float
     layer_distill: float  # β of each block's hidden-state error to its teacher block while boosting
+    held_out_fusion: bool  # fit the final aggregator on training images no sub-model saw
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ BAD = [
      "calibration.weight_decay", 28, "must be 0 or more"),
     ("negative layer-distill weight", ("output: build/test", "calibration: {layer_distill: -1}\noutput: build/test"),
      "calibration.layer_distill", 28, "must be 0 or more"),
+    ("word for a yes/no", ("output: build/test", "calibration: {held_out_fusion: maybe}\noutput: build/test"),
+     "calibration.held_out_fusion", 28, "true or false"),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
     ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
     ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),

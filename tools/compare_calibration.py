@@ -7,6 +7,8 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
   joint_lr     the joint fine-tuning's peak learning rate: 5e-4 vs 1.5e-3
   weight_decay AdamW's weight decay in boosting and joint fine-tuning: 0.05 vs 0
   layer_distill  boosting on eq. 14 alone (0) vs with each block's hidden-state error to its teacher block (1)
+  held_out_fusion  the final aggregator fitted on training images held out from calibration (true) vs
+               every non-validation image calibrating and fitting it (false)
 
   python tools/compare_calibration.py examples/vit_fashion_mnist.yaml --build build/vit
 
@@ -32,7 +34,8 @@ from cofc.runtime._files import atomic_write_json
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.
 VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
-            "joint_lr": (5e-4, 1.5e-3), "weight_decay": (0.05, 0.0), "layer_distill": (0.0, 1.0)}
+            "joint_lr": (5e-4, 1.5e-3), "weight_decay": (0.05, 0.0), "layer_distill": (0.0, 1.0),
+            "held_out_fusion": (True, False)}
 
 
 def main() -> None:
@@ -58,7 +61,7 @@ def main() -> None:
     stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
     importance = Importance.from_dict(stage("importance"))
     policy = tuple(SubModelSpec.from_dict(s) for s in stage("search")["policy"])
-    cal, _, fusion, test = prepared.splits()
+    test = prepared.splits()[3]
     planned = plan.calibration
 
     def name_of(c) -> str:
@@ -83,9 +86,12 @@ def main() -> None:
 
     def run(name: str, calibration: CalibrationPlan, seed: int) -> None:
         start = time.time()
-        calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, cal.inputs, cal.labels,
-                               CalibrationConfig.from_plan(calibration, seed),
-                               (fusion.inputs, fusion.labels) if len(fusion) else None)
+        # held_out_fusion decides which images calibrate, so they follow the variant's settings
+        train, fusion = dataclasses.replace(prepared, plan=dataclasses.replace(plan, calibration=calibration)
+                                            ).calibration_sets()
+        calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, train.inputs,
+                               train.labels, CalibrationConfig.from_plan(calibration, seed),
+                               (fusion.inputs, fusion.labels) if fusion is not None else None)
         report = accuracy_report(adapter, teacher.model, teacher.record, calibrated, test.inputs, test.labels)
         report["calibration_seconds"] = round(time.time() - start, 1)
         results[name] = report
