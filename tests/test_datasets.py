@@ -62,3 +62,12 @@ def test_partition_is_disjoint_and_sized():
     assert [len(p) for p in parts] == [1000, 300, 1500]
     rows = [{r.tobytes() for r in p.inputs} for p in parts]
     assert not (rows[0] & rows[1]) and not (rows[0] & rows[2]) and not (rows[1] & rows[2])
+
+
+@pytest.mark.parametrize("name", ["mnist-5k", "reuters-r8"])  # array inputs and list inputs
+def test_added_splits_keep_their_pairs_in_order(name):
+    a, b = load_dataset(name).train.partition([5, 7], seed=1)
+    both = a + b
+    assert len(both) == 12 and list(both.labels) == [*a.labels, *b.labels]
+    tail = both.select(np.arange(5, 12)).inputs
+    assert (tail == b.inputs).all() if isinstance(tail, np.ndarray) else tail == b.inputs
