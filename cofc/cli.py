@@ -48,9 +48,9 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import socket
 
-    from cofc.compiler.predictor import fit_predictor, predictor_path
-    from cofc.compiler.profile import run_profile, write_table
-    from cofc.compiler.teacher import load_teacher
+    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
+    from cofc.compiler.latency.profile import run_profile, write_table
+    from cofc.compiler.models.teacher import load_teacher
 
     import contextlib
 
@@ -81,10 +81,10 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
     """Compile PLAN: search the decomposition, calibrate, export ONNX, build engines where the
     builder is present, and write one bundle folder per device plus a report."""
     if check:
-        from cofc.compiler.check import check_plan
+        from cofc.compiler.plan.prepare import check_plan
         click.echo(check_plan(plan_path, measure=True))
         return
-    from cofc.compiler.build import build as run_build
+    from cofc.compiler.build.stages import build as run_build
 
     report = run_build(plan_path, out, force)
     click.echo(f"teacher {report['teacher']['accuracy']:.4f}, fused {report['fused']['accuracy']:.4f} "
@@ -136,7 +136,7 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
 def bench(build_dir: Path, requests: int, emulate: bool) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
-    from cofc.compiler.bench import bench as run_bench, format_table
+    from cofc.compiler.cluster.bench import bench as run_bench, format_table
 
     result = run_bench(build_dir, requests, emulate)
     click.echo(format_table(result))

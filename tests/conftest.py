@@ -75,11 +75,11 @@ def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
     """A small ViT plan on MNIST-5k over three estimated boards, with tiny budgets."""
     import torch
 
-    from cofc.compiler.adapters import get_adapter
-    from cofc.compiler.predictor import fit_predictor, predictor_path
-    from cofc.compiler.profile import model_pool, write_table
-    from cofc.compiler.roofline import BOARDS, estimated_table
-    from cofc.compiler.teacher import save_teacher
+    from cofc.compiler.models.adapters import get_adapter
+    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
+    from cofc.compiler.latency.profile import model_pool, write_table
+    from cofc.compiler.latency.roofline import BOARDS, estimated_table
+    from cofc.compiler.models.teacher import save_teacher
 
     torch.manual_seed(0)
     record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cofc.compiler.adapters import WeightSlices, get_adapter
-from cofc.compiler.spec import SubModelSpec, parameters
+from cofc.compiler.models.adapters import WeightSlices, get_adapter
+from cofc.compiler.planning.spec import SubModelSpec, parameters
 
 from conftest import raw_inputs, small_record
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cofc.compiler.check import prepare
-from cofc.compiler.datasets import Split
+from cofc.compiler.plan.prepare import prepare
+from cofc.compiler.models.datasets import Split
 
 from conftest import make_plan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cofc.compiler.datasets import DatasetUnavailable, _package_file, load_dataset
+from cofc.compiler.models.datasets import DatasetUnavailable, _package_file, load_dataset
 from cofc.errors import CofcError
 
 # name -> (kind, classes, train, test): sizes published with each data set (shared/DATA.md).

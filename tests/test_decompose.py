@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.booster import Distill, update_weights
-from cofc.compiler.decompose import decompose, plan_slices, snake_draft
-from cofc.compiler.fusion import Aggregator, average_logits, device_feature, majority_vote
-from cofc.compiler.importance import Importance, rank_units
-from cofc.compiler.spec import SubModelSpec
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.calibration.booster import Distill, update_weights
+from cofc.compiler.models.decompose import decompose, plan_slices, snake_draft
+from cofc.compiler.models.fusion import Aggregator, average_logits, device_feature, majority_vote
+from cofc.compiler.scoring.importance import Importance, rank_units
+from cofc.compiler.planning.spec import SubModelSpec
 
 from conftest import raw_inputs, small_record
 
@@ -160,7 +160,7 @@ def test_device_feature_kinds(family):
 
 
 def test_validation_loss_proxy_ranks_capacity_and_caches():
-    from cofc.compiler.proxy import ValidationLoss, refit_head_loss
+    from cofc.compiler.scoring.proxy import ValidationLoss, refit_head_loss
     # The refitted head scores features that carry the labels far better than noise.
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (400,), generator=gen)

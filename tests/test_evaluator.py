@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from cofc.compiler.evaluator import DeviceModel, Evaluator, latency, violations
-from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
+from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, violations
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
 A = SubModelSpec(2, 32, (2, 2), (64, 64))

@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 import torch
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.export import PooledBackbone, export_aggregator, export_backbone, parity
-from cofc.compiler.fusion import Aggregator
-from cofc.compiler.spec import SubModelSpec
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.export.onnx import PooledBackbone, export_aggregator, export_backbone, parity
+from cofc.compiler.models.fusion import Aggregator
+from cofc.compiler.planning.spec import SubModelSpec
 
 from conftest import raw_inputs, small_record
 

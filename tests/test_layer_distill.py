@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cofc.compiler.adapters import WeightSlices, get_adapter
-from cofc.compiler.decompose import cut
-from cofc.compiler.layer_distill import teacher_targets, with_layer_distill
+from cofc.compiler.models.adapters import WeightSlices, get_adapter
+from cofc.compiler.models.decompose import cut
+from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 
 from conftest import raw_inputs, small_record
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cofc.compiler.plan import check_against_teacher, load_plan
-from cofc.compiler.spec import TransformerSpec
+from cofc.compiler.planning.spec import TransformerSpec
 from cofc.errors import PlanError
 
 from conftest import run_cofc

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.predictor import Predictor, _fit_linear, fit_predictor, predictor_path
-from cofc.compiler.profile import model_pool, run_profile
-from cofc.compiler.roofline import BOARDS, DEIT_B, estimate_ms
-from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, parameters
-from cofc.compiler.teacher import load_teacher, save_teacher
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.latency.predictor import Predictor, _fit_linear, fit_predictor, predictor_path
+from cofc.compiler.latency.profile import model_pool, run_profile
+from cofc.compiler.latency.roofline import BOARDS, DEIT_B, estimate_ms
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, parameters
+from cofc.compiler.models.teacher import load_teacher, save_teacher
 from cofc.errors import CofcError
 
 from conftest import small_record

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zmq
 
-from cofc.compiler.datasets import load_dataset
+from cofc.compiler.models.datasets import load_dataset
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.client import Client

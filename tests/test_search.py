@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cofc.compiler.evaluator import DeviceModel, Evaluator, capacity_loss, violations
-from cofc.compiler.search import SearchSpace, debo, random_search, uniform_policy, uniform_search
-from cofc.compiler.spec import TransformerSpec, flops
+from cofc.compiler.planning.objective import DeviceModel, Evaluator, capacity_loss, violations
+from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_policy, uniform_search
+from cofc.compiler.planning.spec import TransformerSpec, flops
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
                        embed_in=16, embed_params_per_dim=68)

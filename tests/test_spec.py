@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.spec import SubModelSpec, TransformerSpec, flops, memory_bytes, parameters
-from cofc.compiler.teacher import load_teacher
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes, parameters
+from cofc.compiler.models.teacher import load_teacher
 
 from conftest import REPO, raw_inputs, small_record
 

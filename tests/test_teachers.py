@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.datasets import load_dataset
-from cofc.compiler.metrics import accuracy
-from cofc.compiler.teacher import load_teacher
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.datasets import load_dataset
+from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.models.teacher import load_teacher
 
 from conftest import REPO
 

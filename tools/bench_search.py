@@ -10,12 +10,12 @@ import argparse
 import time
 from pathlib import Path
 
-from cofc.compiler.build import _plot_search, device_models, request_bytes
-from cofc.compiler.check import prepare
-from cofc.compiler.evaluator import Evaluator
-from cofc.compiler.importance import rank_units
-from cofc.compiler.proxy import ValidationLoss
-from cofc.compiler.search import SearchSpace, debo, random_search, uniform_search
+from cofc.compiler.build.stages import _plot_search, device_models, request_bytes
+from cofc.compiler.plan.prepare import prepare
+from cofc.compiler.planning.objective import Evaluator
+from cofc.compiler.scoring.importance import rank_units
+from cofc.compiler.scoring.proxy import ValidationLoss
+from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_search
 
 
 def main() -> None:

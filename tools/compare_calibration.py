@@ -25,11 +25,11 @@ import json
 import time
 from pathlib import Path
 
-from cofc.compiler.calibrate import CalibrationConfig, accuracy_report, calibrate
-from cofc.compiler.check import prepare
-from cofc.compiler.importance import Importance
+from cofc.compiler.calibration.calibrate import CalibrationConfig, accuracy_report, calibrate
+from cofc.compiler.plan.prepare import prepare
+from cofc.compiler.scoring.importance import Importance
 from cofc.compiler.plan import CalibrationPlan
-from cofc.compiler.spec import SubModelSpec
+from cofc.compiler.planning.spec import SubModelSpec
 from cofc.runtime._files import atomic_write_json
 
 # Each variant changes one setting from the plan's; the plan's own result is the build's.

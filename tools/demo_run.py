@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.compiler.datasets import load_dataset
+from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.plan import load_plan
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.predictor import fit_predictor, predictor_path
-from cofc.compiler.profile import model_pool, write_table
-from cofc.compiler.roofline import BOARDS, estimated_table
-from cofc.compiler.teacher import load_teacher
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.latency.predictor import fit_predictor, predictor_path
+from cofc.compiler.latency.profile import model_pool, write_table
+from cofc.compiler.latency.roofline import BOARDS, estimated_table
+from cofc.compiler.models.teacher import load_teacher
 
 
 def main() -> None:

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cofc.compiler.adapters import get_adapter
-from cofc.compiler.datasets import load_dataset
-from cofc.compiler.metrics import accuracy
-from cofc.compiler.teacher import load_teacher, save_teacher
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.datasets import load_dataset
+from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.models.teacher import load_teacher, save_teacher
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # Fashion-MNIST train-set pixel statistics
 

@@ -1,0 +1,1 @@
+"""Calibration (paper §III-C2): progressive boosting distillation, the aggregator, joint fine-tuning."""

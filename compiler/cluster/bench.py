@@ -1,0 +1,160 @@
+"""`cofc bench BUILD_DIR`: the built plan as a real cluster of processes on this machine.
+
+Starts the central device and one worker per device (`cofc run`, each its own process), streams
+N real test inputs one at a time, and reports: measured end-to-end latency (median, p90), the
+per-phase breakdown (t1 per device, t2, t3) against the evaluator's prediction, the runtime's own
+overhead (end to end vs max_n(t1_n + t2_n) + t3 of the same request's measured phases), the
+accuracy of the answers, and the teacher's latency on the fastest device through the same
+backend. With `emulate`, devices get their plan's link rates and the CPU shares their latency
+tables were measured under (compiler/emulate.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cofc.compiler.models.datasets import load_dataset
+from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
+from cofc.compiler.plan import load_plan
+from cofc.errors import CofcError
+from cofc.runtime._files import atomic_write_json
+from cofc.runtime.backends import open_backend
+from cofc.runtime.bundle import load_bundle
+from cofc.runtime.client import Client
+from cofc.runtime.cgroup import cpu_quota
+from cofc.runtime.preprocess import Preprocessor
+
+COFC = [sys.executable, "-m", "cofc.cli"]
+JOIN_TIMEOUT_S = 30.0
+
+
+def _pct(values, q) -> float:
+    return float(np.percentile(values, q))
+
+
+def _cpu_share(profile: Path) -> float:
+    """The CPU share a device's latency table was measured under (1.0 for a full core)."""
+    prov = json.loads(profile.read_text())["provenance"]
+    return float(prov.get("cpu_share") or 1.0)
+
+
+def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10) -> dict[str, Any]:
+    build_dir = Path(build_dir)
+    report_path = build_dir / "report.json"
+    if not report_path.exists():
+        raise CofcError(f"{build_dir} has no report.json: run 'cofc build' first")
+    report = json.loads(report_path.read_text())
+    plan = load_plan(report["plan"]["file"])
+    bundles = {d.name: load_bundle(build_dir / "bundle" / d.name) for d in plan.devices}
+    central = bundles[plan.central.name]
+    prep = Preprocessor.for_bundle(central)
+    test = load_dataset(plan.dataset.name).test.take(requests + warmup, seed=1)
+    inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
+    shares = {d.name: _cpu_share(d.profile) for d in plan.devices}
+    port = plan.runtime.port
+    note = None
+    with contextlib.ExitStack() as stack:
+        emulation = None
+        if emulate:
+            try:
+                emulation = stack.enter_context(Emulation(
+                    [EmulatedDevice(d.name, shares[d.name], None if d.central else d.link_mbps)
+                     for d in plan.devices]))
+            except EmulationUnavailable as exc:
+                note = f"emulation refused, ran unshaped: {exc}"
+                print(f"cofc: warning: {note}", file=sys.stderr)
+        host = emulation.addr[central.device] if emulation else "127.0.0.1"
+        endpoint = f"tcp://{host}:{port}"
+        procs = []
+        for name, bundle in bundles.items():
+            role = ["--bind", f"tcp://{host}:{port}"] if name == central.device else ["--connect", endpoint]
+            argv = [*COFC, "run", "--bundle", str(bundle.path), *role]
+            popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
+            if not emulation:
+                stack.callback(procs[-1].kill)
+        client = Client.for_bundle(central, endpoint=endpoint)
+        stack.callback(client.close)
+        client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
+        answers, client_ms = [], []
+        for i, arrays in enumerate(inputs):
+            start = time.perf_counter()
+            answer = client.infer(arrays, timeout_s=30)
+            if answer is None or answer.error:
+                raise CofcError(f"request {i} failed: {answer.error if answer else 'no answer'}")
+            if i >= warmup:
+                client_ms.append((time.perf_counter() - start) * 1e3)
+                answers.append(answer)
+    labels = test.labels[warmup:]
+    correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels)]
+    names = [d.name for d in plan.devices]
+    e2e = [a.timings["end_to_end_ms"] for a in answers]
+    critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"]
+                for a in answers]
+    overhead = [e - c for e, c in zip(e2e, critical)]
+    fastest = max(plan.devices, key=lambda d: shares[d.name])
+    graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(warmup, len(test))]
+    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, shares[fastest.name] if emulate else None)
+    predicted = {d["name"]: d for d in report["devices"]}
+    result = {
+        "requests": len(answers), "emulated": bool(emulate and note is None), "note": note,
+        "accuracy": sum(correct) / len(correct), "degraded": sum(a.degraded for a in answers),
+        "end_to_end_ms": {"median": statistics.median(e2e), "p90": _pct(e2e, 90)},
+        "client_ms": {"median": statistics.median(client_ms), "p90": _pct(client_ms, 90)},
+        "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
+                       "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
+                       "predicted_t1_ms": predicted[n]["t1_ms"], "predicted_t2_ms": predicted[n]["t2_ms"],
+                       "cpu_share": shares[n], "link_mbps": None if d.central else d.link_mbps}
+                   for n, d in zip(names, plan.devices)},
+        "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),
+        "critical_path_ms": statistics.median(critical),
+        "overhead_ms": {"median": statistics.median(overhead), "p90": _pct(overhead, 90)},
+        "overhead_ratio": statistics.median(e / c for e, c in zip(e2e, critical)),
+        "predicted_ms": report["fused"]["predicted_ms"],
+        "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report["teacher"]["accuracy"]},
+    }
+    result["speedup_vs_teacher"] = teacher_ms / result["end_to_end_ms"]["median"]
+    atomic_write_json(build_dir / "bench.json", result)
+    return result
+
+
+def _teacher_ms(path: Path, inputs: list[dict], share: float | None) -> float:
+    """The teacher alone on the fastest device, through the same backend, one request at a time."""
+    engine = open_backend("onnxruntime", path, threads=1)
+    with cpu_quota(share) if share else contextlib.nullcontext():
+        for arrays in inputs[:10]:
+            engine.run(arrays)
+        times = []
+        for arrays in inputs:
+            start = time.perf_counter()
+            engine.run(arrays)
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [f"{r['requests']} requests ({'emulated cluster' if r['emulated'] else 'loopback, unshaped'}); "
+             f"accuracy {r['accuracy']:.4f}, {r['degraded']} degraded",
+             f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t2 ms':>8s} {'pred t2':>8s}"]
+    for name, p in r["phases"].items():
+        link = "-" if p["link_mbps"] is None else f"{p['link_mbps']:.1f}"
+        lines.append(f"{name:10s} {p['cpu_share']:5.2f} {link:>6s} {p['t1_ms']:8.3f} "
+                     f"{p['predicted_t1_ms']:8.3f} {p['t2_ms']:8.3f} {p['predicted_t2_ms']:8.3f}")
+    e = r["end_to_end_ms"]
+    lines += [f"t3 (fuse) {r['t3_ms']:.3f} ms; end to end median {e['median']:.3f} ms, p90 {e['p90']:.3f} ms "
+              f"(predicted {r['predicted_ms']:.3f} ms; client-side median {r['client_ms']['median']:.3f} ms)",
+              f"runtime overhead: end to end / (max(t1+t2)+t3) = {r['overhead_ratio']:.3f}, "
+              f"{r['overhead_ms']['median']:.3f} ms median",
+              f"teacher alone on {r['teacher']['device']}: {r['teacher']['median_ms']:.3f} ms -> "
+              f"CoFormer speed-up {r['speedup_vs_teacher']:.2f}x"]
+    if r["note"]:
+        lines.append(f"note: {r['note']}")
+    return "\n".join(lines)

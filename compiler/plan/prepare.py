@@ -1,0 +1,86 @@
+"""`cofc build --check`: load a plan, its teacher and its data, check that they fit together,
+and say what the compiler will work with (the first stage of every build)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cofc.compiler.models.adapters import ModelAdapter, get_adapter
+from cofc.compiler.models.datasets import Dataset, Split, load_dataset
+from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.plan import Plan, check_against_teacher, load_plan
+from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes, parameters
+from cofc.compiler.models.teacher import Teacher, teacher_from_plan
+
+
+@dataclass
+class Prepared:
+    """A plan checked against its teacher and data set: what every stage starts from."""
+    plan: Plan
+    teacher: Teacher
+    adapter: ModelAdapter
+    base: TransformerSpec
+    data: Dataset
+
+    def splits(self) -> tuple[Split, Split, Split, Split]:
+        """Calibration, validation and fusion samples (disjoint, from the training split; fusion
+        is what is left, up to as many as calibration, or all of it when no fusion split is held
+        out) and test samples."""
+        d, seed = self.plan.dataset, self.plan.objective.seed
+        rest = len(self.data.train) - d.calibration - d.validation
+        fusion = min(d.calibration, rest) if self.plan.calibration.held_out_fusion else rest
+        cal, val, fus = self.data.train.partition([d.calibration, d.validation, fusion], seed)
+        return cal, val, fus, self.data.test.take(d.test)
+
+    def calibration_sets(self) -> tuple[Split, Split | None]:
+        """What calibrates the sub-models, and what fits the final aggregator (None: the same).
+
+        Held out (the default), the fusion split fits the aggregator and nothing else (stacked
+        generalisation, compiler/calibrate.py). Without it, every training image outside
+        validation calibrates: the calibration split, which alone ranks units, plus the rest.
+        The calibration and validation splits are the same either way, so the importance
+        ranking and the search do not change with this choice."""
+        cal, _, fusion, _ = self.splits()
+        if self.plan.calibration.held_out_fusion:
+            return cal, (fusion if len(fusion) else None)
+        return cal + fusion, None
+
+
+def prepare(plan_path: Path) -> Prepared:
+    """Load the plan, its teacher and data; refuse (PlanError) what does not fit together."""
+    plan = load_plan(plan_path)
+    teacher = teacher_from_plan(plan)
+    adapter = get_adapter(teacher.family)
+    base = adapter.spec(teacher.model)
+    check_against_teacher(plan, base)
+    data = load_dataset(plan.dataset.name)
+    if len(data.classes) != teacher.num_classes:
+        raise plan.error("dataset.name", f"{plan.dataset.name} has {len(data.classes)} classes, "
+                         f"the teacher's head has {teacher.num_classes}")
+    if plan.dataset.calibration + plan.dataset.validation > len(data.train):
+        raise plan.error("dataset.calibration", f"calibration + validation samples exceed the "
+                         f"{len(data.train)} training samples of {plan.dataset.name}")
+    return Prepared(plan, teacher, adapter, base, data)
+
+
+def check_plan(plan_path: Path, measure: bool) -> str:
+    """Validate the plan against its teacher and data set; return a readable summary."""
+    p = prepare(plan_path)
+    plan, teacher, spec, data = p.plan, p.teacher, p.base, p.data
+    full = spec.full()
+    lines = [
+        f"plan {plan.name}: {len(plan.devices)} devices, central {plan.central.name}",
+        f"teacher {teacher.family}: L={spec.layers} d={spec.dim} h={spec.heads} D={spec.mlp} "
+        f"S={spec.tokens}, {parameters(full, spec) / 1e6:.2f} M params, "
+        f"{flops(full, spec) / 1e6:.1f} MFLOPs/request, {memory_bytes(full, spec) / 2 ** 20:.1f} MB",
+        f"dataset {data.name}: {len(data.train)} train, {len(data.test)} test, {len(data.classes)} classes",
+    ]
+    for d in plan.devices:
+        lines.append(f"  device {d.name}: {d.memory_mb} MB, {d.max_mflops} MFLOPs, "
+                     f"{d.link_mbps} Mb/s{' (central)' if d.central else ''}, profile {d.profile}")
+    if measure:
+        test = p.splits()[3]
+        acc = accuracy(p.adapter, teacher.model, teacher.record, test.inputs, test.labels,
+                       desc="teacher on the test split")
+        lines.append(f"teacher accuracy on {len(test)} test samples: {acc:.4f}")
+    return "\n".join(lines)

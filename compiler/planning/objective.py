@@ -1,0 +1,130 @@
+"""The evaluator (paper §III-B): latency T of a policy (eq. 3–6), constraints C1–C6 (eq. 8), and
+the objective Ψ = L_val + δ·T. Pure: specs, device models and a loss function in, numbers out.
+
+Two readings made concrete here:
+  t2  bytes that really cross a worker's link per request: the raw input central forwards to it
+      (uint8 pixels or UTF-8 text, runtime/preprocess.py) and the pooled feature it sends back,
+      d_n values of FEATURE_BYTES each (devices pool before sending, DESIGN.md); eq. 5 counts
+      only the feature because the paper's devices already hold the input. Central sends nothing.
+  t3  eq. 6 with M = 1 (features arrive pooled) and the aggregator mapping d_agg = Σ d_n to the
+      teacher's width d, whose task head is reused: 2·d_agg·d + 2·d·classes FLOPs at the central
+      device's throughput g, which is read off its own latency table (FLOPs per ms).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
+
+FEATURE_BYTES = 4  # float32 pooled feature
+Policy = tuple[SubModelSpec, ...]
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """What the planner knows of one device."""
+    name: str
+    predict_ms: Callable[[SubModelSpec], float]  # t1, from its latency predictor
+    link_mbps: float  # r_n
+    max_flops: float  # Ω_n
+    memory_bytes: float  # Φ_n
+    flops_per_ms: float  # g, effective throughput (used for the central device's t3)
+    central: bool = False
+
+
+@dataclass(frozen=True)
+class Latency:
+    t1: tuple[float, ...]
+    t2: tuple[float, ...]
+    t3: float
+
+    @property
+    def total(self) -> float:
+        """Eq. 3: the slowest device's compute and transfer, then aggregation."""
+        return max(a + b for a, b in zip(self.t1, self.t2)) + self.t3
+
+
+def transfer_ms(nbytes: float, link_mbps: float) -> float:
+    """Eq. 5: |X_n| / r_n, in ms."""
+    return nbytes * 8 / (link_mbps * 1e6) * 1e3
+
+
+def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> int:
+    d_agg = sum(s.dim for s in policy)
+    return 2 * d_agg * base.dim + 2 * base.dim * base.classes
+
+
+def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec,
+            input_bytes: int = 0) -> Latency:
+    central = next(d for d in devices if d.central)
+    t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices))
+    t2 = tuple(0.0 if d.central else transfer_ms(input_bytes + s.dim * FEATURE_BYTES, d.link_mbps)
+               for s, d in zip(policy, devices))
+    return Latency(t1, t2, aggregation_flops(policy, base) / central.flops_per_ms)
+
+
+def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> list[str]:
+    """Every broken constraint of eq. 8, each named; empty when the policy is feasible."""
+    found = []
+    if len(policy) != len(devices):
+        return [f"policy has {len(policy)} sub-models for {len(devices)} devices"]
+    for s, d in zip(policy, devices):
+        if s.layers > base.layers:
+            found.append(f"C1: {d.name} has {s.layers} layers > L={base.layers}")
+    if sum(s.dim for s in policy) > base.dim:
+        found.append(f"C2: widths sum to {sum(s.dim for s in policy)} > d={base.dim}")
+    for k in range(base.layers):
+        heads = sum(s.heads[k] for s in policy if k < s.layers)
+        if heads > base.heads:
+            found.append(f"C3: layer {k + 1} heads sum to {heads} > h={base.heads}")
+        width = sum(s.mlp[k] for s in policy if k < s.layers)
+        if width > base.mlp:
+            found.append(f"C4: layer {k + 1} MLP widths sum to {width} > D={base.mlp}")
+    for s, d in zip(policy, devices):
+        if flops(s, base) > d.max_flops:
+            found.append(f"C5: {d.name} needs {flops(s, base) / 1e6:.2f} MFLOPs > Ω={d.max_flops / 1e6:.2f}")
+        if memory_bytes(s, base) > d.memory_bytes:
+            found.append(f"C6: {d.name} needs {memory_bytes(s, base) / 2**20:.2f} MB > Φ={d.memory_bytes / 2**20:.2f}")
+    return found
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    policy: Policy
+    loss: float  # L_val (eq. 7)
+    latency: Latency
+    objective: float  # Ψ = L_val + δ·T
+
+
+class Evaluator:
+    """Ψ(C) = L_val(C) + δ·T(C) for feasible policies; refuses infeasible ones (they must never
+    be evaluated: the search filters them first)."""
+
+    def __init__(self, devices: Sequence[DeviceModel], base: TransformerSpec,
+                 val_loss: Callable[[Policy], float], delta: float, input_bytes: int = 0):
+        self.devices, self.base, self.val_loss, self.delta = tuple(devices), base, val_loss, delta
+        self.input_bytes = input_bytes
+        self.calls = 0
+
+    def feasible(self, policy: Sequence[SubModelSpec]) -> bool:
+        return not violations(policy, self.devices, self.base)
+
+    def __call__(self, policy: Sequence[SubModelSpec]) -> Evaluation:
+        problems = violations(policy, self.devices, self.base)
+        if problems:
+            raise ValueError("infeasible policy reached the evaluator: " + "; ".join(problems))
+        self.calls += 1
+        policy = tuple(policy)
+        lat = latency(policy, self.devices, self.base, self.input_bytes)
+        loss = self.val_loss(policy)
+        return Evaluation(policy, loss, lat, loss + self.delta * lat.total)
+
+
+def capacity_loss(base: TransformerSpec) -> Callable[[Policy], float]:
+    """A stand-in for eq. 7 until the decomposition's validation loss is wired in: the mean over
+    sub-models of log(ω(teacher)/ω(C_n)), which, like a validation loss, falls as sub-models
+    keep more of the teacher. Same signature as the real proxy."""
+    import math
+    teacher = flops(base.full(), base)
+    return lambda policy: sum(math.log(teacher / flops(s, base)) for s in policy) / len(policy)

@@ -1,0 +1,175 @@
+"""DeBo (paper §III-C1, Algorithm 1 lines 1–11) and its baselines, random and uniform search.
+
+Encoding. Each device's sub-model is four integers (l_n, d_n/head_dim, h̄_n, D̄_n/unit), with
+the same head count and MLP width in every one of its layers: 4·N dimensions (12 for three
+devices). Per-layer vectors would give 2·Σl_n + 2N (up to 48 for three 6-layer sub-models),
+where a GP with EI over a few dozen evaluations learns little; and with uniform layers, C3 and C4
+reduce to Σ h̄_n ≤ h and Σ D̄_n ≤ D. Ragged per-layer shapes stay expressible everywhere else
+(specs, adapters, predictor, profiles).
+
+Feasibility. Infeasible policies never cost an evaluation: the acquisition is maximised over
+candidates drawn from the feasible set only (random feasible policies plus one-step
+neighbours of the best so far), scored by scikit-optimize's GP (Matérn ν = 1.5, as eq. 9) and
+expected improvement (eq. 12).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cofc.compiler.planning.objective import Evaluation, Evaluator, Policy
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
+
+MLP_STEPS = 16  # D̄ moves in D/16 steps
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    base: TransformerSpec
+    devices: int
+
+    @property
+    def mlp_unit(self) -> int:
+        return max(1, self.base.mlp // MLP_STEPS)
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Inclusive upper bound of each coordinate; every lower bound is 1."""
+        b = self.base
+        return np.array([b.layers, b.dim // b.head_dim, b.heads, b.mlp // self.mlp_unit] * self.devices)
+
+    def decode(self, x: Sequence[int]) -> Policy:
+        hd, unit = self.base.head_dim, self.mlp_unit
+        return tuple(SubModelSpec(int(l), int(w) * hd, (int(h),) * int(l), (int(m) * unit,) * int(l))
+                     for l, w, h, m in np.asarray(x, dtype=int).reshape(self.devices, 4))
+
+    def encode(self, policy: Policy) -> np.ndarray:
+        return np.array([[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit]
+                         for s in policy]).ravel()
+
+    def unit_cube(self, xs: np.ndarray) -> np.ndarray:
+        """Coordinates scaled to [0, 1], where the GP's length scale means the same in every one."""
+        return (np.atleast_2d(xs) - 1) / np.maximum(self.upper - 1, 1)
+
+    def propose(self, rng: np.random.Generator) -> np.ndarray:
+        """A random policy that satisfies C1–C4 by construction: each shared resource (width,
+        heads, MLP width) is split at random among the devices, then each share shrunk at random."""
+        coords = np.empty((self.devices, 4), dtype=int)
+        coords[:, 0] = rng.integers(1, self.base.layers + 1, size=self.devices)
+        for j, total in enumerate(self.upper[1:4], start=1):
+            shares = rng.dirichlet(np.ones(self.devices)) * total * rng.uniform(0.3, 1.0, size=self.devices)
+            coords[:, j] = np.clip(np.floor(shares), 1, None)
+            while coords[:, j].sum() > total:  # floor(…) ≥ 1 may overshoot for tiny totals
+                coords[np.argmax(coords[:, j]), j] -= 1
+        return coords.ravel()
+
+    def neighbours(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every policy one step away in one coordinate (the local part of the candidate set)."""
+        out = []
+        for i in range(len(x)):
+            for step in (-1, 1):
+                y = x.copy()
+                y[i] += step
+                if 1 <= y[i] <= self.upper[i]:
+                    out.append(y)
+        return out
+
+
+@dataclass
+class SearchResult:
+    method: str
+    history: list[Evaluation] = field(default_factory=list)
+
+    @property
+    def best(self) -> Evaluation:
+        return min(self.history, key=lambda e: e.objective)
+
+    def best_so_far(self) -> list[float]:
+        return list(np.minimum.accumulate([e.objective for e in self.history]))
+
+
+def sample_feasible(space: SearchSpace, evaluator: Evaluator, rng: np.random.Generator, count: int,
+                    exclude: set[bytes] = frozenset(), max_tries: int = 200) -> list[np.ndarray]:
+    """Up to `count` distinct feasible policies (C1–C6), none of them in `exclude`."""
+    found: dict[bytes, np.ndarray] = {}
+    for _ in range(count * max_tries):
+        if len(found) == count:
+            break
+        x = space.propose(rng)
+        key = x.tobytes()
+        if key not in found and key not in exclude and evaluator.feasible(space.decode(x)):
+            found[key] = x
+    return list(found.values())
+
+
+def random_search(space: SearchSpace, evaluator: Evaluator, budget: int, seed: int = 0,
+                  progress: Callable[[int], None] | None = None) -> SearchResult:
+    result = SearchResult("random")
+    for x in sample_feasible(space, evaluator, np.random.default_rng(seed), budget):
+        result.history.append(evaluator(space.decode(x)))
+        if progress:
+            progress(len(result.history))
+    return result
+
+
+def uniform_policy(space: SearchSpace, evaluator: Evaluator) -> Policy | None:
+    """The paper's uniform decomposition: every device gets an equal share of width, heads and MLP,
+    and the deepest depth that every device can afford (C5, C6)."""
+    b, n = space.base, space.devices
+    share = (max(1, b.dim // b.head_dim // n), max(1, b.heads // n), max(1, b.mlp // space.mlp_unit // n))
+    for layers in range(b.layers, 0, -1):
+        policy = space.decode(np.array([layers, *share] * n))
+        if evaluator.feasible(policy):
+            return policy
+    return None
+
+
+def uniform_search(space: SearchSpace, evaluator: Evaluator) -> SearchResult:
+    result = SearchResult("uniform")
+    policy = uniform_policy(space, evaluator)
+    if policy is not None:
+        result.history.append(evaluator(policy))
+    return result
+
+
+def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int, seed: int = 0,
+         candidates: int = 1000, progress: Callable[[int], None] | None = None) -> SearchResult:
+    """Algorithm 1, lines 1–10: r random feasible policies, then I_s GP-EI steps."""
+    from sklearn.exceptions import ConvergenceWarning
+    from skopt.acquisition import gaussian_ei
+    from skopt.learning import GaussianProcessRegressor
+    from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+
+    rng = np.random.default_rng(seed)
+    result = SearchResult("debo")
+    xs: list[np.ndarray] = []
+
+    def evaluate(x: np.ndarray) -> None:
+        xs.append(x)
+        result.history.append(evaluator(space.decode(x)))
+        if progress:
+            progress(len(result.history))
+
+    for x in sample_feasible(space, evaluator, rng, initial):
+        evaluate(x)
+    for _ in range(iterations):
+        y = np.array([e.objective for e in result.history])
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e1), nu=1.5)
+        # Ψ is deterministic for a fixed validation set: a small jitter, not a fitted noise term.
+        gp = GaussianProcessRegressor(kernel=kernel, alpha=1e-6, normalize_y=True,
+                                      n_restarts_optimizer=2, random_state=int(rng.integers(2**31)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # length scales at their bounds
+            gp.fit(space.unit_cube(np.array(xs)), y)
+        seen = {x.tobytes() for x in xs}
+        best = xs[int(np.argmin(y))]
+        pool = sample_feasible(space, evaluator, rng, candidates, exclude=seen)
+        pool += [n for n in space.neighbours(best) if n.tobytes() not in seen and evaluator.feasible(space.decode(n))]
+        if not pool:
+            break  # the feasible set is exhausted
+        ei = gaussian_ei(space.unit_cube(np.array(pool)), gp, y_opt=float(y.min()), xi=0.01)
+        evaluate(pool[int(np.argmax(ei))])
+    return result

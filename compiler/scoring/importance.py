@@ -1,0 +1,82 @@
+"""Importance of a teacher's heads, MLP neurons, embedding channels and layers (paper appendix B1).
+
+Method: first-order Taylor, i.e. gradient × activation through a multiplicative mask of ones
+(Michel et al., "Are Sixteen Heads Really Better than One?", 2019; Molchanov et al., 2019).
+For a unit u with mask m_u, ∂L/∂m_u = Σ a_u·∂L/∂a_u estimates how much the loss changes if u is
+removed. It needs one forward and one backward pass per calibration batch, sees every unit in
+context (magnitude alone does not: a large activation that the next layer ignores scores high),
+and is the same code for every family: masks sit on the inputs of the layer that mixes the head
+outputs, of the MLP's output layer, and of each block (the embedding channels of the residual
+stream). The score of a unit is Σ over batches of |∂L/∂m_u|. A layer's score is the sum of its
+heads' and neurons' scores, each normalised by the teacher-wide total, so both count equally.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cofc.compiler.models.adapters import ModelAdapter
+
+
+@dataclass(frozen=True)
+class Importance:
+    heads: np.ndarray  # (L, h)
+    neurons: np.ndarray  # (L, D)
+    channels: np.ndarray  # (d,)
+    layers: np.ndarray  # (L,)
+
+    def to_dict(self) -> dict[str, list]:
+        return {k: getattr(self, k).tolist() for k in ("heads", "neurons", "channels", "layers")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, list]) -> "Importance":
+        return cls(*(np.asarray(data[k], dtype=float) for k in ("heads", "neurons", "channels", "layers")))
+
+
+def _masking_hook(mask: torch.Tensor, group: int):
+    """Multiply the hooked module's first input by `mask`, each entry covering `group` features."""
+    def hook(module, args, kwargs):
+        x = args[0]
+        scale = mask.repeat_interleave(group) if group > 1 else mask
+        return (x * scale, *args[1:]), kwargs
+    return hook
+
+
+def rank_units(adapter: ModelAdapter, model: torch.nn.Module, record: dict[str, Any],
+               raw_inputs: Any, labels: np.ndarray, batch: int = 64) -> Importance:
+    """Score every head, neuron, channel and layer of `model` on labelled calibration data."""
+    spec = adapter.spec(model)
+    blocks = adapter.blocks(model)
+    head_masks = [torch.ones(spec.heads, requires_grad=True) for _ in blocks]
+    neuron_masks = [torch.ones(spec.mlp, requires_grad=True) for _ in blocks]
+    channel_masks = [torch.ones(spec.dim, requires_grad=True) for _ in blocks]
+    handles = []
+    for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks):
+        handles.append(block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
+            _masking_hook(hm, spec.head_dim), with_kwargs=True))
+        handles.append(block.get_submodule(adapter.mlp_out).register_forward_pre_hook(
+            _masking_hook(nm, 1), with_kwargs=True))
+        handles.append(block.register_forward_pre_hook(_masking_hook(cm, 1), with_kwargs=True))
+    scores = {"heads": np.zeros((spec.layers, spec.heads)), "neurons": np.zeros((spec.layers, spec.mlp)),
+              "channels": np.zeros((spec.layers, spec.dim))}
+    was_training = model.training
+    model.eval()
+    try:
+        for i in tqdm(range(0, len(labels), batch), desc="ranking heads and neurons", leave=False):
+            inputs = adapter.preprocess(record, raw_inputs[i:i + batch])
+            loss = F.cross_entropy(adapter.logits(model, inputs), torch.as_tensor(labels[i:i + batch]))
+            grads = torch.autograd.grad(loss, head_masks + neuron_masks + channel_masks)
+            n = len(blocks)
+            for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:])):
+                scores[key] += np.abs(torch.stack(part).numpy())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    layers = scores["heads"].sum(1) / scores["heads"].sum() + scores["neurons"].sum(1) / scores["neurons"].sum()
+    return Importance(scores["heads"], scores["neurons"], scores["channels"].sum(0), layers)

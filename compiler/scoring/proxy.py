@@ -1,0 +1,68 @@
+"""The search's accuracy proxy, eq. 7: the mean validation loss of the un-calibrated sub-models.
+
+One refinement: each sub-model's features are scored through a task head refitted on them, not
+through its slice of the teacher's head. With embedding channels shared out disjointly (C2), a
+freshly cut sub-model's own head sits at chance whatever its size, so that loss cannot tell a
+large sub-model from a small one and the search would chase latency alone. The refitted head (a
+regularised logistic regression, L-BFGS, fitted on one half of the validation set and scored on
+the other) measures what calibration has to work with: how much of the task the sub-model's
+features still carry. It ranks capacity monotonically on the example teachers and costs a few
+hundred milliseconds per policy.
+
+Everything that does not depend on the policy is done once (inputs preprocessed up front), and
+each policy's value is cached.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cofc.compiler.models.adapters import ModelAdapter
+from cofc.compiler.calibration.calibrate import batched, preprocess_all
+from cofc.compiler.models.decompose import decompose
+from cofc.compiler.models.fusion import device_feature
+from cofc.compiler.scoring.importance import Importance
+from cofc.compiler.planning.spec import SubModelSpec
+
+L2 = 1e-3
+
+
+def refit_head_loss(features: torch.Tensor, labels: torch.Tensor, classes: int) -> float:
+    """Cross-entropy on the second half of a linear head fitted on the first half."""
+    f = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    half = len(labels) // 2
+    head = nn.Linear(f.shape[1], classes)
+    opt = torch.optim.LBFGS(head.parameters(), max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(head(f[:half]), labels[:half]) + L2 * (head.weight ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return float(F.cross_entropy(head(f[half:]), labels[half:]))
+
+
+class ValidationLoss:
+    def __init__(self, adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], importance: Importance,
+                 raw_inputs: Any, labels: np.ndarray, feature: str = "pool"):
+        self.adapter, self.teacher, self.importance, self.feature = adapter, teacher, importance, feature
+        self.inputs = preprocess_all(adapter, record, raw_inputs)
+        self.labels = torch.as_tensor(labels)
+        self.classes = adapter.spec(teacher).classes
+        self.cache: dict[tuple[SubModelSpec, ...], float] = {}
+
+    def __call__(self, policy: Sequence[SubModelSpec]) -> float:
+        key = tuple(policy)
+        if key not in self.cache:
+            losses = []
+            for model in decompose(self.adapter, self.teacher, key, self.importance):
+                feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs)
+                losses.append(refit_head_loss(feats, self.labels, self.classes))
+            self.cache[key] = float(np.mean(losses))
+        return self.cache[key]
