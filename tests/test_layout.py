@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cofc
+from tests.helpers import REPO, run_cofc
 
 COMMANDS = ["profile", "build", "run", "bench", "inspect"]
 HEAVY = ("torch", "timm", "transformers")

@@ -16,16 +16,7 @@ from cofc.runtime.backends import open_backend
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
 from cofc.runtime.bundle import load_bundle
 
-from conftest import make_plan, run_cofc
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("build")
-    plan = make_plan(folder, precision="int8")  # ORT runs FP32 whatever the plan; int8 adds calibration inputs
-    result = run_cofc("build", str(plan))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "ESTIMATED latency table" in result.stderr  # the user is told
-    return folder / "out"
+from tests.helpers import make_plan, run_cofc
 
 
 def test_report_has_what_the_issue_names(built):

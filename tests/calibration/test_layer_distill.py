@@ -9,7 +9,7 @@ from cofc.compiler.models.adapters import WeightSlices, get_adapter
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 
-from conftest import raw_inputs, small_record
+from tests.helpers import raw_inputs, small_record
 
 
 def no_loss(adapter):

@@ -10,7 +10,7 @@ from cofc.compiler.plan import check_against_teacher, load_plan
 from cofc.compiler.planning.spec import TransformerSpec
 from cofc.errors import PlanError
 
-from conftest import run_cofc
+from tests.helpers import run_cofc
 
 GOOD = """\
 name: test-plan

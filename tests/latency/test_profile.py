@@ -20,7 +20,7 @@ from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, pa
 from cofc.compiler.models.teacher import load_teacher, save_teacher
 from cofc.errors import CofcError
 
-from conftest import small_record
+from tests.helpers import small_record
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
                        embed_in=16, embed_params_per_dim=68)

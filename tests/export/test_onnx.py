@@ -10,7 +10,7 @@ from cofc.compiler.export.onnx import PooledBackbone, export_aggregator, export_
 from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.planning.spec import SubModelSpec
 
-from conftest import raw_inputs, small_record
+from tests.helpers import raw_inputs, small_record
 
 TOLERANCE = 1e-4
 

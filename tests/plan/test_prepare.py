@@ -6,7 +6,7 @@ from pathlib import Path
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.models.datasets import Split
 
-from conftest import make_plan
+from tests.helpers import make_plan
 
 
 def _rows(split: Split) -> set[bytes]:

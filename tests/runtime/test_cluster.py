@@ -23,18 +23,14 @@ from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, decode, encode
 from cofc.runtime.worker import Worker
 
-from conftest import free_port, make_plan, run_cofc
+from tests.helpers import free_port, make_plan, run_cofc
 
 COFC = str(Path(sys.executable).with_name("cofc"))
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("runtime")
-    plan = make_plan(folder, port=free_port())
-    result = run_cofc("build", str(plan))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {b.name: load_bundle(b) for b in (folder / "out" / "bundle").iterdir()}
+def bundles(built) -> dict:
+    return {b.name: load_bundle(b) for b in (built / "bundle").iterdir()}
 
 
 def start(bundle, *extra) -> subprocess.Popen:

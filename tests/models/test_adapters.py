@@ -7,7 +7,7 @@ import torch
 from cofc.compiler.models.adapters import WeightSlices, get_adapter
 from cofc.compiler.planning.spec import SubModelSpec, parameters
 
-from conftest import raw_inputs, small_record
+from tests.helpers import raw_inputs, small_record
 
 
 def _teacher(family: str):

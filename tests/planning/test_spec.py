@@ -9,7 +9,7 @@ from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes, parameters
 from cofc.compiler.models.teacher import load_teacher
 
-from conftest import REPO, raw_inputs, small_record
+from tests.helpers import REPO, raw_inputs, small_record
 
 RAGGED = SubModelSpec(layers=2, dim=48, heads=(1, 4), mlp=(7, 150))
 

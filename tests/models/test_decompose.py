@@ -14,7 +14,7 @@ from cofc.compiler.models.fusion import Aggregator, average_logits, device_featu
 from cofc.compiler.scoring.importance import Importance, rank_units
 from cofc.compiler.planning.spec import SubModelSpec
 
-from conftest import raw_inputs, small_record
+from tests.helpers import raw_inputs, small_record
 
 
 def random_importance(layers=6, heads=6, mlp=192, dim=96, seed=0) -> Importance:
