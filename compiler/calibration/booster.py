@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import Inputs
 
 READINGS = ("up", "printed")
 CLIP = 5.0

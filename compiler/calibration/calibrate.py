@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters import ModelAdapter
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, take, train_weighted
 from cofc.compiler.models.decompose import cut, plan_slices
 from cofc.compiler.models.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits

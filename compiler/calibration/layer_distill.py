@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters import ModelAdapter, WeightSlices
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import ModelAdapter, WeightSlices
+from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.calibration.booster import LossFn, Targets, take
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters import ModelAdapter
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.models.fusion import Aggregator, device_feature
 from cofc.runtime.backends._calibration import save_calibration
 

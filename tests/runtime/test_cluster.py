@@ -23,7 +23,7 @@ from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, decode, encode
 from cofc.runtime.worker import Worker
 
-from tests.helpers import free_port, make_plan, run_cofc
+from tests.helpers import free_port
 
 COFC = str(Path(sys.executable).with_name("cofc"))
 

@@ -1,25 +1,28 @@
-"""Model families. One adapter per family, each in its own module, imported on first use so that
-a BERT plan never imports timm and a ViT plan never imports transformers."""
+"""Model families: one adapter per family, each in its own module (`base.py` is the interface).
+
+`FAMILIES` is the one list of families: the plan schema takes its choices from it. An adapter's
+module is imported on first use, so that a BERT plan never imports timm, a ViT plan never imports
+transformers, and reading a plan imports neither (nor torch)."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from cofc.compiler.models.adapters._base import ModelAdapter, WeightSlices
 from cofc.errors import CofcError
 
-FAMILIES: dict[str, str] = {
-    "vit": "cofc.compiler.models.adapters.vit:VitAdapter",
-    "bert": "cofc.compiler.models.adapters.bert:BertAdapter",
-    "gpt2": "cofc.compiler.models.adapters.gpt2:Gpt2Adapter",
+if TYPE_CHECKING:
+    from cofc.compiler.models.adapters.base import ModelAdapter
+
+FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
+    "vit": "vit:VitAdapter",
+    "bert": "bert:BertAdapter",
+    "gpt2": "gpt2:Gpt2Adapter",
 }
 
 
-def get_adapter(family: str) -> ModelAdapter:
+def get_adapter(family: str) -> "ModelAdapter":
     try:
         module_name, class_name = FAMILIES[family].split(":")
     except KeyError:
         raise CofcError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}") from None
-    return getattr(importlib.import_module(module_name), class_name)()
-
-
-__all__ = ["FAMILIES", "ModelAdapter", "WeightSlices", "get_adapter"]
+    return getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)()

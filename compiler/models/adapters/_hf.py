@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters._base import Inputs
+from cofc.compiler.models.adapters.base import Inputs
 from cofc.errors import CofcError
 
 DEFAULT_MAX_LENGTH = 128

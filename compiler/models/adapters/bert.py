@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from cofc.compiler.models.adapters._base import ALL, EMBED, HEADS, MLP, Inputs, ModelAdapter, new_linear
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, Inputs, ModelAdapter, new_linear
 from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim, load_backbone,
                                         masked_mean, tokenize)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec

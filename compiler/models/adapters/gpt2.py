@@ -12,7 +12,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model
 from transformers.pytorch_utils import Conv1D
 
-from cofc.compiler.models.adapters._base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter
 from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim,
                                         load_backbone, tokenize)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec

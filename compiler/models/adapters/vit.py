@@ -8,7 +8,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from cofc.compiler.models.adapters._base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter, new_linear
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter, new_linear
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
 

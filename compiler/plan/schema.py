@@ -1,0 +1,119 @@
+"""The plan schema: every field of plan.yaml with its type, default and check.
+
+The choices of `teacher.family` and `dataset.name` come from the registries of families and data
+sets, and every default lives here only (the loader fills them in; nothing downstream restates
+them). No torch: reading a plan imports no model library.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cofc.compiler.models.adapters import FAMILIES
+from cofc.compiler.models.datasets import DATASETS
+
+PRECISIONS = ("fp32", "fp16", "int8")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One scalar field: its type(s), whether it must be present, and a check on its value that
+    returns what is wrong (or None)."""
+    types: tuple[type, ...]
+    required: bool = True
+    default: Any = None
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 and math.isfinite(v) else "must be a positive number"
+
+
+def _positive_or_null(v: Any) -> str | None:
+    return None if v is None else _positive(v)
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)} (got {v!r})"
+
+
+def _name(v: str) -> str | None:
+    return None if _NAME.match(v) else f"{v!r} is not a usable name (letters, digits, - _ .)"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must be at least 0 and below 1"
+
+
+def _port(v: int) -> str | None:
+    return None if 1024 <= v <= 65535 else f"port {v} is outside 1024..65535"
+
+
+def _opset(v: int) -> str | None:
+    return None if 13 <= v <= 21 else f"opset {v} is outside the supported 13..21"
+
+
+NUM, INT, STR, BOOL = (int, float), (int,), (str,), (bool,)
+
+DEVICE = {
+    "name": Field(STR, check=_name),
+    "profile": Field(STR),
+    "memory_mb": Field(NUM, check=_positive),
+    "max_mflops": Field(NUM, check=_positive),
+    "link_mbps": Field(NUM, check=_positive),
+    "central": Field(BOOL, required=False, default=False),
+    "address": Field(STR, required=False, default="127.0.0.1"),
+}
+SCHEMA = {
+    "name": Field(STR, check=_name),
+    "teacher": {
+        "checkpoint": Field(STR, required=False),
+        "family": Field(STR, required=False, check=_one_of(*FAMILIES)),
+        "source": Field(STR, required=False),
+        "classes": Field(INT, required=False, check=_positive),
+        "input_size": Field(INT, required=False, check=_positive),
+    },
+    "dataset": {
+        "name": Field(STR, check=_one_of(*DATASETS)),
+        "calibration": Field(INT, check=_positive),
+        "validation": Field(INT, check=_positive),
+        "test": Field(INT + (type(None),), required=False, check=_positive_or_null),
+    },
+    "devices": [DEVICE],
+    "objective": {
+        "delta": Field(NUM, check=_positive),
+        "initial": Field(INT, check=_positive),
+        "iterations": Field(INT, check=_non_negative),
+        "seed": Field(INT, required=False, default=0),
+    },
+    "export": {
+        "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),
+        "opset": Field(INT, required=False, default=17, check=_opset),
+    },
+    "calibration": {
+        "epochs": Field(INT, required=False, default=4, check=_positive),
+        "joint_epochs": Field(INT, required=False, default=2, check=_non_negative),
+        "joint_lr": Field(NUM, required=False, default=5e-4, check=_positive),
+        "weight_decay": Field(NUM, required=False, default=0.05, check=_non_negative),
+        "feature": Field(STR, required=False, default="pool", check=_one_of("pool", "first")),
+        "reading": Field(STR, required=False, default="up", check=_one_of("up", "printed")),
+        "feature_dropout": Field(NUM, required=False, default=0.25, check=_fraction),
+        "soft_labels": Field(NUM, required=False, default=0.0, check=_non_negative),
+        "temperature": Field(NUM, required=False, default=4.0, check=_positive),
+        "layer_distill": Field(NUM, required=False, default=0.0, check=_non_negative),
+        "held_out_fusion": Field(BOOL, required=False, default=True),
+    },
+    "runtime": {
+        "port": Field(INT, required=False, default=5555, check=_port),
+        "deadline_ms": Field(NUM, required=False, default=500, check=_positive),
+        "min_devices": Field(INT, required=False, default=1, check=_positive),
+    },
+    "output": Field(STR),
+}
