@@ -12,7 +12,6 @@ heads' and neurons' scores, each normalised by the teacher-wide total, so both c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,21 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cofc.compiler.models.adapters.base import ModelAdapter
-
-
-@dataclass(frozen=True)
-class Importance:
-    heads: np.ndarray  # (L, h)
-    neurons: np.ndarray  # (L, D)
-    channels: np.ndarray  # (d,)
-    layers: np.ndarray  # (L,)
-
-    def to_dict(self) -> dict[str, list]:
-        return {k: getattr(self, k).tolist() for k in ("heads", "neurons", "channels", "layers")}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, list]) -> "Importance":
-        return cls(*(np.asarray(data[k], dtype=float) for k in ("heads", "neurons", "channels", "layers")))
+from cofc.compiler.planning.slices import Importance
 
 
 def _masking_hook(mask: torch.Tensor, group: int):

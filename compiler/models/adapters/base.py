@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
+from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 # Axis roles in a parameter: which teacher indices a sub-model keeps along that axis.
@@ -28,27 +28,6 @@ ALL = None  # kept whole (classes, patch pixels, vocabulary, positions)
 
 Roles = tuple[str | None, ...]
 Inputs = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class WeightSlices:
-    """Which parts of the teacher one sub-model takes: layers, channels, and per layer heads and
-    MLP neurons (teacher indices, in the sub-model's order)."""
-    layers: tuple[int, ...]
-    channels: tuple[int, ...]
-    heads: tuple[tuple[int, ...], ...]
-    neurons: tuple[tuple[int, ...], ...]
-
-    @property
-    def spec(self) -> SubModelSpec:
-        return SubModelSpec(len(self.layers), len(self.channels),
-                            tuple(len(h) for h in self.heads), tuple(len(n) for n in self.neurons))
-
-    @classmethod
-    def full(cls, base: TransformerSpec) -> "WeightSlices":
-        """Everything, in the teacher's order: the sub-model this gives is the teacher."""
-        return cls(tuple(range(base.layers)), tuple(range(base.dim)),
-                   (tuple(range(base.heads)),) * base.layers, (tuple(range(base.mlp)),) * base.layers)
 
 
 class ModelAdapter(ABC):
