@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.models.adapters.base import WeightSlices
+from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 

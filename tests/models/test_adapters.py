@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.models.adapters.base import WeightSlices
+from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, parameters
 
 from tests.helpers import raw_inputs, small_record
