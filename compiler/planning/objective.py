@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
+import numpy as np
+
+from cofc.compiler.planning.spec import (SubModelSpec, TransformerSpec, flops, memory_bytes, uniform_flops,
+                                         uniform_memory_bytes)
 
 FEATURE_BYTES = 4  # float32 pooled feature
 Policy = tuple[SubModelSpec, ...]
@@ -89,6 +92,26 @@ def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], b
     return found
 
 
+def feasible_uniform(layers: np.ndarray, dims: np.ndarray, heads: np.ndarray, mlp: np.ndarray,
+                     devices: Sequence[DeviceModel], base: TransformerSpec) -> np.ndarray:
+    """C1–C6 of eq. 8 for n policies at once, each sub-model with the same head count and MLP width
+    in every one of its layers (the search's encoding). Each argument is an (n, N) integer array
+    of l_n, d_n, h_n, D_n (all ≥ 1), device n in column n; the answer is (n,) booleans, True
+    where `violations` would find nothing. Written over arrays so that the search can screen a
+    thousand candidates in one go instead of one spec at a time."""
+    l, d, h, m = (np.asarray(a, dtype=np.int64) for a in (layers, dims, heads, mlp))
+    if l.shape[1] != len(devices):
+        raise ValueError(f"policies have {l.shape[1]} sub-models for {len(devices)} devices")
+    kept = l[:, :, None] > np.arange(base.layers)  # (n, N, L): device's sub-model reaches layer k
+    ok = (l <= base.layers).all(1)  # C1
+    ok &= d.sum(1) <= base.dim  # C2
+    ok &= ((h[:, :, None] * kept).sum(1) <= base.heads).all(1)  # C3, in every layer k
+    ok &= ((m[:, :, None] * kept).sum(1) <= base.mlp).all(1)  # C4, in every layer k
+    ok &= (uniform_flops(base, l, d, h, m) <= np.array([v.max_flops for v in devices])).all(1)  # C5
+    ok &= (uniform_memory_bytes(base, l, d, h, m) <= np.array([v.memory_bytes for v in devices])).all(1)  # C6
+    return ok
+
+
 @dataclass(frozen=True)
 class Evaluation:
     policy: Policy
@@ -109,6 +132,11 @@ class Evaluator:
 
     def feasible(self, policy: Sequence[SubModelSpec]) -> bool:
         return not violations(policy, self.devices, self.base)
+
+    def feasible_uniform(self, layers: np.ndarray, dims: np.ndarray, heads: np.ndarray,
+                         mlp: np.ndarray) -> np.ndarray:
+        """`feasible` for many uniform-layer policies at once (see `feasible_uniform`)."""
+        return feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
 
     def __call__(self, policy: Sequence[SubModelSpec]) -> Evaluation:
         problems = violations(policy, self.devices, self.base)

@@ -10,7 +10,8 @@ reduce to Σ h̄_n ≤ h and Σ D̄_n ≤ D. Ragged per-layer shapes stay expres
 Feasibility. Infeasible policies never cost an evaluation: the acquisition is maximised over
 candidates drawn from the feasible set only (random feasible policies plus one-step
 neighbours of the best so far), scored by scikit-optimize's GP (Matérn ν = 1.5, as eq. 9) and
-expected improvement (eq. 12).
+expected improvement (eq. 12). Each step screens its thousand random candidates against C1–C6
+in one array pass (`objective.feasible_uniform`), not one spec at a time.
 """
 from __future__ import annotations
 
@@ -41,10 +42,15 @@ class SearchSpace:
         b = self.base
         return np.array([b.layers, b.dim // b.head_dim, b.heads, b.mlp // self.mlp_unit] * self.devices)
 
+    def columns(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Encoded policies (n, 4N) as four (n, N) arrays in the spec's units: l_n, d_n, h_n, D_n."""
+        c = np.asarray(xs, dtype=np.int64).reshape(-1, self.devices, 4)
+        return c[..., 0], c[..., 1] * self.base.head_dim, c[..., 2], c[..., 3] * self.mlp_unit
+
     def decode(self, x: Sequence[int]) -> Policy:
-        hd, unit = self.base.head_dim, self.mlp_unit
-        return tuple(SubModelSpec(int(l), int(w) * hd, (int(h),) * int(l), (int(m) * unit,) * int(l))
-                     for l, w, h, m in np.asarray(x, dtype=int).reshape(self.devices, 4))
+        layers, dims, heads, mlp = (c[0] for c in self.columns(x))
+        return tuple(SubModelSpec(int(l), int(d), (int(h),) * int(l), (int(m),) * int(l))
+                     for l, d, h, m in zip(layers, dims, heads, mlp))
 
     def encode(self, policy: Policy) -> np.ndarray:
         return np.array([[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit]
@@ -54,17 +60,24 @@ class SearchSpace:
         """Coordinates scaled to [0, 1], where the GP's length scale means the same in every one."""
         return (np.atleast_2d(xs) - 1) / np.maximum(self.upper - 1, 1)
 
-    def propose(self, rng: np.random.Generator) -> np.ndarray:
-        """A random policy that satisfies C1–C4 by construction: each shared resource (width,
-        heads, MLP width) is split at random among the devices, then each share shrunk at random."""
-        coords = np.empty((self.devices, 4), dtype=int)
-        coords[:, 0] = rng.integers(1, self.base.layers + 1, size=self.devices)
-        for j, total in enumerate(self.upper[1:4], start=1):
-            shares = rng.dirichlet(np.ones(self.devices)) * total * rng.uniform(0.3, 1.0, size=self.devices)
-            coords[:, j] = np.clip(np.floor(shares), 1, None)
-            while coords[:, j].sum() > total:  # floor(…) ≥ 1 may overshoot for tiny totals
-                coords[np.argmax(coords[:, j]), j] -= 1
-        return coords.ravel()
+    def propose(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` random policies (count, 4N) that satisfy C1–C4 by construction: each shared
+        resource (width, heads, MLP width) is split at random among the devices, then each share
+        shrunk at random. The generator is called policy by policy, so a batch of k draws what k
+        batches of one would; only the arithmetic runs over the batch."""
+        n, totals = self.devices, self.upper[1:4]
+        layers = np.empty((count, n), dtype=np.int64)
+        split, shrink = np.empty((count, 3, n)), np.empty((count, 3, n))
+        for i in range(count):
+            layers[i] = rng.integers(1, self.base.layers + 1, size=n)
+            for j in range(3):
+                split[i, j] = rng.dirichlet(np.ones(n))
+                shrink[i, j] = rng.uniform(0.3, 1.0, size=n)
+        shares = np.clip(np.floor(split * totals[:, None] * shrink), 1, None).astype(np.int64)
+        for i, j in zip(*np.nonzero(shares.sum(-1) > totals)):  # floor(…) ≥ 1 may overshoot tiny totals
+            while shares[i, j].sum() > totals[j]:
+                shares[i, j, np.argmax(shares[i, j])] -= 1
+        return np.concatenate([layers[:, None], shares], axis=1).transpose(0, 2, 1).reshape(count, 4 * n)
 
     def neighbours(self, x: np.ndarray) -> list[np.ndarray]:
         """Every policy one step away in one coordinate (the local part of the candidate set)."""
@@ -91,17 +104,29 @@ class SearchResult:
         return list(np.minimum.accumulate([e.objective for e in self.history]))
 
 
+def feasible_mask(space: SearchSpace, evaluator: Evaluator, xs: np.ndarray) -> np.ndarray:
+    """C1–C6 of every encoded policy in `xs` (n, 4N) at once: (n,) booleans."""
+    return evaluator.feasible_uniform(*space.columns(xs))
+
+
 def sample_feasible(space: SearchSpace, evaluator: Evaluator, rng: np.random.Generator, count: int,
                     exclude: set[bytes] = frozenset(), max_tries: int = 200) -> list[np.ndarray]:
-    """Up to `count` distinct feasible policies (C1–C6), none of them in `exclude`."""
+    """Up to `count` distinct feasible policies (C1–C6), none of them in `exclude`, from at most
+    `count · max_tries` proposals.
+
+    Proposals come in rounds of as many as are still missing, each round screened at once
+    (`feasible_mask`). A round of k draws finds at most k policies, so no round draws past the
+    point where drawing and checking one at a time would stop: the draws, the policies kept and
+    the generator's state afterwards are those of the one-at-a-time loop."""
     found: dict[bytes, np.ndarray] = {}
-    for _ in range(count * max_tries):
-        if len(found) == count:
-            break
-        x = space.propose(rng)
-        key = x.tobytes()
-        if key not in found and key not in exclude and evaluator.feasible(space.decode(x)):
-            found[key] = x
+    tries = count * max_tries
+    while len(found) < count and tries > 0:
+        batch = space.propose(rng, min(count - len(found), tries))
+        tries -= len(batch)
+        for x, ok in zip(batch, feasible_mask(space, evaluator, batch)):
+            key = x.tobytes()
+            if ok and key not in found and key not in exclude:
+                found[key] = x
     return list(found.values())
 
 
@@ -142,6 +167,7 @@ def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int
     from skopt.acquisition import gaussian_ei
     from skopt.learning import GaussianProcessRegressor
     from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(seed)
     result = SearchResult("debo")
@@ -161,15 +187,17 @@ def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int
         # Ψ is deterministic for a fixed validation set: a small jitter, not a fitted noise term.
         gp = GaussianProcessRegressor(kernel=kernel, alpha=1e-6, normalize_y=True,
                                       n_restarts_optimizer=2, random_state=int(rng.integers(2**31)))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # length scales at their bounds
-            gp.fit(space.unit_cube(np.array(xs)), y)
         seen = {x.tobytes() for x in xs}
         best = xs[int(np.argmin(y))]
         pool = sample_feasible(space, evaluator, rng, candidates, exclude=seen)
         pool += [n for n in space.neighbours(best) if n.tobytes() not in seen and evaluator.feasible(space.decode(n))]
         if not pool:
             break  # the feasible set is exhausted
-        ei = gaussian_ei(space.unit_cube(np.array(pool)), gp, y_opt=float(y.min()), xi=0.01)
+        # A GP over a few dozen points gains nothing from BLAS threads; on a busy host their
+        # hand-offs made each step 3–5× slower.
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)  # length scales at their bounds
+            gp.fit(space.unit_cube(np.array(xs)), y)
+            ei = gaussian_ei(space.unit_cube(np.array(pool)), gp, y_opt=float(y.min()), xi=0.01)
         evaluate(pool[int(np.argmax(ei))])
     return result

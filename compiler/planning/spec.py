@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+Count = int | np.ndarray  # one spec's number, or the same number for an array of uniform-layer specs
+
 
 @dataclass(frozen=True)
 class TransformerSpec:
@@ -64,46 +68,77 @@ class SubModelSpec:
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 
 
+def _block_flops(tokens: int, dim: Count, attn: Count, mlp: Count) -> Count:
+    """Matmul FLOPs of one block of width `dim`, attention width `attn` (heads × head_dim) and MLP
+    width `mlp`: plain arithmetic, so the same formula serves one spec and arrays of them."""
+    return (2 * tokens * dim * 3 * attn  # q, k, v projections
+            + 2 * 2 * tokens * tokens * attn  # scores q·kᵀ and the weighted sum over v
+            + 2 * tokens * attn * dim  # output projection
+            + 2 * 2 * tokens * dim * mlp)  # MLP up and down
+
+
+def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
+    """The embedding matmul and the task head."""
+    return 2 * base.tokens * base.embed_in * dim + 2 * dim * base.classes
+
+
+def _block_parameters(dim: Count, attn: Count, mlp: Count) -> Count:
+    """One block's parameters (biases in every linear)."""
+    return ((dim * 3 * attn + 3 * attn) + (attn * dim + dim)  # qkv, out projection
+            + (dim * mlp + mlp) + (mlp * dim + dim)  # MLP
+            + 4 * dim)  # two norms
+
+
+def _outside_parameters(base: TransformerSpec, dim: Count) -> Count:
+    """Embeddings, the norms outside the blocks, and the task head."""
+    return dim * (base.embed_params_per_dim + base.norm_params_per_dim) + dim * base.classes + base.classes
+
+
+def _block_activations(base: TransformerSpec, dim: Count, heads: Count, mlp: Count) -> Count:
+    """Values live in one block for one request, attention scores included."""
+    s = base.tokens
+    return s * (2 * dim + 3 * heads * base.head_dim + mlp) + heads * s * s
+
+
 def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     """ω(C): multiply-adds ×2 of one request (batch 1) through embedding, blocks and head.
 
     Counts the matmuls, which are where the time goes (appendix A); norms, softmax and GELU are
     O(S·d) and left out, which keeps ω within a few percent of a real count.
     """
-    s, d, hd = base.tokens, sub.dim, base.head_dim
-    total = 2 * s * base.embed_in * d
-    for h, m in zip(sub.heads, sub.mlp):
-        a = h * hd
-        total += 2 * s * d * 3 * a  # q, k, v projections
-        total += 2 * 2 * s * s * a  # scores q·kᵀ and the weighted sum over v
-        total += 2 * s * a * d  # output projection
-        total += 2 * 2 * s * d * m  # MLP up and down
-    return total + 2 * d * base.classes
+    return _outside_flops(base, sub.dim) + sum(
+        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp))
 
 
 def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
-    d, hd = sub.dim, base.head_dim
-    total = d * (base.embed_params_per_dim + base.norm_params_per_dim)
-    for h, m in zip(sub.heads, sub.mlp):
-        a = h * hd
-        total += (d * 3 * a + 3 * a) + (a * d + d)  # qkv, out projection
-        total += (d * m + m) + (m * d + d)  # MLP
-        total += 4 * d  # two norms
-    return total + d * base.classes + base.classes
+    return _outside_parameters(base, sub.dim) + sum(
+        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp))
 
 
 def activation_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """Peak activations of one request: the widest layer's live tensors, attention scores included."""
-    s, hd = base.tokens, base.head_dim
-    widest = max(s * (2 * sub.dim + 3 * h * hd + m) + h * s * s for h, m in zip(sub.heads, sub.mlp))
-    return widest * bytes_per_value
+    return max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp)) * bytes_per_value
 
 
 def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """φ(C): weights plus peak activations of one request, in bytes (the runtime's own overhead,
     e.g. the TensorRT or ORT arena, is the device budget's slack, not modelled here)."""
     return parameters(sub, base) * bytes_per_value + activation_bytes(sub, base, bytes_per_value)
+
+
+def uniform_flops(base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray,
+                  mlp: np.ndarray) -> np.ndarray:
+    """`flops` of many sub-models at once, each with the same head count and MLP width in every
+    one of its layers (the search's encoding): integer arrays of one shape in, ω per entry out."""
+    return _outside_flops(base, dim) + layers * _block_flops(base.tokens, dim, heads * base.head_dim, mlp)
+
+
+def uniform_memory_bytes(base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray,
+                         mlp: np.ndarray, bytes_per_value: int = 4) -> np.ndarray:
+    """`memory_bytes` of many uniform-layer sub-models at once (see `uniform_flops`)."""
+    weights = _outside_parameters(base, dim) + layers * _block_parameters(dim, heads * base.head_dim, mlp)
+    return weights * bytes_per_value + _block_activations(base, dim, heads, mlp) * bytes_per_value
 
 
 def smallest_submodel(base: TransformerSpec) -> SubModelSpec:

@@ -1,22 +1,29 @@
-"""DeBo and its baselines on a synthetic three-device cluster (seconds, no models)."""
+"""DeBo and its baselines on a synthetic three-device cluster (no models)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cofc.compiler.planning.objective import DeviceModel, Evaluator, capacity_loss, violations
-from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_policy, uniform_search
-from cofc.compiler.planning.spec import TransformerSpec, flops
+from cofc.compiler.planning.search import (SearchSpace, debo, feasible_mask, random_search, sample_feasible,
+                                           uniform_policy, uniform_search)
+from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
                        embed_in=16, embed_params_per_dim=68)
 TEACHER_FLOPS = flops(BASE.full(), BASE)
+TEACHER_BYTES = memory_bytes(BASE.full(), BASE)
 
 
-def cluster():
+def cluster(max_flops=0.3 * TEACHER_FLOPS, memory=64 * 2 ** 20):
     def dev(name, mflops_per_ms, link, central=False):
         return DeviceModel(name, lambda s, k=mflops_per_ms: 0.2 + flops(s, BASE) / 1e6 / k, link,
-                           0.3 * TEACHER_FLOPS, 64 * 2 ** 20, mflops_per_ms * 1e6, central)
+                           max_flops, memory, mflops_per_ms * 1e6, central)
     return [dev("orin", 40, 2, True), dev("tx2", 25, 2), dev("nano", 10, 1)]
+
+
+# Budgets that a random proposal's sub-models break about a third of the time each (C5, C6).
+TIGHT = dict(max_flops=0.05 * TEACHER_FLOPS, memory=0.06 * TEACHER_BYTES)
 
 
 class StrictEvaluator(Evaluator):
@@ -27,23 +34,72 @@ class StrictEvaluator(Evaluator):
         return super().__call__(policy)
 
 
-def make():
-    return SearchSpace(BASE, 3), StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5)
+def make(**budget):
+    return SearchSpace(BASE, 3), StrictEvaluator(cluster(**budget), BASE, capacity_loss(BASE), delta=0.5)
 
 
 def test_proposals_satisfy_c1_to_c4_by_construction():
     space, _ = make()
-    rng = np.random.default_rng(0)
-    for _ in range(2000):
-        policy = space.decode(space.propose(rng))
+    for x in space.propose(np.random.default_rng(0), 2000):
+        policy = space.decode(x)
         assert sum(s.dim for s in policy) <= 96 and sum(s.heads[0] for s in policy) <= 6
         assert sum(s.mlp[0] for s in policy) <= 192 and all(1 <= s.layers <= 6 for s in policy)
 
 
+def test_a_batch_of_proposals_draws_what_one_at_a_time_draws():
+    space, _ = make()
+    batch_rng, single_rng = np.random.default_rng(5), np.random.default_rng(5)
+    batch = space.propose(batch_rng, 500)
+    singles = np.concatenate([space.propose(single_rng, 1) for _ in range(500)])
+    assert np.array_equal(batch, singles)
+    assert batch_rng.bit_generator.state == single_rng.bit_generator.state
+
+
 def test_encode_decode_round_trip():
     space, _ = make()
-    x = space.propose(np.random.default_rng(3))
+    x = space.propose(np.random.default_rng(3), 1)[0]
     assert np.array_equal(space.encode(space.decode(x)), x)
+
+
+def test_vectorised_feasibility_equals_the_constraints_one_policy_at_a_time():
+    """`feasible_mask` against `violations` (eq. 8 written out per spec) on 4,000 policies: random
+    proposals on a tight cluster (C5, C6 decide) and random coordinates up to one layer past the
+    teacher's (C1–C4 decide too)."""
+    space, ev = make(**TIGHT)
+    rng = np.random.default_rng(0)
+    upper = space.upper + np.tile([1, 0, 0, 0], 3)
+    xs = np.concatenate([space.propose(rng, 2000), rng.integers(1, upper + 1, size=(2000, len(upper)))])
+    found = [violations(space.decode(x), ev.devices, ev.base) for x in xs]
+    np.testing.assert_array_equal(feasible_mask(space, ev, xs), [not v for v in found])
+    assert 0.1 < np.mean([not v for v in found]) < 0.9
+    assert {v[:2] for problems in found for v in problems} == {"C1", "C2", "C3", "C4", "C5", "C6"}
+
+
+def _one_at_a_time(space, ev, rng, count, exclude, max_tries):
+    """What `sample_feasible` promises: draw one policy, keep it if it is new and `violations`
+    finds nothing, until `count` are kept or `count · max_tries` are drawn."""
+    found = {}
+    for _ in range(count * max_tries):
+        if len(found) == count:
+            break
+        x = space.propose(rng, 1)[0]
+        key = x.tobytes()
+        if key not in found and key not in exclude and not violations(space.decode(x), ev.devices, ev.base):
+            found[key] = x
+    return list(found.values())
+
+
+@pytest.mark.parametrize("count,max_tries", [(200, 200), (300, 1)], ids=["enough-tries", "tries-run-out"])
+def test_sampling_in_rounds_keeps_the_draws_of_one_at_a_time(count, max_tries):
+    space, ev = make(**TIGHT)
+    # The first 20 feasible policies of the same stream are excluded: both must skip them.
+    exclude = {x.tobytes() for x in _one_at_a_time(space, ev, np.random.default_rng(1), 20, set(), 200)}
+    rounds_rng, single_rng = np.random.default_rng(1), np.random.default_rng(1)
+    got = sample_feasible(space, ev, rounds_rng, count, exclude, max_tries)
+    want = _one_at_a_time(space, ev, single_rng, count, exclude, max_tries)
+    assert [x.tolist() for x in got] == [x.tolist() for x in want]
+    assert rounds_rng.bit_generator.state == single_rng.bit_generator.state
+    assert (len(got) == count) == (max_tries > 1)
 
 
 def test_debo_spends_exactly_its_budget_on_feasible_policies():
@@ -53,6 +109,7 @@ def test_debo_spends_exactly_its_budget_on_feasible_policies():
     assert len({e.policy for e in result.history}) == 15  # never pays twice for one policy
 
 
+@pytest.mark.slow
 def test_debo_beats_random_search_with_the_same_budget():
     space, ev = make()
     wins = 0

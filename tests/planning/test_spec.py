@@ -1,12 +1,14 @@
 """ω(C) and φ(C) against real models: torch's FLOP counter and real parameter tensors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes, parameters
+from cofc.compiler.planning.spec import (SubModelSpec, TransformerSpec, flops, memory_bytes, parameters, uniform_flops,
+                                         uniform_memory_bytes)
 from cofc.compiler.models.teacher import load_teacher
 
 from tests.helpers import REPO, raw_inputs, small_record
@@ -70,6 +72,20 @@ def test_bigger_submodels_cost_more():
                    SubModelSpec(2, 32, (2, 2), (32, 64)), SubModelSpec(2, 32, (1, 2), (33, 64))):
         assert flops(bigger, base) > flops(small, base)
         assert memory_bytes(bigger, base) > memory_bytes(small, base)
+
+
+def test_array_forms_equal_flops_and_memory_of_uniform_specs():
+    """The search screens candidates with `uniform_flops`/`uniform_memory_bytes`: they must be ω
+    and φ exactly, for every shape (embedding and head terms included)."""
+    base = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
+                           embed_in=16, embed_params_per_dim=68)
+    rng = np.random.default_rng(0)
+    layers, dims, heads, mlp = (rng.integers(1, top + 1, size=(100, 3)) for top in (8, 96, 8, 256))
+    specs = [SubModelSpec(int(l), int(d), (int(h),) * int(l), (int(m),) * int(l))
+             for l, d, h, m in zip(layers.ravel(), dims.ravel(), heads.ravel(), mlp.ravel())]
+    assert uniform_flops(base, layers, dims, heads, mlp).ravel().tolist() == [flops(s, base) for s in specs]
+    assert (uniform_memory_bytes(base, layers, dims, heads, mlp).ravel().tolist()
+            == [memory_bytes(s, base) for s in specs])
 
 
 @pytest.mark.parametrize("bad", [dict(layers=0, dim=8, heads=(), mlp=()),
