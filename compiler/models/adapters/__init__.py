@@ -17,6 +17,7 @@ FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
     "vit": "vit:VitAdapter",
     "bert": "bert:BertAdapter",
     "gpt2": "gpt2:Gpt2Adapter",
+    "mpnet": "mpnet:MpnetAdapter",
 }
 
 

