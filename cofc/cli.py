@@ -84,15 +84,15 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
         from cofc.compiler.plan.prepare import check_plan
         click.echo(check_plan(plan_path, measure=True))
         return
-    from cofc.compiler.build.stages import build as run_build
+    from cofc.compiler.build.pipeline import build as run_build
 
     report = run_build(plan_path, out, force)
-    click.echo(f"teacher {report['teacher']['accuracy']:.4f}, fused {report['fused']['accuracy']:.4f} "
-               f"(ONNX Runtime), average of logits {report['average']['accuracy']:.4f}; "
-               f"predicted {report['fused']['predicted_ms']:.2f} ms end to end")
-    for d in report["devices"]:
-        click.echo(f"  {d['name']}: {d['spec']['layers']} layers, width {d['spec']['dim']}, "
-                   f"{d['flops_share']:.0%} of the teacher's FLOPs, alone {d['accuracy']:.4f}")
+    click.echo(f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
+               f"(ONNX Runtime), average of logits {report.average:.4f}; "
+               f"predicted {report.fused.predicted_ms:.2f} ms end to end")
+    for d in report.devices:
+        click.echo(f"  {d.name}: {d.spec.layers} layers, width {d.spec.dim}, "
+                   f"{d.flops_share:.0%} of the teacher's FLOPs, alone {d.accuracy:.4f}")
 
 
 @cli.command()

@@ -2,9 +2,13 @@
 same way the compiler builds them, from a teacher record; a small plan; the `cofc` command."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,6 +70,16 @@ output: out
 
 def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
     """A small ViT plan on MNIST-5k over three estimated boards, with tiny budgets."""
+    for file in _plan_files().iterdir():
+        shutil.copy(file, folder / file.name)
+    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)) + f"export: {{precision: {precision}}}\n")
+    return folder / "plan.yaml"
+
+
+@functools.cache
+def _plan_files() -> Path:
+    """The small plan's teacher, latency tables and fitted predictors, made once per test session
+    (fitting a predictor takes a while; the files are the same every time)."""
     import torch
 
     from cofc.compiler.models.adapters import get_adapter
@@ -74,6 +88,8 @@ def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
     from cofc.compiler.latency.roofline import BOARDS, estimated_table
     from cofc.compiler.models.teacher import save_teacher
 
+    folder = Path(tempfile.mkdtemp(prefix="cofc-small-plan-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     torch.manual_seed(0)
     record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
               "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
@@ -89,8 +105,7 @@ def make_plan(folder: Path, port: int = 5555, precision: str = "fp32") -> Path:
         table = estimated_table("vit", base, board, pool)
         fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
         write_table(folder / f"{board.name}.json", table)
-    (folder / "plan.yaml").write_text(PLAN.replace("PORT", str(port)) + f"export: {{precision: {precision}}}\n")
-    return folder / "plan.yaml"
+    return folder
 
 
 def free_port() -> int:

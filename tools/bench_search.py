@@ -10,7 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
-from cofc.compiler.build.stages import _plot_search, device_models, request_bytes
+from cofc.compiler.build.context import Context
+from cofc.compiler.build.plots import plot_search
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.scoring.importance import rank_units
@@ -24,14 +25,11 @@ def main() -> None:
     parser.add_argument("--random-factor", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("build/bench_search.png"))
     args = parser.parse_args()
-    prepared = prepare(args.plan)
-    plan, teacher, adapter, base = prepared.plan, prepared.teacher, prepared.adapter, prepared.base
-    cal, val, _, _ = prepared.splits()
-    n = min(len(cal), 2000)
-    importance = rank_units(adapter, teacher.model, teacher.record, cal.inputs[:n], cal.labels[:n])
-    proxy = ValidationLoss(adapter, teacher.model, teacher.record, importance, val.inputs, val.labels,
-                           plan.calibration.feature)
-    evaluator = Evaluator(device_models(plan, base), base, proxy, plan.objective.delta, request_bytes(teacher))
+    ctx = Context(prepare(args.plan), args.out.parent)
+    plan, base = ctx.plan, ctx.base
+    importance = rank_units(ctx.teacher, ctx.cal.first(2000))
+    proxy = ValidationLoss(ctx.teacher, importance, ctx.val, plan.calibration.feature)
+    evaluator = Evaluator(ctx.devices, base, proxy, plan.objective.delta, ctx.input_bytes)
     space = SearchSpace(base, len(plan.devices))
     budget = plan.objective.initial + plan.objective.iterations
     seed = plan.objective.seed
@@ -44,7 +42,7 @@ def main() -> None:
     timings["random"] = time.time() - start
     results["uniform"] = uniform_search(space, evaluator)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    _plot_search(results, args.out)
+    plot_search(results, args.out)
     best = {k: r.best.objective for k, r in results.items() if r.history}
     gap = (best["debo"] - best["random"]) / abs(best["random"])
     print(f"plan {plan.name}: {len(plan.devices)} devices, δ = {plan.objective.delta}")

@@ -25,17 +25,21 @@ import json
 import time
 from pathlib import Path
 
-from cofc.compiler.calibration.calibrate import CalibrationConfig, accuracy_report, calibrate
-from cofc.compiler.plan.prepare import prepare
-from cofc.compiler.scoring.importance import Importance
+from cofc.compiler.build._json import from_json, to_json
+from cofc.compiler.build.cache import read_stored
+from cofc.compiler.build.stages import SearchSummary
+from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
+from cofc.compiler.calibration.calibrate import CalibrationConfig, calibrate
 from cofc.compiler.plan import CalibrationPlan
-from cofc.compiler.planning.spec import SubModelSpec
+from cofc.compiler.plan.prepare import prepare
+from cofc.compiler.plan.schema import SCHEMA
+from cofc.compiler.scoring.importance import Importance
 from cofc.runtime._files import atomic_write_json
 
-# Each variant changes one setting from the plan's; the plan's own result is the build's.
-VARIANTS = {"reading": ("up", "printed"), "feature": ("pool", "first"), "soft_labels": (0.0, 1.0),
-            "joint_lr": (5e-4, 1.5e-3), "weight_decay": (0.05, 0.0), "layer_distill": (0.0, 1.0),
-            "held_out_fusion": (True, False)}
+# Each variant changes one setting from the plan's: to this value, or, where the plan already
+# sets it, back to the schema's default. The plan's own result is the build's.
+VARIANTS = {"reading": "printed", "feature": "first", "soft_labels": 1.0, "joint_lr": 1.5e-3, "weight_decay": 0.0,
+            "layer_distill": 1.0, "held_out_fusion": False}
 
 
 def main() -> None:
@@ -57,30 +61,32 @@ def main() -> None:
     except ValueError:
         parser.error(f"--seeds must be integers separated by commas, not {args.seeds!r}")
     prepared = prepare(args.plan)
-    plan, teacher, adapter = prepared.plan, prepared.teacher, prepared.adapter
-    stage = lambda name: json.loads((args.build / "stages" / f"{name}.json").read_text())["result"]  # noqa: E731
-    importance = Importance.from_dict(stage("importance"))
-    policy = tuple(SubModelSpec.from_dict(s) for s in stage("search")["policy"])
+    plan = prepared.plan
+
+    def stage(name: str, kind: type):
+        return from_json(kind, read_stored(args.build / "stages" / f"{name}.json").result)
+    importance = stage("importance", Importance)
+    policy = stage("search", SearchSummary).policy
     test = prepared.splits()[3]
     planned = plan.calibration
 
     def name_of(c) -> str:
         return " ".join(f"{k}={getattr(c, k)}" for k in VARIANTS)
 
-    def show(name: str, r: dict) -> None:
-        print(f"{name:45s} fused {r['fused']:.4f}  average {r['average']:.4f}  best single "
-              f"{max(r['submodels']):.4f}  worst one-missing {min(r['missing']):.4f}", flush=True)
+    def show(name: str, r: AccuracyReport) -> None:
+        print(f"{name:45s} fused {r.fused:.4f}  average {r.average:.4f}  best single "
+              f"{max(r.submodels):.4f}  worst one-missing {min(r.missing):.4f}", flush=True)
 
     out = args.out or args.build / "compare.json"
     results = json.loads(out.read_text())["results"] if out.exists() else {}
-    built = stage("calibrate")
-    results[f"{name_of(planned)} (the build)"] = built
+    built = stage("calibrate", AccuracyReport)
+    results[f"{name_of(planned)} (the build)"] = to_json(built)
     show(f"{name_of(planned)} (the build)", built)
 
     def save() -> None:
         """Atomically, after every run: the file merges hours of runs, which a crash later in
         this one or a torn write would otherwise lose."""
-        atomic_write_json(out, {"plan": str(args.plan), "teacher": built["teacher"], "results": results})
+        atomic_write_json(out, {"plan": str(args.plan), "teacher": built.teacher, "results": results})
 
     save()
 
@@ -89,22 +95,21 @@ def main() -> None:
         # held_out_fusion decides which images calibrate, so they follow the variant's settings
         train, fusion = dataclasses.replace(prepared, plan=dataclasses.replace(plan, calibration=calibration)
                                             ).calibration_sets()
-        calibrated = calibrate(adapter, teacher.model, teacher.record, policy, importance, train.inputs,
-                               train.labels, CalibrationConfig.from_plan(calibration, seed),
-                               (fusion.inputs, fusion.labels) if fusion is not None else None)
-        report = accuracy_report(adapter, teacher.model, teacher.record, calibrated, test.inputs, test.labels)
-        report["calibration_seconds"] = round(time.time() - start, 1)
-        results[name] = report
+        calibrated = calibrate(prepared.teacher, policy, importance, train,
+                               CalibrationConfig.from_plan(calibration, seed), fusion)
+        report = accuracy_report(prepared.teacher, calibrated, test)
+        results[name] = to_json(report) | {"calibration_seconds": round(time.time() - start, 1)}
         show(name, report)
         save()
 
     for setting in settings:
-        other = next(v for v in VARIANTS[setting] if v != getattr(planned, setting))
+        default = SCHEMA["calibration"][setting].default
+        other = VARIANTS[setting] if getattr(planned, setting) == default else default
         change = dataclasses.replace(planned, **{setting: other})
         run(name_of(change), change, plan.objective.seed)
     for seed in seeds:
         run(f"{name_of(planned)} seed={seed}", planned, seed)
-    print(f"teacher {built['teacher']:.4f}; written {out}")
+    print(f"teacher {built.teacher:.4f}; written {out}")
 
 
 if __name__ == "__main__":

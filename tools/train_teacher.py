@@ -28,7 +28,7 @@ from tqdm import tqdm
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.metrics import accuracy
-from cofc.compiler.models.teacher import load_teacher, save_teacher
+from cofc.compiler.models.teacher import Teacher, load_teacher, save_teacher
 
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # Fashion-MNIST train-set pixel statistics
 
@@ -84,11 +84,10 @@ def train_vit(args: argparse.Namespace) -> dict:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch + 1}, resume)
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
-            acc = accuracy(adapter, model, record, data.test.inputs, data.test.labels, 500, args.device)
+            acc = accuracy(Teacher("vit", model, record), data.test, batch=500, device=args.device)
             print(f"epoch {epoch + 1}: test accuracy {acc:.4f}", flush=True)
     record["state_dict"] = {k: v.cpu() for k, v in model.state_dict().items()}
-    record["test_accuracy"] = accuracy(adapter, model, record, data.test.inputs, data.test.labels,
-                                      500, args.device)
+    record["test_accuracy"] = accuracy(Teacher("vit", model, record), data.test, batch=500, device=args.device)
     resume.unlink(missing_ok=True)
     return record
 
@@ -126,7 +125,7 @@ def train_minilm(args: argparse.Namespace) -> dict:
 
     opt.step(closure)
     record["state_dict"] = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("classifier.")}
-    record["test_accuracy"] = accuracy(adapter, model, record, data.test.inputs, data.test.labels, 64)
+    record["test_accuracy"] = accuracy(Teacher("bert", model, record), data.test, batch=64)
     return record
 
 

@@ -65,12 +65,13 @@ class Distill:
         return loss
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 3
+    """One training loop's budget; epochs and weight decay are plan settings (plan/schema.py)."""
+    epochs: int
+    weight_decay: float
+    lr: float = 2e-3  # the boosting's peak learning rate; the joint fine-tuning's is a plan setting
     batch: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
 
 
 # The teacher's outputs per sample, by name; "logits" is always there. Indexed with `take`.

@@ -12,14 +12,10 @@ R8 it fused worse than plain averaging; fitted on unseen samples it fuses better
 hold none out instead (`calibration.held_out_fusion: false`, `Prepared.calibration_sets`): on
 the Fashion-MNIST ViT, whose sub-models gain more from more calibration images than its
 aggregator loses to fitting on seen ones, that fuses better (README, calibration choices).
-
-and the accuracy report of the issue: teacher; each sub-model before and after calibration;
-fused; average of logits; majority vote; fused with each one device missing, with the
-feature-dropout aggregator and, for contrast, one trained without dropout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,28 +23,33 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters.base import ModelAdapter
-from cofc.compiler.models.adapters.base import Inputs
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
+from cofc.compiler.models.datasets import Split
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, take, train_weighted
 from cofc.compiler.models.decompose import cut, plan_slices
-from cofc.compiler.models.fusion import Aggregator, average_logits, device_feature, majority_vote, submodel_logits
+from cofc.compiler.models.fusion import Aggregator, device_feature, submodel_logits
 from cofc.compiler.scoring.importance import Importance
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.planning.spec import SubModelSpec
 
+AGGREGATOR_EPOCHS = 20
 
-@dataclass
+
+@dataclass(frozen=True)
 class CalibrationConfig:
-    feature: str = "pool"  # "pool" (eq. 2) or "first" (class token)
-    reading: str = "up"  # eq. 13 reading: "up" or "printed"
-    distill: Distill = Distill()  # eq. 14, with or without the soft-label term
-    layer_distill: float = 0.0  # β of the hidden-state term while boosting (layer_distill.py); 0: none
-    boost: TrainConfig = field(default_factory=TrainConfig)
-    aggregator_epochs: int = 20
-    joint: TrainConfig | None = field(default_factory=lambda: TrainConfig(epochs=2, lr=5e-4))
-    drop: float = 0.25  # chance that a device's feature is dropped while training the aggregator
-    seed: int = 0
+    """The plan's calibration settings (plan/schema.py holds their defaults) as the training
+    loops take them, and the constants that are not plan settings."""
+    feature: str  # "pool" (eq. 2) or "first" (class token)
+    reading: str  # eq. 13 reading: "up" or "printed"
+    distill: Distill  # eq. 14, with or without the soft-label term
+    layer_distill: float  # β of the hidden-state term while boosting (layer_distill.py); 0: none
+    boost: TrainConfig
+    joint: TrainConfig | None  # None: no joint fine-tuning
+    drop: float  # chance that a device's feature is dropped while training the aggregator
+    seed: int
+    aggregator_epochs: int = AGGREGATOR_EPOCHS
 
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
@@ -68,8 +69,8 @@ class Calibrated:
     feature: str
 
 
-def preprocess_all(adapter: ModelAdapter, record: dict[str, Any], raw: Any, batch: int = 1024) -> Inputs:
-    parts = [adapter.preprocess(record, raw[i:i + batch]) for i in range(0, len(raw), batch)]
+def preprocess_all(teacher: Teacher, raw: Any, batch: int = 1024) -> Inputs:
+    parts = [teacher.preprocess(raw[i:i + batch]) for i in range(0, len(raw), batch)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -132,24 +133,24 @@ class FusedModel(nn.Module):
         return self.aggregator(torch.cat(feats, dim=1), mask), own
 
 
-def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], policy: Sequence[SubModelSpec],
-              importance: Importance, raw_inputs: Any, labels: np.ndarray, config: CalibrationConfig,
-              fusion: tuple[Any, np.ndarray] | None = None) -> Calibrated:
-    """Calibrate on (raw_inputs, labels); fit the final aggregators on `fusion` (raw inputs,
-    labels) when given, else on the calibration samples."""
+def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Importance, train: Split,
+              config: CalibrationConfig, fusion: Split | None = None) -> Calibrated:
+    """Calibrate on `train`; fit the final aggregators on `fusion` when given (stacked
+    generalisation, above), else on the calibration samples."""
     torch.manual_seed(config.seed)
-    inputs = preprocess_all(adapter, record, raw_inputs)
-    y = torch.as_tensor(labels)
+    adapter = teacher.adapter
+    inputs = preprocess_all(teacher, train.inputs)
+    y = torch.as_tensor(train.labels)
     distill = config.distill
     slices = plan_slices(policy, importance)
-    submodels = cut(adapter, teacher, slices)
+    submodels = cut(adapter, teacher.model, slices)
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
     losses = [own_loss] * len(slices)
     layers: list[int] = []
     if config.layer_distill:
         layers = sorted({j for s in slices for j in s.layers})
         losses = [with_layer_distill(adapter, s, config.layer_distill, own_loss) for s in slices]
-    targets = teacher_targets(adapter, teacher, inputs, layers)
+    targets = teacher_targets(adapter, teacher.model, inputs, layers)
     t_logits = targets["logits"]
     boost(submodels, losses, inputs, y, targets, config.boost, config.reading, config.seed)
     del targets  # the teacher's block outputs: most of the memory, and boosting is their only use
@@ -157,7 +158,7 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
     def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
         dims = [m_spec.dim for m_spec in policy]
-        fresh = lambda: Aggregator(dims, adapter.spec(teacher).dim, adapter.head(teacher))  # noqa: E731
+        fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model))  # noqa: E731
         return (train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, config.drop, config.seed),
                 train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, 0.0, config.seed))
 
@@ -175,47 +176,12 @@ def calibrate(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any],
             logits = t["logits"]
             return distill(fused_logits, y, logits) + sum(distill(o, y, logits) for o in own) / len(own)
 
-        train_weighted(fused, joint_loss, inputs, y, {"logits": t_logits}, np.ones(len(labels)), config.joint,
+        train_weighted(fused, joint_loss, inputs, y, {"logits": t_logits}, np.ones(len(y)), config.joint,
                        config.seed, desc="fine-tuning sub-models and aggregator jointly")
     if fusion is not None:
-        x = preprocess_all(adapter, record, fusion[0])
-        t_fusion = teacher_targets(adapter, teacher, x, [])["logits"]
-        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion[1]), t_fusion)
+        x = preprocess_all(teacher, fusion.inputs)
+        t_fusion = teacher_targets(adapter, teacher.model, x, [])["logits"]
+        aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion.labels), t_fusion)
     elif config.joint is not None:
         _, plain = fit_aggregators(inputs, y, t_logits)  # the contrast sees the fine-tuned features too
     return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)
-
-
-@torch.no_grad()
-def accuracy_report(adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], calibrated: Calibrated,
-                    raw_inputs: Any, labels: np.ndarray, uncalibrated: Sequence[nn.Module] = ()) -> dict[str, Any]:
-    """Accuracies (fractions) on a labelled split, for every fusion and every missing device."""
-    inputs = preprocess_all(adapter, record, raw_inputs)
-    y = torch.as_tensor(labels)
-    acc = lambda logits: float((logits.argmax(-1) == y).float().mean())  # noqa: E731
-    sub_logits = [batched(lambda x, m=m: submodel_logits(adapter, m, x, calibrated.feature), inputs)
-                  for m in calibrated.submodels]
-    feats = batched(FusedModel(adapter, calibrated.submodels, None, calibrated.feature).features, inputs)
-    n, devices = len(labels), len(calibrated.submodels)
-
-    def fused(agg: Aggregator, missing: int | None = None) -> float:
-        mask = torch.ones(n, devices)
-        if missing is not None:
-            mask[:, missing] = 0.0
-        return acc(agg(feats, mask))
-
-    report = {
-        "samples": n,
-        "teacher": acc(batched(lambda x: adapter.logits(teacher, x), inputs)),
-        "submodels": [acc(l) for l in sub_logits],
-        "fused": fused(calibrated.aggregator),
-        "average": acc(average_logits(sub_logits)),
-        "vote": acc(majority_vote(sub_logits)),
-        "missing": [fused(calibrated.aggregator, k) for k in range(devices)],
-        "missing_without_dropout": [fused(calibrated.plain_aggregator, k) for k in range(devices)],
-        "fused_without_dropout": fused(calibrated.plain_aggregator),
-    }
-    if uncalibrated:
-        report["submodels_uncalibrated"] = [
-            acc(batched(lambda x, m=m: submodel_logits(adapter, m, x, calibrated.feature), inputs)) for m in uncalibrated]
-    return report

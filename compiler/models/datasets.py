@@ -38,6 +38,10 @@ class Split:
             return self
         return self.select(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
 
+    def first(self, n: int) -> "Split":
+        """The first n samples (all of them when there are fewer)."""
+        return self.select(np.arange(min(n, len(self))))
+
     def select(self, idx: np.ndarray) -> "Split":
         if isinstance(self.inputs, np.ndarray):
             return Split(self.inputs[idx], self.labels[idx])

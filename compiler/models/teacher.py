@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
+from cofc.compiler.planning.spec import TransformerSpec
 from cofc.errors import CofcError
 
 if TYPE_CHECKING:
@@ -27,14 +30,30 @@ if TYPE_CHECKING:
 
 @dataclass
 class Teacher:
-    """A loaded teacher: its backbone+head module and the record it came from."""
+    """A loaded teacher: its backbone+head module, the record it came from, and its family's
+    adapter, which every stage needs beside the module (to preprocess, run, slice)."""
     family: str
     model: nn.Module
     record: dict[str, Any]
+    adapter: ModelAdapter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.adapter = get_adapter(self.family)
 
     @property
     def num_classes(self) -> int:
         return len(self.record["classes"])
+
+    @property
+    def spec(self) -> TransformerSpec:
+        return self.adapter.spec(self.model)
+
+    def preprocess(self, raw: Any) -> Inputs:
+        """Raw data-set inputs (uint8 images or texts) as this teacher's model inputs."""
+        return self.adapter.preprocess(self.record, raw)
+
+    def logits(self, inputs: Inputs) -> torch.Tensor:
+        return self.adapter.logits(self.model, inputs)
 
 
 def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
@@ -53,8 +72,6 @@ def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
 
 def teacher_from_plan(plan: "Plan") -> Teacher:
     """The plan's teacher: its checkpoint file, or a pretrained source with a fresh task head."""
-    from cofc.compiler.models.adapters import get_adapter
-
     t = plan.teacher
     if t.checkpoint is not None:
         return load_teacher(t.checkpoint)
@@ -70,8 +87,6 @@ def teacher_from_plan(plan: "Plan") -> Teacher:
 
 def load_teacher(path: str | Path) -> Teacher:
     """Rebuild the teacher a file describes, through its family's adapter."""
-    from cofc.compiler.models.adapters import get_adapter
-
     path = Path(path)
     if not path.is_file():
         raise CofcError(f"teacher checkpoint {path} does not exist")

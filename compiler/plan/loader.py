@@ -43,6 +43,7 @@ A plan, with every field (paths are relative to the plan file):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,23 @@ def load_plan(path: str | Path) -> Plan:
     plan = _build(path, raw, walker.lines)
     _check_plan(plan)
     return plan
+
+
+def plan_yaml(plan: Plan) -> str:
+    """The plan as YAML with every path absolute, so that it loads from anywhere: a build folder
+    keeps this copy, and `cofc bench` reads it from any working directory."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value.resolve())
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                    if f.compare and f.name != "path"}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    data = plain(plan)
+    data["teacher"] = {k: v for k, v in data["teacher"].items() if v is not None}
+    return f"# written by cofc build from {plan.path.resolve()}\n" + yaml.safe_dump(data, sort_keys=False)
 
 
 def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:

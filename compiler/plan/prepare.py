@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.models.adapters.base import ModelAdapter
 from cofc.compiler.models.datasets import Dataset, Split, load_dataset
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan
@@ -19,8 +17,7 @@ class Prepared:
     """A plan checked against its teacher and data set: what every stage starts from."""
     plan: Plan
     teacher: Teacher
-    adapter: ModelAdapter
-    base: TransformerSpec
+    base: TransformerSpec  # the teacher's spec, read once
     data: Dataset
 
     def splits(self) -> tuple[Split, Split, Split, Split]:
@@ -51,8 +48,7 @@ def prepare(plan_path: Path) -> Prepared:
     """Load the plan, its teacher and data; refuse (PlanError) what does not fit together."""
     plan = load_plan(plan_path)
     teacher = teacher_from_plan(plan)
-    adapter = get_adapter(teacher.family)
-    base = adapter.spec(teacher.model)
+    base = teacher.spec
     check_against_teacher(plan, base)
     data = load_dataset(plan.dataset.name)
     if len(data.classes) != teacher.num_classes:
@@ -61,7 +57,7 @@ def prepare(plan_path: Path) -> Prepared:
     if plan.dataset.calibration + plan.dataset.validation > len(data.train):
         raise plan.error("dataset.calibration", f"calibration + validation samples exceed the "
                          f"{len(data.train)} training samples of {plan.dataset.name}")
-    return Prepared(plan, teacher, adapter, base, data)
+    return Prepared(plan, teacher, base, data)
 
 
 def check_plan(plan_path: Path, measure: bool) -> str:
@@ -81,7 +77,6 @@ def check_plan(plan_path: Path, measure: bool) -> str:
                      f"{d.link_mbps} Mb/s{' (central)' if d.central else ''}, profile {d.profile}")
     if measure:
         test = p.splits()[3]
-        acc = accuracy(p.adapter, teacher.model, teacher.record, test.inputs, test.labels,
-                       desc="teacher on the test split")
+        acc = accuracy(teacher, test, desc="teacher on the test split")
         lines.append(f"teacher accuracy on {len(test)} test samples: {acc:.4f}")
     return "\n".join(lines)

@@ -12,14 +12,13 @@ heads' and neurons' scores, each normalised by the teacher-wide total, so both c
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.models.datasets import Split
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.planning.slices import Importance
 
 
@@ -32,10 +31,9 @@ def _masking_hook(mask: torch.Tensor, group: int):
     return hook
 
 
-def rank_units(adapter: ModelAdapter, model: torch.nn.Module, record: dict[str, Any],
-               raw_inputs: Any, labels: np.ndarray, batch: int = 64) -> Importance:
-    """Score every head, neuron, channel and layer of `model` on labelled calibration data."""
-    spec = adapter.spec(model)
+def rank_units(teacher: Teacher, data: Split, batch: int = 64) -> Importance:
+    """Score every head, neuron, channel and layer of the teacher on labelled calibration data."""
+    adapter, model, spec = teacher.adapter, teacher.model, teacher.spec
     blocks = adapter.blocks(model)
     head_masks = [torch.ones(spec.heads, requires_grad=True) for _ in blocks]
     neuron_masks = [torch.ones(spec.mlp, requires_grad=True) for _ in blocks]
@@ -52,9 +50,9 @@ def rank_units(adapter: ModelAdapter, model: torch.nn.Module, record: dict[str, 
     was_training = model.training
     model.eval()
     try:
-        for i in tqdm(range(0, len(labels), batch), desc="ranking heads and neurons", leave=False):
-            inputs = adapter.preprocess(record, raw_inputs[i:i + batch])
-            loss = F.cross_entropy(adapter.logits(model, inputs), torch.as_tensor(labels[i:i + batch]))
+        for i in tqdm(range(0, len(data), batch), desc="ranking heads and neurons", leave=False):
+            inputs = teacher.preprocess(data.inputs[i:i + batch])
+            loss = F.cross_entropy(teacher.logits(inputs), torch.as_tensor(data.labels[i:i + batch]))
             grads = torch.autograd.grad(loss, head_masks + neuron_masks + channel_masks)
             n = len(blocks)
             for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:])):

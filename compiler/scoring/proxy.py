@@ -14,14 +14,15 @@ each policy's value is cached.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.models.datasets import Split
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.calibration.calibrate import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
@@ -49,12 +50,11 @@ def refit_head_loss(features: torch.Tensor, labels: torch.Tensor, classes: int) 
 
 
 class ValidationLoss:
-    def __init__(self, adapter: ModelAdapter, teacher: nn.Module, record: dict[str, Any], importance: Importance,
-                 raw_inputs: Any, labels: np.ndarray, feature: str = "pool"):
-        self.adapter, self.teacher, self.importance, self.feature = adapter, teacher, importance, feature
-        self.inputs = preprocess_all(adapter, record, raw_inputs)
-        self.labels = torch.as_tensor(labels)
-        self.classes = adapter.spec(teacher).classes
+    def __init__(self, teacher: Teacher, importance: Importance, val: Split, feature: str):
+        self.adapter, self.teacher, self.importance, self.feature = teacher.adapter, teacher.model, importance, feature
+        self.inputs = preprocess_all(teacher, val.inputs)
+        self.labels = torch.as_tensor(val.labels)
+        self.classes = teacher.spec.classes
         self.cache: dict[tuple[SubModelSpec, ...], float] = {}
 
     def __call__(self, policy: Sequence[SubModelSpec]) -> float:

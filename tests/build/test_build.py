@@ -1,33 +1,42 @@
 """`cofc build` end to end on a small plan: the report, and resuming after kill -9."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from cofc.compiler.build.report import load_report
+from cofc.compiler.plan import load_plan
 
 from tests.helpers import make_plan
 
 
 def test_report_has_what_the_issue_names(built):
-    report = json.loads((built / "report.json").read_text())
-    for key in ("accuracy", "predicted_ms"):
-        assert key in report["teacher"] and key in report["fused"]
-    assert set(report["teacher"]["predicted_ms"]) == {"orin", "tx2", "nano"}
-    assert report["search"]["evaluations"] == 5 and len(report["search"]["history"]["debo"]) == 5
-    fractions = [report["teacher"]["accuracy"], report["fused"]["accuracy"], report["average"]["accuracy"],
-                 *(d["accuracy"] for d in report["devices"])]
+    report = load_report(built)
+    assert set(report.teacher.predicted_ms) == {"orin", "tx2", "nano"} and report.fused.predicted_ms > 0
+    assert report.search.evaluations == 5 and len(report.search.history["debo"]) == 5
+    fractions = [report.teacher.accuracy, report.fused.accuracy, report.average, *(d.accuracy for d in report.devices)]
     assert all(0.0 <= f <= 1.0 for f in fractions)
-    assert sum(d["spec"]["dim"] for d in report["devices"]) <= 96  # C2 holds for the chosen policy
-    assert all(d["mflops"] <= 5 for d in report["devices"])  # C5
+    assert sum(d.spec.dim for d in report.devices) <= 96  # C2 holds for the chosen policy
+    assert all(d.mflops <= 5 for d in report.devices)  # C5
     # The shipped bundles, run through ONNX Runtime, reproduce torch's fused accuracy.
-    assert abs(report["fused"]["accuracy"] - report["fused"]["accuracy_torch"]) <= 0.002
-    assert all(check["ok"] and check["max_abs"] <= 1e-3 for check in report["export"])
+    assert abs(report.fused.accuracy - report.fused.accuracy_torch) <= 0.002
+    assert all(check.ok and check.max_abs <= 1e-3 for check in report.export)
+    assert set(report.stage_seconds) == {"teacher", "importance", "search", "calibrate", "export", "bundle", "evaluate"}
     for name in ("report.md", "search.png", "latency.png"):
         assert (built / name).stat().st_size > 0
+
+
+def test_the_build_folder_holds_its_plan(built, tmp_path, monkeypatch):
+    """The build keeps the plan it was made from with absolute paths, so it loads from any folder
+    and names the same teacher, tables and settings."""
+    monkeypatch.chdir(tmp_path)
+    copy = load_plan(built / "plan.yaml")
+    original = load_plan(built.parent / "plan.yaml")
+    assert copy.devices == original.devices and copy.calibration == original.calibration
+    assert copy.teacher == original.teacher and copy.output.resolve() == built.resolve()
 
 
 def test_killed_build_resumes(tmp_path):
@@ -44,7 +53,7 @@ def test_killed_build_resumes(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in ("teacher", "importance", "search"):
-        assert f"stage {stage}: done earlier" in result.stderr
+        assert f"stage {stage}: unchanged" in result.stderr
     assert (tmp_path / "out" / "report.json").exists()
     forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600)
-    assert forced.returncode == 0 and "done earlier" not in forced.stderr
+    assert forced.returncode == 0 and "unchanged" not in forced.stderr

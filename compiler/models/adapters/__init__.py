@@ -21,9 +21,13 @@ FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
 }
 
 
-def get_adapter(family: str) -> "ModelAdapter":
+def adapter_module(family: str) -> str:
+    """The module that holds a family's adapter (a build's stages run it: cache keys count it)."""
     try:
-        module_name, class_name = FAMILIES[family].split(":")
+        return f"{__name__}.{FAMILIES[family].split(':')[0]}"
     except KeyError:
         raise CofcError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}") from None
-    return getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)()
+
+
+def get_adapter(family: str) -> "ModelAdapter":
+    return getattr(importlib.import_module(adapter_module(family)), FAMILIES[family].split(":")[1])()

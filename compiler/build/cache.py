@@ -1,0 +1,139 @@
+"""Which stages of a build can be reused: a stage's result is kept under a key of exactly what it
+reads, so that a change reruns the stages it affects and nothing else.
+
+A stage declares what it reads (`Reads`): plan fields (files the plan names count by their
+content, not their path), the upstream stages whose results it takes, and the modules it runs.
+Its key hashes those plan values, the upstream stages' keys, and the source of every cofc module
+it runs together with every cofc module those import (found by reading their imports, lazy ones
+included), so that editing `calibration/booster.py` reruns calibrate and what follows it, and
+editing a calibration setting leaves importance and search alone.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cofc.compiler.plan import Plan
+from cofc.runtime._files import atomic_write_json
+
+
+@dataclass(frozen=True)
+class Reads:
+    plan: tuple[str, ...] = ()  # dotted plan fields, e.g. "calibration", "dataset.validation"
+    stages: tuple[str, ...] = ()  # upstream stages whose results (or files) it uses
+    code: tuple[str, ...] = ()  # modules it runs, e.g. "cofc.compiler.calibration.calibrate"
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(value: Any) -> Any:
+    """A JSON-able value that changes exactly when `value` does; a file by its content."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.compare}
+    if isinstance(value, Path):
+        return {"sha256": file_digest(value)} if value.is_file() else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_fingerprint(v) for v in value]
+    return value
+
+
+def plan_fields(plan: Plan, fields: tuple[str, ...]) -> dict[str, Any]:
+    values = {}
+    for name in fields:
+        value: Any = plan
+        for part in name.split("."):
+            value = getattr(value, part)
+        values[name] = _fingerprint(value)
+    return values
+
+
+@cache
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The cofc modules that module `name` imports anywhere in its body."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from package import module`
+    return {m for m in found if m.split(".")[0] == "cofc" and _module_file(m) is not None}
+
+
+def source_digest(modules: tuple[str, ...]) -> str:
+    """sha256 over the source of `modules` and every cofc module they import, transitively."""
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        todo.extend(_imports(name, path))
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        digest.update(name.encode() + b"\0" + seen[name].read_bytes())
+    return digest.hexdigest()
+
+
+class StageCache:
+    """`OUT/stages/<stage>.json`: the key a stage ran under, its seconds and its result (JSON)."""
+
+    def __init__(self, folder: Path, force: bool):
+        self.folder, self.force = folder, force
+
+    def key(self, plan: Plan, reads: Reads, upstream_keys: dict[str, str], stage_source: str) -> str:
+        """The hash of what a stage reads, and of the stage function's own source."""
+        spelled = {"plan": plan_fields(plan, reads.plan), "stages": {s: upstream_keys[s] for s in reads.stages},
+                   "code": source_digest(reads.code), "stage": stage_source}
+        return hashlib.sha256(json.dumps(spelled, sort_keys=True).encode()).hexdigest()
+
+    def path(self, stage: str) -> Path:
+        return self.folder / f"{stage}.json"
+
+    def load(self, stage: str, key: str) -> Stored | None:
+        """What `stage` stored, if it ran under `key` (and the build is not forced)."""
+        if self.force or not self.path(stage).exists():
+            return None
+        stored = read_stored(self.path(stage))
+        return stored if stored.key == key else None
+
+    def save(self, stage: str, stored: Stored) -> None:
+        atomic_write_json(self.path(stage), dataclasses.asdict(stored))
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A stage's file: the key it ran under, how long it took, its result as JSON values."""
+    key: str
+    seconds: float
+    result: Any
+
+
+def read_stored(path: Path) -> Stored:
+    return Stored(**json.loads(path.read_text()))

@@ -1,0 +1,83 @@
+"""What every stage of a build starts from: the checked plan, teacher and data, the data splits,
+and what the planner knows of each device."""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cofc.compiler.latency.predictor import Predictor, fit_predictor, predictor_path
+from cofc.compiler.models.datasets import Split
+from cofc.compiler.models.teacher import Teacher
+from cofc.compiler.plan import Plan
+from cofc.compiler.plan.prepare import Prepared
+from cofc.compiler.planning.objective import DeviceModel
+from cofc.compiler.planning.spec import TransformerSpec
+from cofc.runtime.preprocess import packed_request_bytes
+
+
+def log(message: str) -> None:
+    tqdm.write(f"cofc: {message}", file=sys.stderr)
+
+
+@dataclass
+class Context:
+    prepared: Prepared
+    out: Path
+    devices: list[DeviceModel] = field(init=False)
+    cal: Split = field(init=False)  # ranks units (importance), and calibrates
+    val: Split = field(init=False)  # scores policies in the search (eq. 7)
+    test: Split = field(init=False)  # every accuracy in the report
+    keys: dict[str, str] = field(default_factory=dict)  # each stage's cache key, once known
+
+    def __post_init__(self) -> None:
+        self.devices = device_models(self.plan, self.base)
+        self.cal, self.val, _, self.test = self.prepared.splits()
+
+    @property
+    def plan(self) -> Plan:
+        return self.prepared.plan
+
+    @property
+    def teacher(self) -> Teacher:
+        return self.prepared.teacher
+
+    @property
+    def base(self) -> TransformerSpec:
+        return self.prepared.base
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of one raw request on the wire, as the runtime packs it."""
+        prep, model = self.teacher.record["preprocess"], self.teacher.model
+        if prep["kind"] == "image":
+            pe = model.patch_embed
+            return packed_request_bytes("image", (pe.proj.in_channels, *pe.img_size))
+        return packed_request_bytes("text", max_length=model.seq_len)
+
+
+def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
+    """Each device's predictor (fitted and stored beside its table if not yet) and budgets."""
+    models = []
+    for i, d in enumerate(plan.devices):
+        table = json.loads(d.profile.read_text())
+        if TransformerSpec(**table["provenance"]["teacher"]) != base:
+            raise plan.error(f"devices[{i}].profile", f"{d.profile} was profiled for another teacher or "
+                             "input size; profile this teacher on this device")
+        if table["provenance"].get("estimated"):
+            log(f"warning: {d.name} plans against an ESTIMATED latency table ({d.profile}: "
+                f"{table['provenance'].get('method')}); capture a measured one with 'cofc profile' on the device")
+        path = predictor_path(d.profile)
+        if path.exists() and path.with_suffix(".npz").exists():
+            predictor = Predictor.load(path)
+        else:
+            predictor = fit_predictor(table)
+            predictor.save(path)
+        throughput = statistics.median(r["flops"] / r["ms"] for r in table["rows"])
+        models.append(DeviceModel(d.name, predictor, d.link_mbps, d.max_mflops * 1e6, d.memory_mb * 2 ** 20,
+                                  throughput, d.central))
+    return models

@@ -1,0 +1,48 @@
+"""The build's plots: the search's convergence (search.png) and the predicted latency (latency.png)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from cofc.compiler.planning.search import SearchResult
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_search(results: dict[str, SearchResult], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, result in results.items():
+        if len(result.history) == 1:
+            ax.axhline(result.best.objective, linestyle="--", color="gray", label=f"{name} (one policy)")
+        elif result.history:
+            best = result.best_so_far()
+            ax.plot(range(1, len(best) + 1), best, label=name)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("best Ψ = L_val + δ·T so far")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(path: Path, names: list[str], t1: Sequence[float], t2: Sequence[float], t3: float,
+                 teacher_ms: Sequence[float]) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = range(len(names))
+    ax.bar(x, t1, label="t1 compute (sub-model)")
+    ax.bar(x, t2, bottom=t1, label="t2 transfer")
+    ax.scatter(x, teacher_ms, marker="_", s=600, color="black", label="teacher alone")
+    ax.axhline(max(a + b for a, b in zip(t1, t2)) + t3, linestyle="--", color="gray", label="CoFormer T")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("predicted ms per request")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,62 @@
+"""The accuracy report of a calibrated decomposition on a labelled split (torch, in process):
+the teacher; each sub-model alone, before and after calibration; the fused model; averaging
+and voting the sub-models' logits; the fused model with each one device missing, with the
+feature-dropout aggregator and, for contrast, one trained without dropout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from cofc.compiler.calibration.calibrate import Calibrated, FusedModel, batched, preprocess_all
+from cofc.compiler.models.datasets import Split
+from cofc.compiler.models.fusion import Aggregator, average_logits, majority_vote, submodel_logits
+from cofc.compiler.models.teacher import Teacher
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """Top-1 accuracies as fractions; one entry per device where a tuple."""
+    samples: int
+    teacher: float
+    submodels: tuple[float, ...]
+    submodels_uncalibrated: tuple[float, ...]  # empty when not measured
+    fused: float
+    fused_without_dropout: float
+    average: float
+    vote: float
+    missing: tuple[float, ...]  # fused with that device missing
+    missing_without_dropout: tuple[float, ...]
+
+
+@torch.no_grad()
+def accuracy_report(teacher: Teacher, calibrated: Calibrated, split: Split,
+                    uncalibrated: Sequence[nn.Module] = ()) -> AccuracyReport:
+    adapter, feature = teacher.adapter, calibrated.feature
+    inputs = preprocess_all(teacher, split.inputs)
+    y = torch.as_tensor(split.labels)
+    acc = lambda logits: float((logits.argmax(-1) == y).float().mean())  # noqa: E731
+    alone = lambda m: batched(lambda x: submodel_logits(adapter, m, x, feature), inputs)  # noqa: E731
+    sub_logits = [alone(m) for m in calibrated.submodels]
+    feats = batched(FusedModel(adapter, calibrated.submodels, None, feature).features, inputs)
+    n, devices = len(y), len(calibrated.submodels)
+
+    def fused(agg: Aggregator, missing: int | None = None) -> float:
+        mask = torch.ones(n, devices)
+        if missing is not None:
+            mask[:, missing] = 0.0
+        return acc(agg(feats, mask))
+
+    return AccuracyReport(
+        samples=n,
+        teacher=acc(batched(teacher.logits, inputs)),
+        submodels=tuple(acc(logits) for logits in sub_logits),
+        submodels_uncalibrated=tuple(acc(alone(m)) for m in uncalibrated),
+        fused=fused(calibrated.aggregator),
+        fused_without_dropout=fused(calibrated.plain_aggregator),
+        average=acc(average_logits(sub_logits)),
+        vote=acc(majority_vote(sub_logits)),
+        missing=tuple(fused(calibrated.aggregator, k) for k in range(devices)),
+        missing_without_dropout=tuple(fused(calibrated.plain_aggregator, k) for k in range(devices)))

@@ -1,0 +1,79 @@
+"""Stage caching: a change reruns exactly the stages that read it, whether it is a plan setting
+or the source of a module a stage runs."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cofc.compiler.build.cache import source_digest, _imports, _module_file
+
+from tests.helpers import REPO
+
+AFTER_CALIBRATE = ("calibrate", "export", "bundle", "evaluate")
+
+
+def test_a_stage_counts_the_modules_its_modules_import():
+    """The code key of calibrate reaches booster.py (imported by calibrate.py) and the adapter
+    interface, and not the search, which calibrate never runs."""
+    closure, todo = set(), ["cofc.compiler.calibration.calibrate"]
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo.extend(_imports(name, _module_file(name)))
+    assert {"cofc.compiler.calibration.booster", "cofc.compiler.models.adapters.base",
+            "cofc.compiler.calibration.layer_distill"} <= closure
+    assert "cofc.compiler.planning.search" not in closure
+    assert source_digest(("cofc.compiler.calibration.calibrate",)) != source_digest(("cofc.compiler.planning.search",))
+
+
+def _copy_build(built: Path, tmp_path: Path) -> Path:
+    """The session's built plan folder (plan, teacher, tables and out/), copied so it can change."""
+    folder = tmp_path / "plan"
+    shutil.copytree(built.parent, folder)
+    return folder
+
+
+def _rebuild(folder: Path, env: dict | None = None) -> tuple[set[str], set[str]]:
+    """Build again; which stages were reused and which ran."""
+    result = subprocess.run([sys.executable, "-m", "cofc.cli", "build", "plan.yaml"], cwd=folder, capture_output=True,
+                            text=True, timeout=900, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    reused = set(re.findall(r"stage (\w+): unchanged", result.stderr))
+    ran = set(re.findall(r"stage (\w+) \.\.\.", result.stderr))
+    return reused, ran
+
+
+@pytest.mark.e2e
+def test_a_calibration_setting_reruns_calibrate_and_what_follows_only(built, tmp_path):
+    folder = _copy_build(built, tmp_path)
+    plan = folder / "plan.yaml"
+    plan.write_text(plan.read_text().replace("joint_epochs: 1", "joint_epochs: 0"))
+    reused, ran = _rebuild(folder)
+    assert reused == {"teacher", "importance", "search"}
+    assert ran == set(AFTER_CALIBRATE)
+
+
+@pytest.mark.e2e
+def test_an_edited_module_reruns_its_stage_and_what_follows_only(built, tmp_path):
+    """Run the build from a copy of the sources with booster.py edited: calibrate (which runs it)
+    and every stage after it rerun; an unchanged copy reruns nothing."""
+    folder = _copy_build(built, tmp_path)
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "cofc", src / "cofc", ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("compiler", "runtime"):
+        shutil.copytree(REPO / part, src / "cofc" / part, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(src)}
+    reused, ran = _rebuild(folder, env)
+    assert ran == set() and {"teacher", "importance", "search", *AFTER_CALIBRATE} <= reused
+    booster = src / "cofc" / "compiler" / "calibration" / "booster.py"
+    booster.write_text(booster.read_text() + "\n# an edit\n")
+    reused, ran = _rebuild(folder, env)
+    assert reused == {"teacher", "importance", "search"}
+    assert ran == set(AFTER_CALIBRATE)
