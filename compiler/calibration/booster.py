@@ -11,7 +11,7 @@ very hard (or very easy) samples cannot take all the weight.
 
 Beside eq. 14, `Distill.soft` adds Hinton's soft-label term, soft·T²·KL(teacher_T ‖ student_T):
 the teacher's full distribution says which wrong classes are near, which hard labels cannot, and
-small sub-models learn measurably more from it (README, calibration comparison). soft = 0 is
+small sub-models learn measurably more from it (docs/experiments/calibration.md). soft = 0 is
 eq. 14 exactly. A per-sample loss sees the teacher's outputs for its batch as `Targets`: always
 its logits, and whatever else a loss distils from (`layer_distill`: its block outputs).
 """

@@ -11,7 +11,7 @@ aggregator fitted there learns nothing about how to weigh their real mistakes, a
 R8 it fused worse than plain averaging; fitted on unseen samples it fuses better. A plan may
 hold none out instead (`calibration.held_out_fusion: false`, `Prepared.calibration_sets`): on
 the Fashion-MNIST ViT, whose sub-models gain more from more calibration images than its
-aggregator loses to fitting on seen ones, that fuses better (README, calibration choices).
+aggregator loses to fitting on seen ones, that fuses better (docs/experiments/calibration.md).
 """
 from __future__ import annotations
 
