@@ -1,12 +1,21 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it, and an
-interrupted write leaves no temporary file behind."""
+"""File helpers: sha256 of a file, and atomic writes (a reader sees the old file or the whole new
+one, never half of it, and an interrupted write leaves no temporary file behind)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:

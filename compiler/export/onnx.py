@@ -125,8 +125,8 @@ def parity(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray, toler
     """Run the exported graph with ONNX Runtime and compare with torch's output."""
     from cofc.runtime.backends import open_backend
 
-    backend = open_backend("onnxruntime", path, threads=1)
-    got = next(iter(backend.run(feeds).values()))
+    with open_backend("onnxruntime", path, threads=1) as backend:
+        got = next(iter(backend.run(feeds).values()))
     diff = np.abs(got - expected)
     rel = diff / np.maximum(np.abs(expected), 1e-6)
     return Parity(path.name, float(diff.max()), float(rel.max()), tolerance)

@@ -157,9 +157,8 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
                 timing = time_calls(torch_cuda_call(PooledBackbone(adapter, model, list(example)), example))
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
-                engine = open_backend(backend, onnx_path, threads=threads, precision=precision)
-                timing = time_calls(lambda: engine.run(feeds))
-                engine.close()
+                with open_backend(backend, onnx_path, threads=threads, precision=precision) as engine:
+                    timing = time_calls(lambda: engine.run(feeds))
             rows.append({"spec": spec.to_dict(), **timing, "flops": flops(spec, base)})
             write_table(out, {"format": FORMAT, "provenance": prov, "rows": rows})
     table = {"format": FORMAT, "provenance": prov, "rows": rows}

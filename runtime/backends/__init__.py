@@ -1,12 +1,13 @@
 """Backends behind one interface. Each is imported only when asked for, so a CPU device never
-imports TensorRT and a Jetson never needs ONNX Runtime."""
+imports TensorRT and a Jetson never needs ONNX Runtime. `BACKENDS` is also the choice list of
+`cofc run --backend` and `cofc profile --backend`, so the two commands spell them alike."""
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
 from cofc.errors import CofcError
-from cofc.runtime.backends._base import Backend, TensorSpec
+from cofc.runtime.backends._base import Backend, BackendClosedError, TensorSpec
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -23,7 +24,7 @@ def available() -> list[str]:
 
 
 def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precision: str = "fp32") -> Backend:
-    """Load `model_path` (an ONNX file) with the named backend."""
+    """Load `model_path` (an ONNX file) with the named backend; close it (`with ... as backend:`)."""
     if name not in BACKENDS:
         raise CofcError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     if name not in available():
@@ -35,4 +36,4 @@ def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precisi
     return TensorRTBackend(model_path, precision=precision)
 
 
-__all__ = ["BACKENDS", "Backend", "TensorSpec", "available", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendClosedError", "TensorSpec", "available", "open_backend"]

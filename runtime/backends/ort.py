@@ -16,14 +16,15 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str | Path, threads: int = 1, providers: list[str] | None = None):
+        super().__init__(model_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: the optimizer's notes are not the user's concern
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
-        self._session = ort.InferenceSession(str(model_path), options,
-                                             providers=providers or ["CPUExecutionProvider"])
+        self._session: ort.InferenceSession | None = ort.InferenceSession(
+            str(model_path), options, providers=providers or ["CPUExecutionProvider"])
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]
@@ -32,8 +33,11 @@ class OrtBackend(Backend):
     def version(self) -> str:
         return ort.__version__
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+
+    def _release(self) -> None:
+        self._session = None  # ONNX Runtime frees a session's memory when its last reference goes
 
 
 def _spec(arg) -> TensorSpec:

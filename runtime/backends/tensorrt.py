@@ -25,10 +25,10 @@ try:  # cuda-python >= 12.6 moved the runtime bindings
 except ImportError:  # pragma: no cover - older cuda-python
     from cuda import cudart
 
-from cofc.runtime._files import atomic_write
+from cofc.runtime._files import atomic_write, sha256_file
 from cofc.runtime.backends._base import Backend, TensorSpec
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
-from cofc.runtime.bundle import ENGINES, sha256_file
+from cofc.runtime.bundle import ENGINES
 
 _LOGGER = trt.Logger(trt.Logger.WARNING)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -185,14 +185,22 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
 
 
 class TensorRTBackend(Backend):
+    """One engine with its execution context, CUDA stream and device buffers, all released by
+    `close()`: buffers and stream through cuda-python, then the context, the engine and the
+    runtime, in that order, by dropping the last references (TensorRT 10 has no destroy())."""
+
     name = "tensorrt"
 
     def __init__(self, model_path: str | Path, precision: str = "fp32"):
+        super().__init__(model_path)
         self.precision = precision
         self._runtime = trt.Runtime(_LOGGER)
-        self._engine = self._runtime.deserialize_cuda_engine(load_or_build(Path(model_path), precision))
+        self._engine = self._runtime.deserialize_cuda_engine(load_or_build(self.model_path, precision))
+        if self._engine is None:
+            raise RuntimeError(f"TensorRT cannot deserialize the engine built from {self.model_path}")
         self._context = self._engine.create_execution_context()
-        self._stream = _check(cudart.cudaStreamCreate())
+        if self._context is None:
+            raise RuntimeError(f"TensorRT cannot create an execution context for {self.model_path}")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         specs = {n: TensorSpec(n, tuple(None if d < 0 else d for d in self._engine.get_tensor_shape(n)),
                                np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))) for n in names}
@@ -200,6 +208,7 @@ class TensorRTBackend(Backend):
         self._inputs = [specs[n] for n in names if is_input[n]]
         self._outputs = [specs[n] for n in names if not is_input[n]]
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._stream = _check(cudart.cudaStreamCreate())  # last: nothing after it can fail
 
     @property
     def version(self) -> str:
@@ -210,11 +219,12 @@ class TensorRTBackend(Backend):
         if size < nbytes:
             if ptr:
                 _check(cudart.cudaFree(ptr))
+                del self._buffers[name]
             ptr = _check(cudart.cudaMalloc(nbytes))
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for spec in self._inputs:
             array = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
@@ -234,8 +244,12 @@ class TensorRTBackend(Backend):
         _check(cudart.cudaStreamSynchronize(self._stream))
         return results
 
-    def close(self) -> None:
+    def _release(self) -> None:
+        _check(cudart.cudaStreamSynchronize(self._stream))  # nothing in flight uses what is freed
+        self._context = None  # before the buffers its tensor addresses point into
         for ptr, _ in self._buffers.values():
-            cudart.cudaFree(ptr)
+            _check(cudart.cudaFree(ptr))
         self._buffers.clear()
-        cudart.cudaStreamDestroy(self._stream)
+        _check(cudart.cudaStreamDestroy(self._stream))
+        self._engine = None  # after its context
+        self._runtime = None  # after its engine

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cofc.runtime.backends import BACKENDS, available, open_backend
+from cofc.runtime.backends import BACKENDS, BackendClosedError, available, open_backend
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path, save_calibration
 from cofc.errors import CofcError
 
@@ -58,6 +58,19 @@ def test_wrong_shape_is_an_error(name, affine_onnx):
     backend = _backend(name, affine_onnx)
     with pytest.raises(Exception):
         backend.run({"x": np.zeros((2, 5), np.float32)})
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_closed_backend_refuses_to_run(name, affine_onnx):
+    """`with` releases the session or engine (and TensorRT's buffers and stream) on the way out;
+    running afterwards is a clear error, not a use of freed memory, and closing twice is harmless."""
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    with _backend(name, affine_onnx) as backend:
+        np.testing.assert_allclose(backend.run({"x": x})["y"], x @ W + B, rtol=1e-5, atol=1e-5)
+    assert backend.closed
+    with pytest.raises(BackendClosedError, match="affine.onnx is closed"):
+        backend.run({"x": x})
+    backend.close()
 
 
 def test_unknown_backend_is_named():
