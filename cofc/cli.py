@@ -13,6 +13,16 @@ import click
 
 from cofc import __version__
 from cofc.errors import CofcError
+from cofc.runtime.backends import BACKENDS
+from cofc.runtime.endpoint import Endpoint, EndpointError
+
+
+def _endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> Endpoint | None:
+    """`--connect` / `--bind` parsed once, here; a bad one is a usage error naming the option."""
+    try:
+        return None if value is None else Endpoint.parse(value)
+    except EndpointError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,9 +40,10 @@ def cli() -> None:
 @cli.command()
 @click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Teacher file: sets the family, input size and range of the model pool.")
-@click.option("--backend", type=click.Choice(["ort", "tensorrt", "torch-cuda"]), default="ort",
-              show_default=True, help="Engine backend to time sub-models with.")
-@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (ort).")
+@click.option("--backend", type=click.Choice([*BACKENDS, "torch-cuda"]), default="onnxruntime",
+              show_default=True, help="Engine backend to time sub-models with (torch-cuda: torch on the GPU, "
+              "where TensorRT is absent).")
+@click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
 @click.option("--device", "device_name", default=None, help="Device name recorded in the table "
               "(default: this host's name).")
@@ -57,9 +68,8 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
     from cofc.runtime.cgroup import cpu_quota
 
     teacher = load_teacher(teacher_path)
-    name = {"ort": "onnxruntime"}.get(backend, backend)
     with cpu_quota(cpu_share) if cpu_share else contextlib.nullcontext():
-        table = run_profile(teacher, out, device_name or socket.gethostname(), name, threads, precision,
+        table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
                             count, seed, cpu_share)
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
@@ -101,13 +111,15 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Central only: answer these inputs and exit: a .npy of uint8 images (N, H, W) or a "
                    ".txt file with one text per line. Answers are printed as JSON lines.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
-@click.option("--connect", default=None, help="Worker: central endpoint, overriding the bundle's.")
-@click.option("--bind", default=None, help="Central: endpoint to bind, overriding tcp://*:<port>.")
+@click.option("--connect", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
+              help="Worker: central endpoint, overriding the bundle's.")
+@click.option("--bind", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
+              help="Central: endpoint to bind, overriding tcp://*:<port>.")
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
-def run(bundle: Path, input_path: Path | None, backend: str, threads: int, connect: str | None,
-        bind: str | None, insecure: bool) -> None:
+def run(bundle: Path, input_path: Path | None, backend: str, threads: int, connect: Endpoint | None,
+        bind: Endpoint | None, insecure: bool) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
     import logging

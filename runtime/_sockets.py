@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import zmq
 
+from cofc.runtime.keys import KeyPair
 
-def client_socket(ctx: zmq.Context, kind: int, server_key: str | None, keys: dict | None) -> zmq.Socket:
+
+def client_socket(ctx: zmq.Context, kind: int, server_key: str | None, keys: KeyPair | None) -> zmq.Socket:
     """A socket that talks CURVE to central (whose public key is `server_key`) with `keys`, or
     plain TCP when `server_key` is None (--insecure)."""
     sock = ctx.socket(kind)
     sock.linger = 0
     if server_key is not None:
         sock.curve_serverkey = server_key.encode()
-        sock.curve_publickey = keys["public"].encode()
-        sock.curve_secretkey = keys["secret"].encode()
+        sock.curve_publickey = keys.public.encode()
+        sock.curve_secretkey = keys.secret.encode()
     return sock

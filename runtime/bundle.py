@@ -1,8 +1,9 @@
 """A device bundle: the folder `cofc build` writes per device and `scp -r` deploys.
 
     bundle/<device>/
-      manifest.json      plan id, role, sub-model spec, graph inputs/outputs, preprocessing,
-                         central endpoint, CURVE public keys, sha256 of every other file
+      manifest.json      typed (runtime/manifest.py): plan id, role, sub-model spec, graph inputs
+                         and outputs, preprocessing, central endpoint, CURVE public keys, and the
+                         sha256 of every other file
       manifest.sha256    sha256 of manifest.json
       backbone.onnx      inputs -> pooled feature (every device)
       aggregator.onnx    features, mask -> logits (central only)
@@ -16,57 +17,55 @@ Loading verifies everything: a changed, missing or unexpected file is refused by
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cofc.errors import CofcError
+from cofc.runtime._files import sha256_file
+from cofc.runtime.keys import KeyPair
+from cofc.runtime.manifest import DIGEST, MANIFEST, BundleError, Fusion, Manifest, Role, read_manifest
 
-FORMAT = "cofc-bundle/1"
-MANIFEST, DIGEST, ENGINES = "manifest.json", "manifest.sha256", "engines"
-
-
-class BundleError(CofcError):
-    """A bundle that must not be run: tampered, incomplete, or of another plan."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+ENGINES = "engines"
 
 
 @dataclass(frozen=True)
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def device(self) -> str:
-        return self.manifest["device"]["name"]
+        return self.manifest.device.name
 
     @property
-    def role(self) -> str:
-        return self.manifest["device"]["role"]
+    def role(self) -> Role:
+        return self.manifest.device.role
 
     @property
     def plan_id(self) -> str:
-        return self.manifest["plan"]["id"]
+        return self.manifest.plan.id
 
     @property
     def digest(self) -> str:
         """Identity a worker announces: the manifest's sha256 (it pins every file's sha256)."""
         return (self.path / DIGEST).read_text().split()[0]
 
+    @property
+    def fusion(self) -> Fusion:
+        """What the central bundle fuses; BundleError on a worker's."""
+        if self.manifest.fusion is None:
+            raise BundleError(f"{self.path} is a {self.role} bundle, not the central one")
+        return self.manifest.fusion
+
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def keys(self) -> dict[str, str]:
-        return json.loads((self.path / "keys.json").read_text())
+    def keys(self) -> KeyPair:
+        """This device's CURVE key pair."""
+        return KeyPair.read(self.path / "keys.json")
+
+    def client_keys(self) -> KeyPair:
+        """Central only: the key pair of clients on this device."""
+        return KeyPair.read(self.path / "client.json")
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -79,14 +78,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path / DIGEST} is missing")
     if sha256_file(manifest_path) != (path / DIGEST).read_text().split()[0]:
         raise BundleError(f"{manifest_path} was modified: its sha256 does not match {DIGEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT}")
-    listed = manifest["files"]
-    for name, want in listed.items():
+    manifest = read_manifest(manifest_path)
+    for name, want in manifest.files.items():
         file = path / name
         if not file.is_file():
             raise BundleError(f"{file} is missing")
@@ -94,7 +87,8 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{file} was modified: its sha256 does not match the manifest")
     for file in path.rglob("*"):
         rel = file.relative_to(path).as_posix()
-        if file.is_file() and rel not in listed and rel not in (MANIFEST, DIGEST) and not rel.startswith(ENGINES + "/"):
+        if (file.is_file() and rel not in manifest.files and rel not in (MANIFEST, DIGEST)
+                and not rel.startswith(ENGINES + "/")):
             raise BundleError(f"{file} is not part of the bundle (not in its manifest)")
     return Bundle(path, manifest)
 
@@ -102,16 +96,16 @@ def load_bundle(path: str | Path) -> Bundle:
 def describe(bundle: Bundle) -> str:
     """A readable summary for `cofc inspect`."""
     m = bundle.manifest
-    spec = m["submodel"]["spec"]
+    spec = m.submodel.spec
     lines = [
-        f"bundle {bundle.path}: device {bundle.device} ({bundle.role}) of plan {m['plan']['name']} [{bundle.plan_id}]",
-        f"  sub-model: {spec['layers']} layers, width {spec['dim']}, heads {spec['heads']}, MLP {spec['mlp']}",
-        f"  feature:   {m['submodel']['feature']} -> {m['submodel']['feature_dim']} float32 per request",
-        "  inputs:    " + ", ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in m["inputs"]),
-        f"  precision: {m['precision']}; central at {m['central']['endpoint']}",
+        f"bundle {bundle.path}: device {bundle.device} ({bundle.role}) of plan {m.plan.name} [{bundle.plan_id}]",
+        f"  sub-model: {spec.layers} layers, width {spec.dim}, heads {list(spec.heads)}, MLP {list(spec.mlp)}",
+        f"  feature:   {m.submodel.feature} -> {m.submodel.feature_dim} float32 per request",
+        "  inputs:    " + ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in m.inputs),
+        f"  precision: {m.precision}; central at {m.central.endpoint}; manifest schema {m.schema}",
     ]
-    if bundle.role == "central":
-        lines.append("  fuses:     " + ", ".join(f"{d['name']} ({d['feature_dim']})" for d in m["devices"]))
-        lines.append(f"  accepts:   {len(m['central']['worker_keys'])} worker keys")
-    lines.append(f"  files:     {len(m['files'])} verified by sha256: " + ", ".join(sorted(m["files"])))
+    if m.fusion is not None:
+        lines.append("  fuses:     " + ", ".join(f"{d.name} ({d.feature_dim})" for d in m.fusion.devices))
+        lines.append(f"  accepts:   {len(m.fusion.workers)} worker keys")
+    lines.append(f"  files:     {len(m.files)} verified by sha256: " + ", ".join(sorted(m.files)))
     return "\n".join(lines)

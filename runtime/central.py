@@ -11,6 +11,7 @@ Malformed or unexpected frames are counted per kind and logged once; none stops 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -21,9 +22,10 @@ import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from cofc.errors import CofcError
+from cofc.runtime._closing import Closing
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
@@ -44,25 +46,29 @@ class Pending:
     t2: dict[str, float] = field(default_factory=dict)
 
 
-class Central:
+class Central(Closing):
+    """Owns its two backends from construction to `close()`: use `with Central(...) as central:`."""
+
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, bind: str | None = None):
-        if bundle.role != "central":
-            raise CofcError(f"{bundle.path} is a {bundle.role} bundle, not the central one")
-        m = bundle.manifest
+                 insecure: bool = False, bind: Endpoint | None = None):
+        m, fusion = bundle.manifest, bundle.fusion  # BundleError unless this is the central bundle
         self.bundle, self.insecure = bundle, insecure
-        self.bind = bind or "tcp://*:" + m["central"]["endpoint"].rsplit(":", 1)[1]
-        self.names = [d["name"] for d in m["devices"]]
-        self.dims = [d["feature_dim"] for d in m["devices"]]
-        self.workers = [n for n in self.names if n != bundle.device]
-        self.deadline_s = m["central"]["deadline_ms"] / 1e3
-        self.min_devices = m["central"]["min_devices"]
-        precision = m["precision"]
-        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads, precision=precision)
-        self.aggregator = open_backend(backend, bundle.file("aggregator.onnx"), threads=threads, precision=precision)
+        self.bind = bind or m.central.endpoint.bind_any()
+        self.names = [d.name for d in fusion.devices]
+        self.dims = [d.feature_dim for d in fusion.devices]
+        self.workers = [w.name for w in fusion.workers]
+        self.deadline_s = m.central.deadline_ms / 1e3
+        self.min_devices = m.central.min_devices
+        self.worker_keys = {w.public_key: w.name for w in fusion.workers}
+        self.worker_digests = {w.name: w.digest for w in fusion.workers}
+        self.client_keys = set(fusion.client_keys)
         self.prep = Preprocessor.for_bundle(bundle)
-        self.worker_keys = {k: n for n, k in m["central"]["worker_keys"].items()}
-        self.client_keys = set(m["central"]["client_keys"])
+        with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
+            self.engine = opened.enter_context(open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
+                                                            precision=m.precision))
+            self.aggregator = opened.enter_context(open_backend(backend, bundle.file("aggregator.onnx"),
+                                                                threads=threads, precision=m.precision))
+            self._backends = opened.pop_all()
         self.identity: dict[str, bytes] = {}  # worker name -> its socket identity
         self.last_seen: dict[str, float] = {}
         self.pending: dict[int, Pending] = {}
@@ -71,6 +77,10 @@ class Central:
         self.answered = 0
         self.ready = threading.Event()
         self.all_joined = threading.Event()
+
+    def close(self) -> None:
+        """Release both backends (idempotent); `serve` closes its own sockets."""
+        self._backends.close()
 
     # -- authentication ----------------------------------------------------------------------
     def callback(self, domain: str, key: bytes) -> bool:
@@ -96,8 +106,8 @@ class Central:
             auth.configure_curve_callback("*", credentials_provider=self)
             keys = self.bundle.keys()
             sock.curve_server = True
-            sock.curve_publickey, sock.curve_secretkey = keys["public"].encode(), keys["secret"].encode()
-        sock.bind(self.bind)
+            sock.curve_publickey, sock.curve_secretkey = keys.public.encode(), keys.secret.encode()
+        sock.bind(str(self.bind))
         self.ready.set()
         try:
             while not stop.is_set():
@@ -137,7 +147,6 @@ class Central:
 
     def _hello(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
         name = msg.meta.get("device")
-        m = self.bundle.manifest["central"]
         reason = None
         if name not in self.workers:
             reason = f"device {name!r} is not a worker of plan {self.bundle.plan_id}"
@@ -145,7 +154,7 @@ class Central:
             reason = f"{name!r} spoke with another device's key"
         elif msg.meta.get("plan") != self.bundle.plan_id:
             reason = f"bundle of plan {msg.meta.get('plan')!r}, central runs plan {self.bundle.plan_id}"
-        elif msg.meta.get("digest") != m["worker_digests"].get(name):
+        elif msg.meta.get("digest") != self.worker_digests.get(name):
             reason = f"{name!r} runs a bundle this plan did not build (digest mismatch)"
         if reason:
             self.rejected.add("refused-worker", reason)

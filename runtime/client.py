@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -11,8 +10,11 @@ import numpy as np
 import zmq
 
 from cofc.errors import CofcError
+from cofc.runtime._closing import Closing
 from cofc.runtime._sockets import client_socket
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.keys import KeyPair
 from cofc.runtime.wire import Message, WireError, decode, encode
 
 
@@ -27,21 +29,24 @@ class Answer:
     error: str | None = None
 
 
-class Client:
-    def __init__(self, endpoint: str, server_key: str | None = None, keys: dict | None = None):
+class Client(Closing):
+    """A DEALER socket to central; `with Client(...) as client:` closes it."""
+
+    def __init__(self, endpoint: Endpoint, server_key: str | None = None, keys: KeyPair | None = None):
         self.ctx = zmq.Context()
         self.sock = client_socket(self.ctx, zmq.DEALER, server_key, keys)
-        self.sock.connect(endpoint)
+        self.sock.connect(str(endpoint))
         self.ids = itertools.count(1)
 
     @classmethod
-    def for_bundle(cls, bundle: Bundle, endpoint: str | None = None, insecure: bool = False) -> "Client":
-        """A client on the central device, with the client key its bundle carries."""
-        m = bundle.manifest["central"]
-        endpoint = endpoint or "tcp://127.0.0.1:" + m["endpoint"].rsplit(":", 1)[1]
+    def for_bundle(cls, bundle: Bundle, endpoint: Endpoint | None = None, insecure: bool = False) -> Client:
+        """A client on the central device (by default at its bundle's port on 127.0.0.1), with the
+        client key its bundle carries."""
+        central = bundle.manifest.central
+        endpoint = endpoint or central.endpoint.on("127.0.0.1")
         if insecure:
             return cls(endpoint)
-        return cls(endpoint, m["public_key"], json.loads(bundle.file("client.json").read_text()))
+        return cls(endpoint, central.public_key, bundle.client_keys())
 
     def submit(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> int:
         """Queue one request; TimeoutError when central takes none within `timeout_s`. A DEALER
@@ -106,5 +111,7 @@ class Client:
             yield answer
 
     def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
+        """Close the socket and its context (idempotent)."""
+        if not self.ctx.closed:
+            self.sock.close(0)
+            self.ctx.term()

@@ -6,30 +6,43 @@ the same backend a device uses.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
 
+from cofc.runtime._closing import Closing
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.preprocess import Preprocessor
 
 
-class LocalPipeline:
+class LocalPipeline(Closing):
+    """Owns one backend per device and the aggregator until `close()`:
+    `with LocalPipeline(bundles) as pipeline: logits = pipeline(raw)`."""
+
     def __init__(self, bundles: Sequence[Bundle], backend: str = "onnxruntime", threads: int = 1):
         central = [b for b in bundles if b.role == "central"]
         if len(central) != 1:
             raise ValueError(f"a pipeline needs exactly one central bundle, got {len(central)}")
         self.central = central[0]
-        order = [d["name"] for d in self.central.manifest["devices"]]
         by_name = {b.device: b for b in bundles}
-        self.bundles = [by_name[name] for name in order]
-        precision = self.central.manifest["precision"]
-        self.backbones = [open_backend(backend, b.file("backbone.onnx"), threads=threads, precision=precision)
-                          for b in self.bundles]
-        self.aggregator = open_backend(backend, self.central.file("aggregator.onnx"), threads=threads,
-                                       precision=precision)
+        missing = [d.name for d in self.central.fusion.devices if d.name not in by_name]
+        if missing:
+            raise ValueError(f"a pipeline needs every device's bundle; missing: {', '.join(missing)}")
+        self.bundles = [by_name[d.name] for d in self.central.fusion.devices]
         self.preprocess = Preprocessor.for_bundle(self.central)
+        precision = self.central.manifest.precision
+        with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
+            self.backbones = [opened.enter_context(open_backend(backend, b.file("backbone.onnx"), threads=threads,
+                                                                precision=precision)) for b in self.bundles]
+            self.aggregator = opened.enter_context(open_backend(backend, self.central.file("aggregator.onnx"),
+                                                                threads=threads, precision=precision))
+            self._backends = opened.pop_all()
+
+    def close(self) -> None:
+        """Release every backend (idempotent)."""
+        self._backends.close()
 
     def features(self, raw) -> list[np.ndarray]:
         inputs = self.preprocess(raw)

@@ -8,39 +8,39 @@ ids, and every device turns it into graph inputs itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from cofc.runtime.bundle import Bundle
+from cofc.runtime.manifest import ImagePreprocess, Preprocess
 from cofc.runtime.wire import WireError
 
 MAX_TEXT_BYTES = 1 << 20
+PAD_ID, PAD_TOKEN = 0, "[PAD]"  # what pads a text to max_length; the attention mask hides it
 
 
 class Preprocessor:
-    """Built from a bundle manifest's `preprocess` entry (and its graph inputs, for image sizes)."""
+    """Built from a bundle manifest's preprocessing (and its graph inputs, for image sizes)."""
 
-    def __init__(self, spec: dict[str, Any], bundle_dir: Path, image_shape: Sequence[int] | None = None):
-        self.kind = spec["kind"]
-        if self.kind == "image":
-            self.mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-            self.std = np.asarray(spec["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    def __init__(self, spec: Preprocess, bundle_dir: Path, image_shape: Sequence[int] | None = None):
+        self.kind = spec.kind
+        if isinstance(spec, ImagePreprocess):
+            self.mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+            self.std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
             self.image_shape = tuple(image_shape) if image_shape else None  # (C, H, W)
-        elif self.kind == "text":
+        else:
             from tokenizers import Tokenizer
 
-            self.max_length = int(spec["max_length"])
-            self.tokenizer = Tokenizer.from_file(str(bundle_dir / spec["tokenizer_file"]))
+            self.max_length = spec.max_length
+            self.tokenizer = Tokenizer.from_file(str(bundle_dir / spec.tokenizer_file))
             self.tokenizer.enable_truncation(max_length=self.max_length)
-            self.tokenizer.enable_padding(length=self.max_length, pad_id=spec.get("pad_id", 0),
-                                          pad_token=spec.get("pad_token", "[PAD]"))
-        else:
-            raise ValueError(f"unknown input kind {self.kind!r}")
+            self.tokenizer.enable_padding(length=self.max_length, pad_id=PAD_ID, pad_token=PAD_TOKEN)
 
     @classmethod
-    def for_bundle(cls, bundle) -> "Preprocessor":
-        shape = bundle.manifest["inputs"][0]["shape"][1:]
-        return cls(bundle.manifest["preprocess"], bundle.path, shape if len(shape) == 3 else None)
+    def for_bundle(cls, bundle: Bundle) -> Preprocessor:
+        shape = bundle.manifest.inputs[0].shape[1:]
+        return cls(bundle.manifest.preprocess, bundle.path, shape if len(shape) == 3 else None)
 
     def __call__(self, raw: np.ndarray | Sequence[str]) -> dict[str, np.ndarray]:
         if self.kind == "image":

@@ -13,18 +13,19 @@ from cofc.errors import CofcError
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.central import Central
 from cofc.runtime.client import Client
-from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.worker import Worker
 
 JOIN_TIMEOUT_S = 10.0
 log = logging.getLogger("cofc.central")
 
 
-def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: str | None) -> None:
-    try:
-        Worker(bundle, backend, threads, insecure, connect).serve()
-    except KeyboardInterrupt:
-        pass
+def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: Endpoint | None) -> None:
+    with Worker(bundle, backend, threads, insecure, connect) as worker:
+        try:
+            worker.serve()
+        except KeyboardInterrupt:
+            pass
 
 
 def read_inputs(path: Path, kind: str):
@@ -42,16 +43,21 @@ def read_inputs(path: Path, kind: str):
     return lines
 
 
-def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: str | None,
+def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: Endpoint | None,
                 input_path: Path | None) -> None:
-    central = Central(bundle, backend, threads, insecure, bind)
-    if input_path is None:
-        try:
-            central.serve()
-        except KeyboardInterrupt:
-            pass
-        return
-    prep = Preprocessor.for_bundle(bundle)
+    with Central(bundle, backend, threads, insecure, bind) as central:
+        if input_path is None:
+            try:
+                central.serve()
+            except KeyboardInterrupt:
+                pass
+        else:
+            _answer_file(central, input_path, insecure)
+
+
+def _answer_file(central: Central, input_path: Path, insecure: bool) -> None:
+    """Serve in a thread while a local client sends every input of the file; print the answers."""
+    bundle, prep = central.bundle, central.prep
     raw = read_inputs(input_path, prep.kind)
     stop = threading.Event()
     server = threading.Thread(target=central.serve, args=(stop,), daemon=True)
@@ -60,20 +66,19 @@ def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind
     if not central.all_joined.wait(JOIN_TIMEOUT_S):
         missing = sorted(set(central.workers) - central.alive())
         log.warning("starting without %s: not joined after %.0f s", ", ".join(missing), JOIN_TIMEOUT_S)
-    client = Client.for_bundle(bundle, insecure=insecure)
-    classes = bundle.manifest.get("classes")
+    classes = bundle.fusion.classes
     try:
-        requests = (prep.pack(raw[i:i + 1]) for i in range(len(raw)))
-        for answer in client.stream(requests):
-            row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
-                   "timings": answer.timings}
-            if answer.error:
-                row["error"] = answer.error
-            else:
-                k = int(answer.logits[0].argmax())
-                row.update(prediction=k, label=classes[k] if classes else str(k))
-            sys.stdout.write(json.dumps(row) + "\n")
+        with Client.for_bundle(bundle, insecure=insecure) as client:
+            requests = (prep.pack(raw[i:i + 1]) for i in range(len(raw)))
+            for answer in client.stream(requests):
+                row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
+                       "timings": answer.timings}
+                if answer.error:
+                    row["error"] = answer.error
+                else:
+                    k = int(answer.logits[0].argmax())
+                    row.update(prediction=k, label=classes[k] if classes else str(k))
+                sys.stdout.write(json.dumps(row) + "\n")
     finally:
-        client.close()
         stop.set()
         server.join(5)

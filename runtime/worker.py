@@ -16,29 +16,37 @@ import numpy as np
 import zmq
 
 from cofc.errors import CofcError
+from cofc.runtime._closing import Closing
+from cofc.runtime._sockets import client_socket
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.preprocess import Preprocessor
-from cofc.runtime._sockets import client_socket
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
 HEARTBEAT_S = 0.5
 log = logging.getLogger("cofc.worker")
 
 
-class Worker:
+class Worker(Closing):
+    """Owns its backend from construction to `close()`: use `with Worker(...) as worker:`."""
+
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, endpoint: str | None = None):
+                 insecure: bool = False, endpoint: Endpoint | None = None):
         if bundle.role != "worker":
             raise CofcError(f"{bundle.path} is the {bundle.role} bundle, not a worker's")
         self.bundle = bundle
-        self.endpoint = endpoint or bundle.manifest["central"]["endpoint"]
-        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                   precision=bundle.manifest["precision"])
+        self.endpoint = endpoint or bundle.manifest.central.endpoint
         self.prep = Preprocessor.for_bundle(bundle)
         self.insecure = insecure
         self.rejected = Rejections(log)
         self.served = 0
+        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
+                                   precision=bundle.manifest.precision)
+
+    def close(self) -> None:
+        """Release the backend (idempotent); `serve` closes its own socket."""
+        self.engine.close()
 
     def _hello(self) -> Message:
         return Message("hello", 0, meta={"device": self.bundle.device, "plan": self.bundle.plan_id,
@@ -47,11 +55,10 @@ class Worker:
     def serve(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         ctx = zmq.Context()
-        m = self.bundle.manifest
-        sock = client_socket(ctx, zmq.DEALER, None if self.insecure else m["central"]["public_key"],
+        sock = client_socket(ctx, zmq.DEALER, None if self.insecure else self.bundle.manifest.central.public_key,
                              None if self.insecure else self.bundle.keys())
         sock.identity = self.bundle.device.encode()
-        sock.connect(self.endpoint)
+        sock.connect(str(self.endpoint))
         last_hello = 0.0
         try:
             while not stop.is_set():

@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from cofc.compiler.models.datasets import load_dataset
+from cofc.compiler.build.report import PLAN_COPY, load_report
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
+from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
-from cofc.runtime.client import Client
 from cofc.runtime.cgroup import cpu_quota
+from cofc.runtime.client import Client
 from cofc.runtime.preprocess import Preprocessor
 
 COFC = [sys.executable, "-m", "cofc.cli"]
@@ -48,18 +49,14 @@ def _cpu_share(profile: Path) -> float:
 
 def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10) -> dict[str, Any]:
     build_dir = Path(build_dir)
-    report_path = build_dir / "report.json"
-    if not report_path.exists():
-        raise CofcError(f"{build_dir} has no report.json: run 'cofc build' first")
-    report = json.loads(report_path.read_text())
-    plan = load_plan(report["plan"]["file"])
+    report = load_report(build_dir)
+    plan = load_plan(build_dir / PLAN_COPY)
     bundles = {d.name: load_bundle(build_dir / "bundle" / d.name) for d in plan.devices}
     central = bundles[plan.central.name]
     prep = Preprocessor.for_bundle(central)
     test = load_dataset(plan.dataset.name).test.take(requests + warmup, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
     shares = {d.name: _cpu_share(d.profile) for d in plan.devices}
-    port = plan.runtime.port
     note = None
     with contextlib.ExitStack() as stack:
         emulation = None
@@ -71,18 +68,16 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
             except EmulationUnavailable as exc:
                 note = f"emulation refused, ran unshaped: {exc}"
                 print(f"cofc: warning: {note}", file=sys.stderr)
-        host = emulation.addr[central.device] if emulation else "127.0.0.1"
-        endpoint = f"tcp://{host}:{port}"
+        endpoint = central.manifest.central.endpoint.on(emulation.addr[central.device] if emulation else "127.0.0.1")
         procs = []
         for name, bundle in bundles.items():
-            role = ["--bind", f"tcp://{host}:{port}"] if name == central.device else ["--connect", endpoint]
+            role = ["--bind" if name == central.device else "--connect", str(endpoint)]
             argv = [*COFC, "run", "--bundle", str(bundle.path), *role]
             popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
             if not emulation:
                 stack.callback(procs[-1].kill)
-        client = Client.for_bundle(central, endpoint=endpoint)
-        stack.callback(client.close)
+        client = stack.enter_context(Client.for_bundle(central, endpoint=endpoint))
         client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
         answers, client_ms = [], []
         for i, arrays in enumerate(inputs):
@@ -103,7 +98,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     fastest = max(plan.devices, key=lambda d: shares[d.name])
     graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(warmup, len(test))]
     teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, shares[fastest.name] if emulate else None)
-    predicted = {d["name"]: d for d in report["devices"]}
+    predicted = {d.name: d for d in report.devices}
     result = {
         "requests": len(answers), "emulated": bool(emulate and note is None), "note": note,
         "accuracy": sum(correct) / len(correct), "degraded": sum(a.degraded for a in answers),
@@ -111,15 +106,15 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "client_ms": {"median": statistics.median(client_ms), "p90": _pct(client_ms, 90)},
         "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
                        "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
-                       "predicted_t1_ms": predicted[n]["t1_ms"], "predicted_t2_ms": predicted[n]["t2_ms"],
+                       "predicted_t1_ms": predicted[n].t1_ms, "predicted_t2_ms": predicted[n].t2_ms,
                        "cpu_share": shares[n], "link_mbps": None if d.central else d.link_mbps}
                    for n, d in zip(names, plan.devices)},
         "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),
         "critical_path_ms": statistics.median(critical),
         "overhead_ms": {"median": statistics.median(overhead), "p90": _pct(overhead, 90)},
         "overhead_ratio": statistics.median(e / c for e, c in zip(e2e, critical)),
-        "predicted_ms": report["fused"]["predicted_ms"],
-        "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report["teacher"]["accuracy"]},
+        "predicted_ms": report.fused.predicted_ms,
+        "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report.teacher.accuracy},
     }
     result["speedup_vs_teacher"] = teacher_ms / result["end_to_end_ms"]["median"]
     atomic_write_json(build_dir / "bench.json", result)
@@ -128,8 +123,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
 
 def _teacher_ms(path: Path, inputs: list[dict], share: float | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
-    engine = open_backend("onnxruntime", path, threads=1)
-    with cpu_quota(share) if share else contextlib.nullcontext():
+    with open_backend("onnxruntime", path, threads=1) as engine, \
+            cpu_quota(share) if share else contextlib.nullcontext():
         for arrays in inputs[:10]:
             engine.run(arrays)
         times = []

@@ -1,5 +1,5 @@
-"""Write one bundle folder per device (format: cofc/runtime/bundle.py), so that `scp -r` of a
-folder is that device's whole deployment.
+"""Write one bundle folder per device (layout: runtime/bundle.py; manifest: runtime/manifest.py),
+so that `scp -r` of a folder is that device's whole deployment.
 
 Each device gets its own CURVE key pair; the central bundle lists the public keys of the workers
 it accepts, and every worker bundle holds the central's public key and endpoint. A folder is
@@ -8,18 +8,22 @@ assembled beside its final place and renamed into it, so a failed build leaves n
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-import zmq
-
 from cofc.compiler.plan import Plan
 from cofc.compiler.planning.spec import SubModelSpec
-from cofc.runtime.backends import open_backend
+from cofc.runtime._files import sha256_file
+from cofc.runtime.backends import TensorSpec, open_backend
 from cofc.runtime.backends._calibration import calibration_path
-from cofc.runtime.bundle import DIGEST, FORMAT, MANIFEST, sha256_file
+from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.keys import KeyPair
+from cofc.runtime.manifest import (CentralInfo, DeviceRef, FusedDevice, Fusion, ImagePreprocess, Manifest, PlanRef,
+                                   Preprocess, SubModelInfo, SubModelShape, TensorInfo, TextPreprocess, WorkerRef,
+                                   write_manifest)
+
+TOKENIZER = "tokenizer.json"
 
 
 def plan_id(*parts: bytes) -> str:
@@ -30,21 +34,36 @@ def plan_id(*parts: bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def _graph_io(path: Path) -> tuple[list[dict], list[dict]]:
-    backend = open_backend("onnxruntime", path)
-    as_dicts = lambda specs: [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype.name} for s in specs]  # noqa: E731
-    return as_dicts(backend.inputs), as_dicts(backend.outputs)
+def _tensors(specs: Sequence[TensorSpec]) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(s.name, s.shape, s.dtype.name) for s in specs)
+
+
+def _graph_io(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    """The graph's inputs and outputs as ONNX Runtime, the reference backend, reads them."""
+    with open_backend("onnxruntime", path) as backend:
+        return _tensors(backend.inputs), _tensors(backend.outputs)
+
+
+def _preprocess(record: dict[str, Any], tokenizer: Path | None) -> Preprocess:
+    """The device-side preprocessing of a teacher record's `preprocess` entry."""
+    if record["kind"] == "image":
+        return ImagePreprocess(tuple(map(float, record["mean"])), tuple(map(float, record["std"])))
+    if tokenizer is None:
+        raise ValueError("a text plan's bundles need the teacher's tokenizer.json")
+    return TextPreprocess(int(record["max_length"]), TOKENIZER)
 
 
 def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path,
                   preprocess: dict[str, Any], tokenizer: Path | None, feature: str,
                   classes: Sequence[str]) -> list[Path]:
-    keys = {d.name: zmq.curve_keypair() for d in plan.devices}
-    client_public, client_secret = zmq.curve_keypair()
-    central = plan.central
-    endpoint = f"tcp://{central.address}:{plan.runtime.port}"
-    devices = [{"name": d.name, "feature_dim": s.dim, "role": "central" if d.central else "worker"}
-               for d, s in zip(plan.devices, policy)]
+    """`preprocess` is the teacher record's entry (image: mean, std; text: max_length), and
+    `tokenizer` the tokenizer.json of a text teacher."""
+    keys = {d.name: KeyPair.generate() for d in plan.devices}
+    client = KeyPair.generate()
+    central = CentralInfo(Endpoint(plan.central.address, plan.runtime.port), keys[plan.central.name].public,
+                          float(plan.runtime.deadline_ms), plan.runtime.min_devices)
+    prep = _preprocess(preprocess, tokenizer)
+    fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy))
     folders, digests = [], {}
     # Workers first: the central manifest pins each worker's manifest digest.
     order = sorted(range(len(plan.devices)), key=lambda i: plan.devices[i].central)
@@ -61,38 +80,22 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
             shutil.copyfile(onnx_dir / source, work / name)
             if calibration_path(onnx_dir / source).exists():  # INT8 builds: the engine's calibration inputs
                 shutil.copyfile(calibration_path(onnx_dir / source), calibration_path(work / name))
-        prep = dict(preprocess)
         if tokenizer is not None:
-            shutil.copyfile(tokenizer, work / "tokenizer.json")
-            prep["tokenizer_file"] = "tokenizer.json"
-        public, secret = keys[device.name]
-        (work / "keys.json").write_text(json.dumps({"public": public.decode(), "secret": secret.decode()}))
-        if device.central:  # for clients on the central device (cofc run --input, the client API)
-            (work / "client.json").write_text(json.dumps({"public": client_public.decode(),
-                                                          "secret": client_secret.decode()}))
-        inputs, outputs = _graph_io(work / "backbone.onnx")
-        manifest = {
-            "format": FORMAT,
-            "plan": {"name": plan.name, "id": pid},
-            "device": {"name": device.name, "role": "central" if device.central else "worker", "index": index},
-            "submodel": {"spec": spec.to_dict(), "feature": feature, "feature_dim": spec.dim},
-            "inputs": inputs, "outputs": outputs, "preprocess": prep,
-            "precision": plan.export.precision, "opset": plan.export.opset,
-            "central": {"endpoint": endpoint, "public_key": keys[central.name][0].decode(),
-                        "deadline_ms": plan.runtime.deadline_ms, "min_devices": plan.runtime.min_devices},
-            "files": {},
-        }
+            shutil.copyfile(tokenizer, work / TOKENIZER)
+        keys[device.name].write(work / "keys.json")
+        fusion = None
         if device.central:
-            manifest["devices"] = devices
-            manifest["central"]["worker_keys"] = {d.name: keys[d.name][0].decode()
-                                                  for d in plan.devices if not d.central}
-            manifest["central"]["worker_digests"] = digests
-            manifest["central"]["client_keys"] = [client_public.decode()]
-            manifest["classes"] = list(classes)
-        manifest["files"] = {f.name: sha256_file(f) for f in sorted(work.iterdir())}
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        digests[device.name] = sha256_file(work / MANIFEST)
-        (work / DIGEST).write_text(f"{digests[device.name]}  {MANIFEST}\n")
+            client.write(work / "client.json")  # for clients on the central device (cofc run --input)
+            fusion = Fusion(fused, tuple(WorkerRef(d.name, keys[d.name].public, digests[d.name])
+                                         for d in plan.devices if not d.central),
+                            (client.public,), tuple(classes))
+        inputs, outputs = _graph_io(work / "backbone.onnx")
+        manifest = Manifest(
+            PlanRef(plan.name, pid), DeviceRef(device.name, fused[index].role, index),
+            SubModelInfo(SubModelShape(spec.layers, spec.dim, spec.heads, spec.mlp), feature, spec.dim),
+            inputs, outputs, prep, plan.export.precision, plan.export.opset, central, fusion,
+            {f.name: sha256_file(f) for f in sorted(work.iterdir())})
+        digests[device.name] = write_manifest(work, manifest)
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
         folders.append(final)

@@ -9,6 +9,7 @@ import pytest
 from cofc.runtime.backends import open_backend
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
 from cofc.runtime.bundle import load_bundle
+from cofc.runtime.manifest import SCHEMA
 
 from tests.helpers import run_cofc
 
@@ -17,11 +18,12 @@ def test_bundles_round_trip(built):
     bundles = {b.device: b for b in (load_bundle(p) for p in (built / "bundle").iterdir())}
     assert {b.role for b in bundles.values()} == {"central", "worker"}
     central = bundles["orin"]
-    assert set(central.manifest["central"]["worker_keys"]) == {"tx2", "nano"}
+    assert {w.name for w in central.fusion.workers} == {"tx2", "nano"}
     assert {b.plan_id for b in bundles.values()} == {central.plan_id}
-    assert bundles["nano"].manifest["central"]["public_key"] == central.keys()["public"]
+    assert bundles["nano"].manifest.central.public_key == central.keys().public
     result = run_cofc("inspect", str(built / "bundle" / "orin"))
     assert result.returncode == 0 and "central" in result.stdout and "verified by sha256" in result.stdout
+    assert f"manifest schema {SCHEMA}" in result.stdout and "fuses:     orin (" in result.stdout
 
 
 def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
@@ -32,13 +34,13 @@ def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
         graphs = ["backbone.onnx"] + (["aggregator.onnx"] if bundle.role == "central" else [])
         for graph in graphs:
             path = bundle.file(graph)
-            assert calibration_path(path).name in bundle.manifest["files"]
-            backend = open_backend("onnxruntime", path)
-            batches = CalibrationBatches(calibration_path(path), [s.name for s in backend.inputs])
-            assert batches.samples == 400 and batches.batch == 32 and len(batches) == 12  # calibration: 400
-            for feeds in batches:
-                (out,) = backend.run(feeds).values()
-                assert out.shape[0] == 32 and np.isfinite(out).all()
+            assert calibration_path(path).name in bundle.manifest.files
+            with open_backend("onnxruntime", path) as backend:
+                batches = CalibrationBatches(calibration_path(path), [s.name for s in backend.inputs])
+                assert batches.samples == 400 and batches.batch == 32 and len(batches) == 12  # calibration: 400
+                for feeds in batches:
+                    (out,) = backend.run(feeds).values()
+                    assert out.shape[0] == 32 and np.isfinite(out).all()
         if bundle.role == "central":
             with np.load(calibration_path(bundle.file("aggregator.onnx"))) as stored:
                 mask = stored["mask"]

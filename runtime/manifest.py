@@ -1,0 +1,167 @@
+"""The bundle manifest, typed: one definition for the writer (`cofc build`) and every reader (the
+runtime, `cofc inspect`, `cofc bench`).
+
+manifest.json carries an integer schema version. Reading refuses, as a `BundleError` naming the
+file and the field, a manifest of another schema version (an old one without a version is told to
+rebuild), a missing or unexpected field, and a field of the wrong type, before anything uses it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cofc.errors import CofcError
+from cofc.runtime._files import sha256_file
+from cofc.runtime._typed_json import SchemaError, from_json, to_json
+from cofc.runtime.endpoint import Endpoint
+
+SCHEMA = 2  # version 1 was the untyped "format": "cofc-bundle/1"
+MANIFEST, DIGEST = "manifest.json", "manifest.sha256"
+Role = Literal["central", "worker"]
+
+
+class BundleError(CofcError):
+    """A bundle that must not be run: tampered, incomplete, of another plan or another cofc."""
+
+
+@dataclass(frozen=True)
+class PlanRef:
+    name: str
+    id: str  # peers of another build are refused by it
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    name: str
+    role: Role
+    index: int  # position in the plan's device list
+
+
+@dataclass(frozen=True)
+class SubModelShape:
+    """C_n = (l_n, d_n, h_n[1..l_n], D_n[1..l_n]) of the sub-model this device runs."""
+    layers: int
+    dim: int
+    heads: tuple[int, ...]
+    mlp: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SubModelInfo:
+    spec: SubModelShape
+    feature: str  # how tokens become the feature sent (e.g. "pool")
+    feature_dim: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | None, ...]  # None where the axis is dynamic (the batch)
+    dtype: str  # numpy dtype name
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    mean: tuple[float, ...]  # per channel, on pixels scaled to 0..1
+    std: tuple[float, ...]
+    kind: Literal["image"] = "image"
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    max_length: int  # every request is padded or truncated to this many tokens
+    tokenizer_file: str  # in the bundle, read with the `tokenizers` package
+    kind: Literal["text"] = "text"
+
+
+Preprocess = ImagePreprocess | TextPreprocess
+
+
+@dataclass(frozen=True)
+class CentralInfo:
+    """How every device reaches central, and the service central promises."""
+    endpoint: Endpoint
+    public_key: str
+    deadline_ms: float
+    min_devices: int
+
+
+@dataclass(frozen=True)
+class FusedDevice:
+    name: str
+    role: Role
+    feature_dim: int
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """A worker central admits: its CURVE key, and the digest of the bundle it must announce."""
+    name: str
+    public_key: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Central only: whose features it fuses (in the aggregator's order), whom it admits, and
+    the names of the classes its logits score."""
+    devices: tuple[FusedDevice, ...]
+    workers: tuple[WorkerRef, ...]
+    client_keys: tuple[str, ...]
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema: int = field(default=SCHEMA, kw_only=True)  # first in the file, for people reading it
+    plan: PlanRef
+    device: DeviceRef
+    submodel: SubModelInfo
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    preprocess: Preprocess
+    precision: str
+    opset: int
+    central: CentralInfo
+    fusion: Fusion | None  # the central bundle's, None on workers
+    files: dict[str, str]  # every other file of the bundle -> its sha256
+
+    def __post_init__(self) -> None:
+        if (self.device.role == "central") != (self.fusion is not None):
+            raise SchemaError("fusion", f"a {self.device.role} bundle must "
+                                        f"{'' if self.device.role == 'central' else 'not '}describe the fusion")
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> str:
+    """Write manifest.json and manifest.sha256 into `folder`; the digest is the bundle's identity."""
+    (folder / MANIFEST).write_text(json.dumps(to_json(manifest), indent=1))
+    digest = sha256_file(folder / MANIFEST)
+    (folder / DIGEST).write_text(f"{digest}  {MANIFEST}\n")
+    return digest
+
+
+def read_manifest(path: Path) -> Manifest:
+    """The manifest in `path`, checked field by field against the schema this cofc reads."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    version = data.get("schema")
+    if version is None:
+        raise BundleError(f"{path} has no schema version: the bundle was built by an older cofc; "
+                          "rebuild it with `cofc build`")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{path}: schema: expected an integer, got {version!r}")
+    if version != SCHEMA:
+        advice = ("built by an older cofc; rebuild it with `cofc build`" if version < SCHEMA
+                  else "built by a newer cofc; upgrade cofc on this device")
+        raise BundleError(f"{path}: schema: version {version} is not the one this cofc reads ({SCHEMA}): "
+                          f"the bundle was {advice}")
+    try:
+        return from_json(Manifest, data)
+    except SchemaError as exc:
+        raise BundleError(f"{path}: {exc}") from None
