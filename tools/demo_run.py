@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cofc.compiler.build.report import PLAN_COPY
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.plan import load_plan
 
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("build", type=Path)
     parser.add_argument("-n", type=int, default=200)
     args = parser.parse_args()
-    plan = load_plan(json.loads((args.build / "report.json").read_text())["plan"]["file"])
+    plan = load_plan(args.build / PLAN_COPY)  # the plan the build was made from, kept beside its report
     test = load_dataset(plan.dataset.name).test.take(args.n, seed=2)
     cofc = [sys.executable, "-m", "cofc.cli"]
     with tempfile.TemporaryDirectory() as tmp:
