@@ -186,8 +186,9 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
 
 class TensorRTBackend(Backend):
     """One engine with its execution context, CUDA stream and device buffers, all released by
-    `close()`: buffers and stream through cuda-python, then the context, the engine and the
-    runtime, in that order, by dropping the last references (TensorRT 10 has no destroy())."""
+    `close()` once the stream is idle: the context, then the buffers and the stream (cuda-python),
+    then the engine and the runtime. TensorRT 10 objects have no destroy(): dropping the last
+    reference frees them, so each is dropped after what depends on it."""
 
     name = "tensorrt"
 
