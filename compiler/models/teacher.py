@@ -1,4 +1,9 @@
-"""Teacher checkpoints: one small file that says how to rebuild a pretrained teacher offline.
+"""Teachers: from a plan in any of its forms, and the cofc teacher file, one small file that says
+how to rebuild a pretrained teacher offline.
+
+Whatever the form, a teacher is a record (the dict below) that its family's adapter builds the
+model from; a Hugging Face classification folder and a timm name with a checkpoint file are
+records whose `arch` points at those files (`hf_classifier`, or `timm` and `weights`).
 
 A teacher file (`torch.save` of a plain dict, loadable with `weights_only=True`) holds:
   family       adapter name ("vit", "bert", "gpt2")
@@ -21,11 +26,12 @@ from torch import nn
 
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
+from cofc.compiler.models.data import Expects, ImageInput
 from cofc.compiler.planning.spec import TransformerSpec
-from cofc.errors import CofcError
+from cofc.errors import CofcError, PlanError
 
 if TYPE_CHECKING:
-    from cofc.compiler.plan import Plan
+    from cofc.compiler.plan import Plan, TeacherPlan
 
 
 @dataclass
@@ -55,6 +61,18 @@ class Teacher:
     def logits(self, inputs: Inputs) -> torch.Tensor:
         return self.adapter.logits(self.model, inputs)
 
+    @property
+    def expects(self) -> Expects:
+        """What its data must be: texts, or images of its channels and size (resized as its
+        record says), and its class names in head order."""
+        prep, classes = self.record["preprocess"], tuple(map(str, self.record["classes"]))
+        if prep["kind"] != "image":
+            return Expects("text", classes)
+        embed = self.model.patch_embed
+        return Expects("image", classes, ImageInput(
+            embed.proj.in_channels, tuple(embed.img_size), prep.get("interpolation", "bilinear"),
+            float(prep.get("crop_pct", 1.0))))
+
 
 def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
     """Write atomically, so an interrupted run never leaves half a checkpoint behind."""
@@ -71,18 +89,57 @@ def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def teacher_from_plan(plan: "Plan") -> Teacher:
-    """The plan's teacher: its checkpoint file, or a pretrained source with a fresh task head."""
+    """The plan's teacher, in whichever form the plan gives it (loader.TEACHER_FORMS). A teacher
+    that cannot be loaded is a PlanError at its field, naming the file and what is wrong."""
     t = plan.teacher
-    if t.checkpoint is not None:
-        return load_teacher(t.checkpoint)
-    size_key = "img_size" if t.family == "vit" else "max_length"
-    record = {"family": t.family, "dataset": plan.dataset.name,
-              "arch": {"source": t.source, "num_classes": t.classes, size_key: t.input_size},
-              "preprocess": {"kind": "image" if t.family == "vit" else "text", size_key: t.input_size}}
-    adapter = get_adapter(t.family)
-    model = adapter.build_teacher(record).eval()
-    record.setdefault("classes", [str(i) for i in range(t.classes)])
-    return Teacher(t.family, model, record)
+    field = {"checkpoint": "checkpoint", "hf_classifier": "hf_classifier", "timm": "weights"}.get(t.form, "source")
+    try:
+        if t.checkpoint is not None:
+            return load_teacher(t.checkpoint)
+        if t.hf_classifier is not None:
+            return _build(_folder_record(t.hf_classifier, t.input_size), plan)
+        if t.timm is not None:
+            return _build(_timm_record(t), plan)
+        size_key = "img_size" if t.family == "vit" else "max_length"
+        record = {"family": t.family,
+                  "arch": {"source": t.source, "num_classes": t.classes, size_key: t.input_size},
+                  "preprocess": {"kind": "image" if t.family == "vit" else "text", size_key: t.input_size}}
+        return _build(record, plan)
+    except PlanError:
+        raise
+    except CofcError as exc:
+        raise plan.error(f"teacher.{field}", str(exc)) from None
+
+
+def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
+    """The teacher a record made from the plan describes (the adapter fills in what it reads)."""
+    record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
+    model = get_adapter(record["family"]).build_teacher(record).eval()
+    record.setdefault("classes", [str(i) for i in range(record["arch"]["num_classes"])])  # a head without names
+    return Teacher(record["family"], model, record)
+
+
+def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
+    """A save_pretrained classification folder: family from config.json, classes from id2label,
+    tokenizer from the folder (tokenizer.json, or built once from its vocabulary files)."""
+    from cofc.compiler.models.adapters._hf import DEFAULT_MAX_LENGTH, folder_tokenizer, read_folder, text_preprocess
+
+    info = read_folder(folder)
+    max_length = input_size or DEFAULT_MAX_LENGTH
+    prep = text_preprocess(str(folder_tokenizer(folder)), max_length, info.config.get("pad_token_id"))
+    return {"family": info.family, "arch": {"hf_classifier": str(folder), "num_classes": len(info.classes)},
+            "preprocess": prep, "classes": list(info.classes)}
+
+
+def _timm_record(t: "TeacherPlan") -> dict[str, Any]:
+    """A timm name and checkpoint; the vit adapter fills in classes, size and normalisation that
+    the plan leaves to the checkpoint and timm's config."""
+    prep: dict[str, Any] = {"kind": "image"}
+    for key in ("mean", "std"):
+        if getattr(t, key) is not None:
+            prep[key] = list(getattr(t, key))
+    return {"family": "vit", "preprocess": prep,
+            "arch": {"timm": t.timm, "weights": str(t.weights), "num_classes": t.classes, "img_size": t.input_size}}
 
 
 def load_teacher(path: str | Path) -> Teacher:

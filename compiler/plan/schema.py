@@ -52,6 +52,21 @@ def _fraction(v: float) -> str | None:
     return None if 0 <= v < 1 else "must be at least 0 and below 1"
 
 
+def _held_out(v: float) -> str | None:
+    return None if 0 < v < 1 else "must be above 0 and below 1"
+
+
+def _numbers(positive: bool) -> Callable[[Any], str | None]:
+    """A list of one value per image channel (1 or 3), e.g. mean: [0.485, 0.456, 0.406]."""
+    def check(v: list) -> str | None:
+        if len(v) not in (1, 3) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
+            return f"must be a list of 1 or 3 numbers, one per channel (got {v!r})"
+        if positive and min(v) <= 0:
+            return "must be positive numbers"
+        return None
+    return check
+
+
 def _port(v: int) -> str | None:
     return None if 1024 <= v <= 65535 else f"port {v} is outside 1024..65535"
 
@@ -60,7 +75,7 @@ def _opset(v: int) -> str | None:
     return None if 13 <= v <= 21 else f"opset {v} is outside the supported 13..21"
 
 
-NUM, INT, STR, BOOL = (int, float), (int,), (str,), (bool,)
+NUM, INT, STR, BOOL, LIST = (int, float), (int,), (str,), (bool,), (list,)
 
 DEVICE = {
     "name": Field(STR, check=_name),
@@ -73,15 +88,28 @@ DEVICE = {
 }
 SCHEMA = {
     "name": Field(STR, check=_name),
+    # One of four forms (loader.TEACHER_FORMS says which fields go together).
     "teacher": {
-        "checkpoint": Field(STR, required=False),
+        "checkpoint": Field(STR, required=False),  # a cofc teacher file
+        "hf_classifier": Field(STR, required=False),  # a save_pretrained ...ForSequenceClassification folder
+        "timm": Field(STR, required=False),  # a timm model name, with
+        "weights": Field(STR, required=False),  # its checkpoint file (.pth, .safetensors)
         "family": Field(STR, required=False, check=_one_of(*FAMILIES)),
         "source": Field(STR, required=False),
         "classes": Field(INT, required=False, check=_positive),
         "input_size": Field(INT, required=False, check=_positive),
+        "mean": Field(LIST, required=False, check=_numbers(positive=False)),
+        "std": Field(LIST, required=False, check=_numbers(positive=True)),
     },
+    # One of three sources: a built-in name, an image folder, or text files.
     "dataset": {
-        "name": Field(STR, check=_one_of(*DATASETS)),
+        "name": Field(STR, required=False, check=_one_of(*DATASETS)),
+        "image_folder": Field(STR, required=False),
+        "text_file": Field(STR, required=False),
+        "test_file": Field(STR, required=False),
+        "text_column": Field(STR, required=False, default="text"),
+        "label_column": Field(STR, required=False, default="label"),
+        "held_out": Field(NUM, required=False, default=0.2, check=_held_out),
         "calibration": Field(INT, check=_positive),
         "validation": Field(INT, check=_positive),
         "test": Field(INT + (type(None),), required=False, check=_positive_or_null),

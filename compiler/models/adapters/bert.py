@@ -1,21 +1,30 @@
-"""Hugging Face BertModel encoders (BERT, MiniLM): the text-classification family."""
+"""Hugging Face BertModel encoders (BERT, MiniLM): the text-classification family.
+
+Two kinds of teacher. A cofc teacher file or a pretrained source gets a linear head on the mean of
+the real tokens. A `save_pretrained` BertForSequenceClassification folder keeps its own head:
+BERT pools with its pooler, dense + tanh on the first token, then applies `classifier`. The device
+feature is the first token's final state (pooling "first"), and the pooler's dense + tanh is the
+first part of the task head (`pre_classifier`), with the classifier after it: the pooler is not
+linear, so it must run after the central device fuses the features, not on each device. The full
+sub-model therefore runs exactly the folder model's computation, and reproduces its logits."""
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, Inputs, ModelAdapter, new_linear
-from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim, load_backbone,
-                                        masked_mean, tokenize)
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
+                                               embedding_params_per_dim, like_teacher, load_backbone,
+                                               load_folder_classifier)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
-class BertAdapter(ModelAdapter):
+class BertAdapter(HfAdapter, HfFolderFamily):
     family = "bert"
+    hf_class = "BertForSequenceClassification"
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
     blocks_path = "backbone.encoder.layer"
     head_mixer = "attention.output.dense"
@@ -28,14 +37,23 @@ class BertAdapter(ModelAdapter):
         (r"\.intermediate\.dense\.weight$", (MLP, EMBED)),
         (r"\.intermediate\.dense\.bias$", (MLP,)),
         (r"\.output\.dense\.weight$", (EMBED, MLP)),
-        (r"^classifier\.weight$", (ALL, EMBED)),
-        (r"^classifier\.bias$", (ALL,)),
+        *HEAD_ROLES,
         (r"(LayerNorm\.(weight|bias)|dense\.bias)$", (EMBED,)),
     )
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
+        if "hf_classifier" in record["arch"]:
+            return load_folder_classifier(self, record)
         backbone = load_backbone(BertModel, BertConfig, record["arch"], add_pooling_layer=False)
         return build_classifier(backbone, record)
+
+    def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
+        """BertForSequenceClassification: pooler (dense + tanh on the first token), classifier."""
+        backbone, pooler = model.bert, model.bert.pooler
+        backbone.pooler = None  # it moves into the head: the backbone ends at the final tokens
+        wrapped = HfClassifier(backbone, model.config.num_labels, seq_len, "first", pre_classifier=True)
+        wrapped.pre_classifier, wrapped.classifier = pooler.dense, model.classifier
+        return wrapped
 
     def spec(self, model: nn.Module) -> TransformerSpec:
         cfg = model.backbone.config
@@ -61,17 +79,4 @@ class BertAdapter(ModelAdapter):
             layer.attention.output.dense = new_linear(attn.all_head_size, sub.dim, like.attention.output.dense)
             layer.intermediate.dense = new_linear(sub.dim, width, like.intermediate.dense)
             layer.output.dense = new_linear(width, sub.dim, like.output.dense)
-        return HfClassifier(backbone, teacher.classifier.out_features, teacher.seq_len)
-
-    def preprocess(self, record: dict[str, Any], raw: list[str]) -> Inputs:
-        return tokenize(record, raw)
-
-    def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return model.backbone(input_ids=inputs["input_ids"],
-                              attention_mask=inputs["attention_mask"]).last_hidden_state
-
-    def pool(self, model: nn.Module, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        return masked_mean(tokens, inputs)
-
-    def head(self, model: nn.Module) -> nn.Module:
-        return model.classifier
+        return like_teacher(teacher, backbone)

@@ -1,25 +1,32 @@
 """Hugging Face GPT2Model: the decoder family (causal attention, Conv1D weights stored (in, out)).
 
-No pretrained GPT2 exists offline here, so GPT2 teachers are built from a config with random
-weights (export, profiling and runtime tests) and tokenised with the record's tokenizer source."""
+Every GPT2 teacher pools the last real token: under causal attention it is the only one that has
+seen the whole input. A `save_pretrained` GPT2ForSequenceClassification folder does the same: it
+applies `score` (linear, no bias) to the last non-pad token's final state; here the device feature
+is that state (pooling "last", found from the attention mask of right-padded requests, which is
+the last non-pad token whenever a text holds no pad token itself) and `score` is the classifier,
+so the full sub-model reproduces the folder model's logits. No pretrained GPT2 exists offline
+here: other GPT2 teachers are built from a config with random weights (export, profiling and
+runtime tests) and tokenised with the record's tokenizer source."""
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 from transformers.pytorch_utils import Conv1D
 
-from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV, Inputs, ModelAdapter
-from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim,
-                                        load_backbone, tokenize)
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
+                                               embedding_params_per_dim, like_teacher, load_backbone,
+                                               load_folder_classifier)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
-class Gpt2Adapter(ModelAdapter):
+class Gpt2Adapter(HfAdapter, HfFolderFamily):
     family = "gpt2"
+    hf_class = "GPT2ForSequenceClassification"
     block_pattern = r"^backbone\.h\.(\d+)\."
     blocks_path = "backbone.h"
     head_mixer = "attn.c_proj"
@@ -32,13 +39,24 @@ class Gpt2Adapter(ModelAdapter):
         (r"\.mlp\.c_fc\.weight$", (EMBED, MLP)),
         (r"\.mlp\.c_fc\.bias$", (MLP,)),
         (r"\.mlp\.c_proj\.weight$", (MLP, EMBED)),
-        (r"^classifier\.weight$", (ALL, EMBED)),
-        (r"^classifier\.bias$", (ALL,)),
+        *HEAD_ROLES,
         (r"(ln_\w+\.(weight|bias)|c_proj\.bias)$", (EMBED,)),
     )
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        return build_classifier(load_backbone(GPT2Model, GPT2Config, record["arch"]), record)
+        if "hf_classifier" in record["arch"]:
+            return load_folder_classifier(self, record)
+        return build_classifier(load_backbone(GPT2Model, GPT2Config, record["arch"]), record, pooling="last")
+
+    def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
+        """GPT2ForSequenceClassification: `score` on the last non-pad token."""
+        wrapped = HfClassifier(model.transformer, model.config.num_labels, seq_len, "last",
+                               bias=model.score.bias is not None)
+        wrapped.classifier = model.score
+        return wrapped
+
+    def max_tokens(self, config: Any) -> int:
+        return config.n_positions
 
     def spec(self, model: nn.Module) -> TransformerSpec:
         cfg, d = model.backbone.config, model.backbone.config.n_embd
@@ -62,20 +80,4 @@ class Gpt2Adapter(ModelAdapter):
             attn.c_proj = Conv1D(sub.dim, attn.split_size)
             block.mlp.c_fc = Conv1D(width, sub.dim)
             block.mlp.c_proj = Conv1D(sub.dim, width)
-        return HfClassifier(backbone, teacher.classifier.out_features, teacher.seq_len)
-
-    def preprocess(self, record: dict[str, Any], raw: list[str]) -> Inputs:
-        return tokenize(record, raw)
-
-    def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return model.backbone(input_ids=inputs["input_ids"],
-                              attention_mask=inputs["attention_mask"]).last_hidden_state
-
-    def pool(self, model: nn.Module, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        """The last real token: under causal attention it is the only one that has seen the whole
-        input (as GPT2ForSequenceClassification does)."""
-        last = inputs["attention_mask"].sum(1).clamp_min(1) - 1
-        return tokens[torch.arange(tokens.shape[0]), last]
-
-    def head(self, model: nn.Module) -> nn.Module:
-        return model.classifier
+        return like_teacher(teacher, backbone)

@@ -25,6 +25,15 @@ teacher's table and computes exactly what the teacher does.
 The teacher stays HF's own MPNetModel (shared table), so pretrained folders load unchanged. Since the
 tables have no same-named parameter in the teacher, `copy_slices` cuts them itself and leaves every
 other parameter to the shared rules in `param_roles`.
+
+The head. A cofc teacher file or a pretrained source gets a linear head on the mean of the real
+tokens (as sentence-transformers pools all-mpnet-base-v2; its final L2 normalisation is left out:
+it would not commute with the fusion's linear map). A `save_pretrained`
+MPNetForSequenceClassification folder keeps its own classification head: dense + tanh + out_proj
+on the first token (<s>). The device feature is the first token's final state (pooling "first");
+dense + tanh is the head's first part (`pre_classifier`, not linear, so it runs after fusion, at
+the central device) and out_proj its classifier: the full sub-model reproduces the folder model's
+logits.
 """
 from __future__ import annotations
 
@@ -38,9 +47,10 @@ from transformers import MPNetConfig, MPNetModel
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
-from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, Inputs, ModelAdapter, new_linear
-from cofc.compiler.models.adapters._hf import (HfClassifier, build_classifier, embedding_params_per_dim,
-                                               load_backbone, masked_mean, tokenize)
+from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
+                                               embedding_params_per_dim, like_teacher, load_backbone,
+                                               load_folder_classifier)
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
@@ -90,8 +100,9 @@ class PerLayerBiasEncoder(nn.Module):
                                attentions=attentions or None)
 
 
-class MpnetAdapter(ModelAdapter):
+class MpnetAdapter(HfAdapter, HfFolderFamily):
     family = "mpnet"
+    hf_class = "MPNetForSequenceClassification"
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
     blocks_path = "backbone.encoder.layer"
     head_mixer = "attention.attn.o"
@@ -104,14 +115,25 @@ class MpnetAdapter(ModelAdapter):
         (r"\.intermediate\.dense\.weight$", (MLP, EMBED)),
         (r"\.intermediate\.dense\.bias$", (MLP,)),
         (r"\.output\.dense\.weight$", (EMBED, MLP)),
-        (r"^classifier\.weight$", (ALL, EMBED)),
-        (r"^classifier\.bias$", (ALL,)),
+        *HEAD_ROLES,
         (r"(LayerNorm\.(weight|bias)|attn\.o\.bias|dense\.bias)$", (EMBED,)),
     )
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
+        if "hf_classifier" in record["arch"]:
+            return load_folder_classifier(self, record)
         backbone = load_backbone(MPNetModel, MPNetConfig, record["arch"], add_pooling_layer=False)
         return build_classifier(backbone, record)
+
+    def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
+        """MPNetForSequenceClassification: dense + tanh + out_proj on the first token."""
+        wrapped = HfClassifier(model.mpnet, model.config.num_labels, seq_len, "first", pre_classifier=True)
+        wrapped.pre_classifier, wrapped.classifier = model.classifier.dense, model.classifier.out_proj
+        return wrapped
+
+    def max_tokens(self, config: Any) -> int:
+        """Positions count from pad_token_id + 1 (RoBERTa-style), so that many fewer are usable."""
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
 
     def spec(self, model: nn.Module) -> TransformerSpec:
         """Sub-models' per-layer bias tables (buckets per kept head and layer) are outside
@@ -141,7 +163,7 @@ class MpnetAdapter(ModelAdapter):
             layer.intermediate.dense = new_linear(sub.dim, width, like.intermediate.dense)
             layer.output.dense = new_linear(width, sub.dim, like.output.dense)
         backbone.encoder = PerLayerBiasEncoder(backbone.encoder, sub.heads)
-        return HfClassifier(backbone, teacher.classifier.out_features, teacher.seq_len)
+        return like_teacher(teacher, backbone)
 
     @torch.no_grad()
     def copy_slices(self, teacher: nn.Module, student: nn.Module, slices: WeightSlices) -> None:
@@ -161,21 +183,6 @@ class MpnetAdapter(ModelAdapter):
                 raise ValueError(f"layer {k} bias table: sliced teacher shape {tuple(value.shape)} "
                                  f"!= sub-model shape {tuple(target.shape)}")
             target.copy_(value)
-
-    def preprocess(self, record: dict[str, Any], raw: list[str]) -> Inputs:
-        return tokenize(record, raw)
-
-    def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return model.backbone(input_ids=inputs["input_ids"],
-                              attention_mask=inputs["attention_mask"]).last_hidden_state
-
-    def pool(self, model: nn.Module, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
-        """The mean of the real tokens, as sentence-transformers pools all-mpnet-base-v2 (its
-        final L2 normalisation is left out: it would not commute with the fusion's linear map)."""
-        return masked_mean(tokens, inputs)
-
-    def head(self, model: nn.Module) -> nn.Module:
-        return model.classifier
 
 
 class _StateOnly:

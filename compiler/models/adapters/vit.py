@@ -1,6 +1,14 @@
-"""timm VisionTransformer (ViT, DeiT): the image family."""
+"""timm VisionTransformer (ViT, DeiT): the image family.
+
+A teacher is a timm VisionTransformer built from the record's constructor arguments and weights (a
+cofc teacher file), a timm model name with pretrained weights from timm's cache, or a timm model
+name with a checkpoint file fine-tuned elsewhere (`.pth`/`.pt`/`.bin` state dict, or
+`.safetensors`). The last two take image size and normalisation from timm's config of that name,
+which timm knows offline; the plan may set either. Pooling and head are timm's own (class token
+or average, then fc_norm and head), so every ViT teacher's device feature is `model.pool`."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +44,8 @@ class VitAdapter(ModelAdapter):
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
         arch = record["arch"]
+        if "timm" in arch:  # a timm model name and a checkpoint file
+            return _from_checkpoint(record)
         if "source" in arch:  # a timm model name: pretrained weights from timm's cache
             return _pretrained(record)
         model = VisionTransformer(**arch)
@@ -111,6 +121,101 @@ def _pretrained(record: dict[str, Any]) -> nn.Module:
     cfg = model.pretrained_cfg
     record["preprocess"].update(mean=list(cfg["mean"]), std=list(cfg["std"]))
     return model
+
+
+def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
+    """timm model `arch['timm']` with the weights of `arch['weights']`, loaded exactly (every key,
+    every shape). Fills in the record: the class count (the checkpoint's head rows unless the plan
+    gave it), the image side, and what the plan left out of mean, std, resize interpolation and
+    crop fraction, from timm's config of that name."""
+    import timm
+    from timm.models.deit import VisionTransformerDistilled
+
+    arch, prep = record["arch"], record["preprocess"]
+    name, path = arch["timm"], Path(arch["weights"])
+    if not timm.is_model(name):
+        raise CofcError(f"timm has no model named {name!r} (e.g. deit_tiny_patch16_224, vit_small_patch16_224)")
+    state = _read_weights(path)
+    classes = arch.get("num_classes")
+    if classes is None:
+        if not isinstance(state.get("head.weight"), torch.Tensor):
+            raise CofcError(f"{path}: no head.weight to count the classes by; set teacher.classes")
+        classes = int(state["head.weight"].shape[0])
+    size = {"img_size": arch["img_size"]} if arch.get("img_size") else {}
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=classes, **size)
+    except Exception as exc:
+        raise CofcError(f"cannot build timm model {name!r}: {exc}") from None
+    if not isinstance(model, VisionTransformer) or isinstance(model, VisionTransformerDistilled):
+        raise CofcError(f"timm model {name!r} is a {type(model).__name__}; cofc splits plain "
+                        "VisionTransformers (ViT, DeiT without a distillation head)")
+    _load_exactly(model, state, path, name)
+    cfg = model.pretrained_cfg
+    channels = model.patch_embed.proj.in_channels
+    for key in ("mean", "std"):
+        prep[key] = list(prep.get(key) or cfg[key])
+        if len(prep[key]) not in (1, channels):
+            raise CofcError(f"teacher.{key} has {len(prep[key])} values; {name} takes {channels} channels")
+    prep.setdefault("interpolation", cfg.get("interpolation") or "bilinear")
+    prep.setdefault("crop_pct", float(cfg.get("crop_pct") or 1.0))
+    arch.update(num_classes=classes, img_size=model.patch_embed.img_size[0])
+    return model
+
+
+_NESTED = ("model", "state_dict", "model_ema", "state_dict_ema")  # how training scripts wrap weights
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint file's state dict, unwrapped from a training script's dict and a DDP
+    'module.' prefix; never unpickles code (weights_only)."""
+    if not path.is_file():
+        raise CofcError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            state: Any = load_file(str(path))
+        except Exception as exc:
+            raise CofcError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CofcError(f"{path}: not a weights file torch can load without running code ({first})") from None
+    while isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _NESTED if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CofcError(f"{path}: not a state dict of tensors (keys {', '.join(map(str, list(state)[:3])) if isinstance(state, dict) else type(state).__name__})")
+    if all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _load_exactly(model: VisionTransformer, state: dict[str, torch.Tensor], path: Path, name: str) -> None:
+    """Every key and shape must match: a checkpoint of another model is refused, not half-loaded."""
+    target = model.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [k for k in target if k in state and state[k].shape != target[k].shape]
+    if not (missing or unexpected or shapes):
+        model.load_state_dict(state)
+        return
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
+    for k in shapes[:2]:
+        problems.append(f"{k} is {tuple(state[k].shape)}, the model's {tuple(target[k].shape)}")
+    hint = ""
+    if "pos_embed" in shapes:
+        hint = " (teacher.input_size: the image side it was trained at)"
+    elif "head.weight" in shapes:
+        hint = " (teacher.classes: the checkpoint's class count)"
+    raise CofcError(f"{path}: does not fit timm model {name}: {'; '.join(problems)}{hint}")
 
 
 def _arch(model: VisionTransformer) -> dict[str, Any]:
