@@ -1,0 +1,225 @@
+"""Teachers as users keep them, loaded through the plan: `save_pretrained` sequence-classification
+folders (BERT, MPNet, GPT2; random weights, tiny configs, the MiniLM package's tokenizer) and a
+timm ViT name with a .pth or .safetensors checkpoint. Each must give the original model's logits,
+and so must the full sub-model cut from it, and the device graph exported from that sub-model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from cofc.compiler.export.onnx import PooledBackbone, export_backbone, parity
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.adapters._hf import FOLDER_FAMILIES, HfFolderFamily, resolve_source
+from cofc.compiler.models.teacher import Teacher, teacher_from_plan
+from cofc.compiler.plan import load_plan
+from cofc.compiler.plan.loader import TEACHER_FORMS
+from cofc.compiler.planning.slices import WeightSlices
+from cofc.errors import PlanError
+
+from tests.helpers import TOKENIZER
+
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+LENGTH = 24  # tokens per request (teacher.input_size)
+# Of several lengths, one cut at LENGTH, accents and punctuation: padding, truncation and the
+# pooled token all differ between them.
+TEXTS = ["Oil prices rose sharply.", "wheat", "The company agreed to acquire its rival for cash, "
+         "in a deal worth 1.2 billion dollars, said the chief executive of the café chain today.",
+         "central bank cuts rates"]
+PLAN = """\
+name: user-teacher
+teacher: {TEACHER}
+dataset: {name: mnist-5k, calibration: 10, validation: 10}
+devices:
+  - {name: a, profile: profile.json, memory_mb: 64, max_mflops: 500, link_mbps: 2, central: true}
+  - {name: b, profile: profile.json, memory_mb: 64, max_mflops: 500, link_mbps: 2}
+objective: {delta: 0.1, initial: 2, iterations: 1}
+output: out
+"""
+
+
+def hf_model(family: str):
+    """A tiny random-weight sequence-classification model of `family`, ids fitting MiniLM's
+    tokenizer (30,522 tokens, [PAD] = 0)."""
+    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification,
+                              MPNetConfig, MPNetForSequenceClassification)
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, id2label=LABELS)
+    if family == "bert":
+        model = BertForSequenceClassification(BertConfig(vocab_size=30522, max_position_embeddings=64, **small))
+    elif family == "mpnet":
+        model = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, max_position_embeddings=66,
+                                                           relative_attention_num_buckets=32, **small))
+    else:
+        model = GPT2ForSequenceClassification(GPT2Config(
+            vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, pad_token_id=0,
+            bos_token_id=101, eos_token_id=102, id2label=LABELS))
+    with torch.no_grad():  # random init zeroes biases and keeps weights tiny: make every entry count
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model.eval()
+
+
+def save_folder(model, folder: Path) -> Path:
+    """As a user's training script leaves it: model and tokenizer, both save_pretrained."""
+    from transformers import AutoTokenizer
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_source(TOKENIZER)).save_pretrained(folder)
+    return folder
+
+
+def write_plan(folder: Path, teacher: str) -> Path:
+    (folder / "profile.json").write_text(json.dumps({"rows": [{"spec": {"layers": 1}, "ms": 1.0}]}))
+    path = folder / "plan.yaml"
+    path.write_text(PLAN.replace("{TEACHER}", teacher))
+    return path
+
+
+def full_submodel(teacher: Teacher) -> torch.nn.Module:
+    """The sub-model that keeps every layer, channel, head and neuron, cut from the teacher."""
+    full = WeightSlices.full(teacher.spec)
+    student = teacher.adapter.build_submodel(teacher.model, full.spec).eval()
+    teacher.adapter.copy_slices(teacher.model, student, full)
+    return student
+
+
+def hf_logits(model, texts: list[str]) -> torch.Tensor:
+    """The original model on the folder tokenizer's encoding, padded on the right to LENGTH."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(TOKENIZER))
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+
+
+@pytest.fixture(autouse=True)
+def model_cache(tmp_path, monkeypatch) -> Path:
+    """Tokenizers built from vocabulary files are kept here, not in the venv."""
+    monkeypatch.setenv("COFC_MODEL_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("family", FOLDER_FAMILIES)
+def test_hf_classification_folder_gives_the_models_own_logits(family, tmp_path):
+    model = hf_model(family)
+    save_folder(model, tmp_path / "teacher")
+    teacher = teacher_from_plan(load_plan(write_plan(tmp_path, f"{{hf_classifier: teacher, input_size: {LENGTH}}}")))
+    assert teacher.family == family and teacher.record["classes"] == list(LABELS.values())
+    assert teacher.spec.tokens == LENGTH and teacher.spec.classes == 3
+    want = hf_logits(model, TEXTS)
+    assert want.std() > 0.1  # the check below can fail: inputs give visibly different logits
+    x = teacher.preprocess(TEXTS)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.logits(x), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(teacher.adapter.logits(full_submodel(teacher), x), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", FOLDER_FAMILIES)
+def test_device_graph_of_the_full_submodel_gives_the_teachers_feature(family, tmp_path):
+    """The family's pooling (first token, last real token) is in the exported device graph:
+    ONNX Runtime's feature through the teacher's head gives the folder model's logits."""
+    model = hf_model(family)
+    save_folder(model, tmp_path / "teacher")
+    teacher = teacher_from_plan(load_plan(write_plan(tmp_path, f"{{hf_classifier: teacher, input_size: {LENGTH}}}")))
+    student, x = full_submodel(teacher), teacher.preprocess(TEXTS)
+    path = export_backbone(teacher.adapter, student, x, tmp_path / "device.onnx")
+    with torch.no_grad():
+        feature = PooledBackbone(teacher.adapter, student, list(x))(*x.values())
+        logits = teacher.adapter.head(teacher.model)(feature)
+    torch.testing.assert_close(logits, hf_logits(model, TEXTS), atol=1e-5, rtol=0)
+    check = parity(path, {k: v.numpy() for k, v in x.items()}, feature.numpy(), 1e-4)
+    assert check.ok, check
+
+
+def test_folder_with_only_vocabulary_files_gets_a_kept_tokenizer_json(tmp_path, model_cache):
+    """No tokenizer.json in the folder: one is built from vocab.txt, kept in the model cache (the
+    user's folder is left as it was), reused by the next load, and the device runtime's reading
+    of it (`tokenizers`, no transformers) encodes as the compiler does."""
+    model = hf_model("bert")
+    folder = tmp_path / "teacher"
+    model.save_pretrained(folder)
+    shutil.copy(Path(resolve_source(TOKENIZER)) / "vocab.txt", folder)
+    before = sorted(os.listdir(folder))
+    plan = load_plan(write_plan(tmp_path, f"{{hf_classifier: teacher, input_size: {LENGTH}}}"))
+    teacher = teacher_from_plan(plan)
+    kept = Path(teacher.record["preprocess"]["tokenizer"])
+    assert kept.parent == model_cache / "tokenizers" and (kept / "tokenizer.json").is_file()
+    assert sorted(os.listdir(folder)) == before
+    x = teacher.preprocess(TEXTS)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.logits(x), hf_logits(model, TEXTS), atol=1e-5, rtol=0)
+    assert teacher_from_plan(plan).record["preprocess"]["tokenizer"] == str(kept)
+
+    prep = teacher.record["preprocess"]
+    device = Tokenizer.from_file(str(kept / "tokenizer.json"))
+    device.enable_truncation(max_length=prep["max_length"])
+    device.enable_padding(length=prep["max_length"], pad_id=prep["pad_id"], pad_token=prep["pad_token"])
+    encoded = device.encode_batch(TEXTS)
+    assert np.array_equal([e.ids for e in encoded], x["input_ids"].numpy())
+    assert np.array_equal([e.attention_mask for e in encoded], x["attention_mask"].numpy())
+
+
+def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]:
+    """timm's smallest ViT (test_vit: 6 layers, 64 wide, 2 heads) fine-tuned elsewhere for 3
+    classes at 64 pixels, saved as a training script would: a .pth of {'model': state_dict, ...}
+    with DDP's 'module.' prefix, or a plain .safetensors state dict."""
+    import timm
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=64).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    path = tmp_path / f"finetuned{suffix}"
+    if suffix == ".pth":
+        torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 30}, path)
+    else:
+        save_file(model.state_dict(), str(path))
+    return model, path
+
+
+@pytest.mark.parametrize("suffix,classes", [(".pth", ""), (".safetensors", ", classes: 3")])
+def test_timm_name_and_checkpoint_give_the_models_own_logits(suffix, classes, tmp_path):
+    model, path = timm_checkpoint(tmp_path, suffix)
+    teacher = teacher_from_plan(load_plan(write_plan(
+        tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64{classes}}}")))
+    prep = teacher.record["preprocess"]
+    # test_vit's timm config (known offline): normalisation 0.5/0.5, bicubic, crop 0.95
+    assert (prep["mean"], prep["std"], prep["interpolation"], prep["crop_pct"]) == ([0.5] * 3, [0.5] * 3, "bicubic", 0.95)
+    assert teacher.num_classes == 3 and teacher.spec.tokens == 17 and teacher.expects.image.size == (64, 64)
+    raw = np.random.default_rng(0).integers(0, 256, size=(4, 3, 64, 64), dtype=np.uint8)
+    x = teacher.preprocess(raw)
+    with torch.no_grad():
+        want = model((torch.from_numpy(raw).float() / 255 - 0.5) / 0.5)
+        assert want.std() > 0.1
+        torch.testing.assert_close(teacher.logits(x), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(teacher.adapter.logits(full_submodel(teacher), x), want, atol=1e-5, rtol=0)
+
+
+def test_plan_normalisation_overrides_timms(tmp_path):
+    _, path = timm_checkpoint(tmp_path, ".safetensors")
+    teacher = teacher_from_plan(load_plan(write_plan(
+        tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64, mean: [0.4, 0.5, 0.6], std: [0.2, 0.2, 0.3]}}")))
+    prep = teacher.record["preprocess"]
+    assert (prep["mean"], prep["std"]) == ([0.4, 0.5, 0.6], [0.2, 0.2, 0.3])
+
+
+def test_checkpoint_at_another_image_size_names_the_field_to_set(tmp_path):
+    _, path = timm_checkpoint(tmp_path, ".safetensors")
+    plan = load_plan(write_plan(tmp_path, f"{{timm: test_vit, weights: {path.name}}}"))  # timm's 160 px
+    with pytest.raises(PlanError) as info:
+        teacher_from_plan(plan)
+    assert info.value.field == "teacher.weights" and info.value.line == 2
+    assert str(path) in info.value.message and "pos_embed" in info.value.message
+    assert "input_size" in info.value.message
+
+
+def test_every_folder_family_is_one_whose_adapter_reads_folders():
+    assert all(isinstance(get_adapter(f), HfFolderFamily) for f in FOLDER_FAMILIES)
+    assert set(TEACHER_FORMS) == {"checkpoint", "hf_classifier", "timm", "family"}
