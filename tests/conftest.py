@@ -9,6 +9,15 @@ import pytest
 from tests.helpers import free_port, make_plan, run_cofc
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests are slow ones: whatever is marked e2e, or uses the session-built plan
+    (directly or through another fixture), is also marked slow, so `-m "not slow"` leaves it out
+    (markers: setup.cfg)."""
+    for item in items:
+        if item.get_closest_marker("e2e") or "built" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=["vit", "bert", "gpt2"])
 def family(request) -> str:
     return request.param

@@ -1,6 +1,7 @@
 """Package layout and CLI: import names, torch-free runtime, every --help."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
@@ -12,8 +13,13 @@ from tests.helpers import REPO, run_cofc
 
 COMMANDS = ["profile", "build", "run", "bench", "inspect"]
 HEAVY = ("torch", "timm", "transformers")
-RUNTIME_MODULES = ("backends", "backends.ort", "bundle", "central", "cgroup", "client", "pipeline",
-                   "preprocess", "serve", "wire", "worker")
+# Packages every module of which must import without torch: the device side, and the planner and
+# plan reader that run before any model is loaded.
+TORCH_FREE = ("cofc.runtime", "cofc.compiler.planning", "cofc.compiler.plan")
+# The exceptions, each with its reason.
+TORCH_SIDE = {"cofc.compiler.plan.prepare": "loads the plan's teacher and data (the build's first stage)"}
+# Modules that only import where their own library is installed: skipped when importing it fails.
+NEEDS_LIBRARY = {"cofc.runtime.backends.tensorrt": ("tensorrt", "cuda")}
 
 
 def test_import_names_live_under_cofc(tmp_path):
@@ -29,15 +35,42 @@ def test_import_names_live_under_cofc(tmp_path):
     assert out[2] == "None None"
 
 
-def test_runtime_and_cli_import_no_torch():
-    """With torch, timm and transformers made unimportable, the runtime and `cofc run --help` work."""
-    block = "; ".join(f"sys.modules[{m!r}] = None" for m in HEAVY)
-    modules = ", ".join(f"cofc.runtime.{m}" for m in RUNTIME_MODULES)
-    code = (f"import sys; {block}; import {modules}; from cofc.cli import cli;"
-            "cli(['run', '--help'], standalone_mode=False)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+WALK = f"""
+import importlib, json, pkgutil, sys
+for heavy in {HEAVY!r}:
+    sys.modules[heavy] = None
+imported, skipped = [], []
+for package in {TORCH_FREE!r}:
+    root = importlib.import_module(package)
+    imported.append(package)
+    for info in pkgutil.walk_packages(root.__path__, package + "."):
+        if info.name in {sorted(TORCH_SIDE)!r}:
+            continue
+        try:
+            importlib.import_module(info.name)
+        except ModuleNotFoundError as exc:
+            if exc.name.split(".")[0] not in {NEEDS_LIBRARY!r}.get(info.name, ()):
+                raise
+            skipped.append(info.name)
+        else:
+            imported.append(info.name)
+from cofc.cli import cli
+cli(["run", "--help"], standalone_mode=False)
+print(json.dumps({{"imported": imported, "skipped": skipped}}))
+"""
+
+
+def test_runtime_planner_and_cli_import_no_torch():
+    """With torch, timm and transformers made unimportable, every module of the runtime, the
+    planner and the plan reader imports (found by walking the packages, so a new module is
+    checked too), and `cofc run --help` works."""
+    result = subprocess.run([sys.executable, "-c", WALK], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--bundle" in result.stdout
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert set(found["skipped"]) <= set(NEEDS_LIBRARY)
+    assert {"cofc.runtime.serve", "cofc.runtime.backends.ort", "cofc.compiler.planning.search",
+            "cofc.compiler.planning.slices", "cofc.compiler.plan.loader"} <= set(found["imported"])
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -67,6 +100,7 @@ def test_bad_input_fails_with_one_clear_line(args, words, tmp_path):
     assert not list(tmp_path.iterdir()), "a failed command must not leave files behind"
 
 
+@pytest.mark.slow
 def test_device_install_has_no_torch(tmp_path):
     """A device installs the base package alone: numpy, pyzmq, onnxruntime, no torch. Build such a
     venv for real and run the runtime's entry points in it."""
