@@ -92,7 +92,6 @@ def teacher_from_plan(plan: "Plan") -> Teacher:
     """The plan's teacher, in whichever form the plan gives it (loader.TEACHER_FORMS). A teacher
     that cannot be loaded is a PlanError at its field, naming the file and what is wrong."""
     t = plan.teacher
-    field = {"checkpoint": "checkpoint", "hf_classifier": "hf_classifier", "timm": "weights"}.get(t.form, "source")
     try:
         if t.checkpoint is not None:
             return load_teacher(t.checkpoint)
@@ -108,6 +107,9 @@ def teacher_from_plan(plan: "Plan") -> Teacher:
     except PlanError:
         raise
     except CofcError as exc:
+        field = t.form if t.form != "family" else "source"
+        if t.form == "timm" and str(t.weights) in str(exc):
+            field = "weights"  # the file, not the name, is what is wrong
         raise plan.error(f"teacher.{field}", str(exc)) from None
 
 

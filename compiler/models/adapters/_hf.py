@@ -251,16 +251,19 @@ def load_folder_classifier(family: HfFolderFamily, record: dict[str, Any]) -> Hf
     folder = read_folder(Path(record["arch"]["hf_classifier"]))
     model_cls = getattr(importlib.import_module("transformers"), family.hf_class)
     try:
-        with _quiet_transformers():
+        with _quiet_transformers():  # mismatched shapes are reported below, by name
             model, info = model_cls.from_pretrained(folder.path, local_files_only=True, dtype=torch.float32,
-                                                    output_loading_info=True)
-    except Exception as exc:  # no weights file, a corrupt one, shapes that contradict config.json
+                                                    output_loading_info=True, ignore_mismatched_sizes=True)
+    except Exception as exc:  # no weights file, a corrupt one
         raise CofcError(f"{folder.path}: cannot load a {family.hf_class}: {_first_line(exc)}") from None
-    problems = [f"{what} {', '.join(sorted(keys)[:3])}" for what, keys in
-                (("missing", info.get("missing_keys")), ("mismatched", info.get("mismatched_keys")))
-                if keys]
+    problems = [f"missing {', '.join(sorted(info['missing_keys'])[:3])}"] if info.get("missing_keys") else []
+    for key, stored, built in sorted(info.get("mismatched_keys") or [], key=str)[:2]:
+        problems.append(f"{key} is {tuple(stored)} in the weights, {tuple(built)} by config.json")
     if problems:
-        hint = " (the classes come from config.json's id2label)" if info.get("mismatched_keys") else ""
+        hint = ""
+        if any("classifier" in p or "score" in p for p in problems):
+            hint = (" (config.json's id2label gives the classes)" if "id2label" in folder.config else
+                    f" (config.json has no id2label, so {len(folder.classes)} classes: add id2label)")
         raise CofcError(f"{folder.path}: weights do not fit a {family.hf_class}: {'; '.join(problems)}{hint}")
     if model.config.num_labels != len(folder.classes):
         raise CofcError(f"{folder.path / 'config.json'}: id2label names {len(folder.classes)} classes, "

@@ -188,7 +188,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             break
         state = inner
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CofcError(f"{path}: not a state dict of tensors (keys {', '.join(map(str, list(state)[:3])) if isinstance(state, dict) else type(state).__name__})")
+        what = f"keys {', '.join(map(str, list(state)[:3]))}" if isinstance(state, dict) else type(state).__name__
+        raise CofcError(f"{path}: not a state dict of tensors ({what})")
     if all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
@@ -210,10 +211,10 @@ def _load_exactly(model: VisionTransformer, state: dict[str, torch.Tensor], path
         problems.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
     for k in shapes[:2]:
         problems.append(f"{k} is {tuple(state[k].shape)}, the model's {tuple(target[k].shape)}")
-    hint = ""
-    if "pos_embed" in shapes:
+    hint = ""  # when the model is the right one at another size or class count: the field to set
+    if not (missing or unexpected) and "pos_embed" in shapes:
         hint = " (teacher.input_size: the image side it was trained at)"
-    elif "head.weight" in shapes:
+    elif not (missing or unexpected) and "head.weight" in shapes:
         hint = " (teacher.classes: the checkpoint's class count)"
     raise CofcError(f"{path}: does not fit timm model {name}: {'; '.join(problems)}{hint}")
 
