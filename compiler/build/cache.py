@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cofc.compiler.plan import Plan
-from cofc.runtime._files import atomic_write_json
+from cofc.runtime._files import atomic_write_json, sha256_file
 
 
 @dataclass(frozen=True)
@@ -31,21 +31,13 @@ class Reads:
     code: tuple[str, ...] = ()  # modules it runs, e.g. "cofc.compiler.calibration.calibrate"
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fingerprint(value: Any) -> Any:
     """A JSON-able value that changes exactly when `value` does; a file by its content."""
     if dataclasses.is_dataclass(value):
         return {f.name: _fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)
                 if f.compare}
     if isinstance(value, Path):
-        return {"sha256": file_digest(value)} if value.is_file() else str(value)
+        return {"sha256": sha256_file(value)} if value.is_file() else str(value)
     if isinstance(value, (list, tuple)):
         return [_fingerprint(v) for v in value]
     return value
