@@ -5,15 +5,19 @@ A missing, unexpected or mistyped field is a `SchemaError` naming its path (`cen
 instead of failing later with a KeyError deep inside the runtime.
 
 Supported hints: str, int, float, bool, Literal, `X | None`, tuple[X, ...], dict[str, X], nested
-dataclasses, a union of dataclasses told apart by their `kind: Literal[...]` field, and classes
-with a `parse(text)` classmethod, which travel as their `str()` (an `Endpoint`).
+dataclasses, a union of dataclasses told apart by their `kind: Literal[...]` field, classes with a
+`parse(text)` classmethod, which travel as their `str()` (an `Endpoint`), paths (as strings) and
+numpy arrays (as nested lists). The build's stage results use it too (compiler/build/).
 """
 from __future__ import annotations
 
 import dataclasses
 import types
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
 
 T = TypeVar("T")
 _JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -30,8 +34,10 @@ class SchemaError(ValueError):
 
 def to_json(value: Any) -> Any:
     """Plain JSON data (dicts, lists, scalars) of a dataclass and everything inside it."""
-    if hasattr(type(value), "parse"):
+    if hasattr(type(value), "parse") or isinstance(value, Path):
         return str(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
     if dataclasses.is_dataclass(value):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
@@ -75,11 +81,15 @@ def _decode(hint: Any, data: Any, path: str) -> Any:
         if not isinstance(data, dict):
             raise SchemaError(path, f"expected an object, {_got(data)}")
         return {k: _decode(args[1], v, _join(path, k)) for k, v in data.items()}
-    if hasattr(hint, "parse"):
+    if hint is np.ndarray:
+        if not isinstance(data, list):
+            raise SchemaError(path, f"expected a list, {_got(data)}")
+        return np.asarray(data)
+    if hint is Path or hasattr(hint, "parse"):
         if not isinstance(data, str):
             raise SchemaError(path, f"expected a string, {_got(data)}")
         try:
-            return hint.parse(data)
+            return Path(data) if hint is Path else hint.parse(data)
         except ValueError as exc:
             raise SchemaError(path, str(exc)) from None
     if dataclasses.is_dataclass(hint):

@@ -25,7 +25,6 @@ import json
 import time
 from pathlib import Path
 
-from cofc.compiler.build._json import from_json, to_json
 from cofc.compiler.build.cache import read_stored
 from cofc.compiler.build.stages import SearchSummary
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
@@ -35,6 +34,7 @@ from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.plan.schema import SCHEMA
 from cofc.compiler.scoring.importance import Importance
 from cofc.runtime._files import atomic_write_json
+from cofc.runtime._typed_json import from_json, to_json
 
 # Each variant changes one setting from the plan's: to this value, or, where the plan already
 # sets it, back to the schema's default. The plan's own result is the build's.

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from cofc.compiler.build._json import from_json, to_json
 from cofc.compiler.build.cache import StageCache, Stored
 from cofc.compiler.build.context import Context, log
 from cofc.compiler.build.report import PLAN_COPY, Report, make_report, write_report
@@ -19,6 +18,7 @@ from cofc.compiler.models.adapters import adapter_module
 from cofc.compiler.plan import plan_yaml
 from cofc.compiler.plan.prepare import prepare
 from cofc.runtime._files import atomic_write
+from cofc.runtime._typed_json import from_json, to_json
 
 
 def build(plan_path: Path, out: Path | None = None, force: bool = False) -> Report:

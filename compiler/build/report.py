@@ -9,7 +9,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.build._json import from_json, to_json
 from cofc.compiler.build.plots import plot_latency
 from cofc.compiler.build.stages import BundleResult, ExportResult, OnnxAccuracy, SearchSummary, TeacherResult
 from cofc.compiler.calibration.accuracy import AccuracyReport
@@ -18,6 +17,7 @@ from cofc.compiler.planning.objective import DeviceModel, latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write, atomic_write_json
+from cofc.runtime._typed_json import from_json, to_json
 
 REPORT = "report.json"
 PLAN_COPY = "plan.yaml"  # the plan the build was made from, paths absolute: the folder is self-contained
