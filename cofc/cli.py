@@ -130,8 +130,10 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
     logging.basicConfig(level=logging.INFO, format="cofc: %(message)s")
     loaded = load_bundle(bundle)
     if insecure:
-        click.echo("cofc: WARNING: --insecure: CURVE authentication is OFF; any peer that reaches the "
-                   "port can join and send requests. Never use this outside a debugging session.", err=True)
+        click.echo("cofc: WARNING: --insecure: CURVE authentication is OFF. Senders are known only by the "
+                   "names they claim: any peer that reaches the port can send requests, pass for a worker, "
+                   "receive its requests and forge its features (the key-based identity protection is OFF). "
+                   "Never use this outside a debugging session.", err=True)
     if loaded.role == "worker":
         if input_path is not None:
             raise click.UsageError("--input is for the central device; this is a worker bundle")

@@ -2,8 +2,12 @@
 
 One ROUTER socket serves workers and clients. With CURVE (the default), the ZAP handler admits
 only the public keys the bundle lists, and every message carries its sender's authenticated key
-(ZeroMQ's User-Id), so a worker's hello must come from that worker's key and only client keys
-may submit requests. Per request: send the raw input to every live worker, compute the central
+(ZeroMQ's User-Id). Who sent a message is decided by that key alone, never by a routing identity
+or device name a peer chose: a worker is the holder of its key; requests go only to the routing
+identity last seen with that key (learnt from its hello, never chosen by central's peers), and a
+feature counts only when it comes with that worker's key from the connection its request went
+to. Only client keys may submit requests; a client key never receives a request nor delivers a
+feature. With --insecure there are no keys, and names are all there is: this protection is off. Per request: send the raw input to every live worker, compute the central
 feature meanwhile, gather features until all live workers answered or the deadline passed, fuse
 with the presence mask, answer. Every request gets exactly one answer: degraded (and saying which
 devices were missing) when features are missing, an explicit error below `min_devices`.
@@ -40,6 +44,7 @@ class Pending:
     received: float
     deadline: float
     waiting: set[str]
+    sent_to: dict[str, bytes] = field(default_factory=dict)  # worker -> the connection its request went to
     features: dict[str, np.ndarray] = field(default_factory=dict)
     sent: float = 0.0
     t1: dict[str, float] = field(default_factory=dict)
@@ -69,7 +74,7 @@ class Central(Closing):
             self.aggregator = opened.enter_context(open_backend(backend, bundle.file("aggregator.onnx"),
                                                                 threads=threads, precision=m.precision))
             self._backends = opened.pop_all()
-        self.identity: dict[str, bytes] = {}  # worker name -> its socket identity
+        self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}
         self.pending: dict[int, Pending] = {}
         self.ids = itertools.count(1)
@@ -98,7 +103,7 @@ class Central(Closing):
         auth = None
         sock = ctx.socket(zmq.ROUTER)
         sock.linger = 0
-        sock.router_handover = 1  # a restarted worker takes its identity back
+        sock.router_handover = 0  # a peer reusing a connected peer's identity is ignored, never handed it
         sock.router_mandatory = 0
         if not self.insecure:
             auth = ThreadAuthenticator(ctx)
@@ -137,7 +142,7 @@ class Central(Closing):
         if msg.type == "hello":
             self._hello(sock, identity, key, msg)
         elif msg.type == "feature":
-            self._feature(sock, identity, msg)
+            self._feature(sock, identity, key, msg)
         elif msg.type == "infer":
             if key is not None and key not in self.client_keys:
                 return self.rejected.add("not-a-client", "a worker key submitted a request")
@@ -160,8 +165,8 @@ class Central(Closing):
             self.rejected.add("refused-worker", reason)
             sock.send_multipart([identity, *encode(Message("refuse", 0, meta={"reason": reason}))], copy=False)
             return
-        known = self.identity.get(name) == identity and name in self.last_seen
-        self.identity[name] = identity
+        known = self.route.get(name) == identity and name in self.last_seen
+        self.route[name] = identity
         self.last_seen[name] = time.monotonic()
         if not known:
             log.info("worker %s joined", name)
@@ -186,7 +191,8 @@ class Central(Closing):
         request = encode(Message("request", rid, msg.arrays))  # the raw input: each device preprocesses
         pending.sent = time.monotonic()
         for name in alive:
-            sock.send_multipart([self.identity[name], *request], copy=False)
+            pending.sent_to[name] = self.route[name]
+            sock.send_multipart([self.route[name], *request], copy=False)
         start = time.perf_counter()
         pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
         pending.t1[self.bundle.device] = (time.perf_counter() - start) * 1e3
@@ -194,13 +200,23 @@ class Central(Closing):
         if not pending.waiting:
             self._finish(sock, rid)
 
-    def _feature(self, sock: zmq.Socket, identity: bytes, msg: Message) -> None:
-        name = next((n for n, i in self.identity.items() if i == identity), None)
-        pending = self.pending.get(msg.id)
+    def _worker_of(self, identity: bytes, key: str | None) -> str | None:
+        """The worker that sent a message: the owner of the CURVE key that authenticated it, if
+        it came over the connection last seen with that key. Insecure: whoever said hello on it."""
+        if key is None:
+            return next((n for n, i in self.route.items() if i == identity), None)
+        name = self.worker_keys.get(key)
+        return name if name is not None and self.route.get(name) == identity else None
+
+    def _feature(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+        if key is not None and key not in self.worker_keys:
+            return self.rejected.add("not-a-worker", "a feature sent with a client key")
+        name = self._worker_of(identity, key)
         if name is None:
-            return self.rejected.add("unknown-worker", "feature from a peer that never said hello")
+            return self.rejected.add("unknown-worker", "feature from a connection that never said hello")
         self.last_seen[name] = time.monotonic()
-        if pending is None or name not in pending.waiting:
+        pending = self.pending.get(msg.id)
+        if pending is None or name not in pending.waiting or pending.sent_to.get(name) != identity:
             return self.rejected.add("late-feature", f"{name} request {msg.id}")
         feature = msg.arrays.get("feature")
         dim = self.dims[self.names.index(name)]

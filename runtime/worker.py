@@ -3,7 +3,8 @@
 It connects (DEALER, CURVE client with its bundle's keys) to the central endpoint and says hello:
 device name, plan id and bundle digest. The hello is repeated every HEARTBEAT_S as a heartbeat,
 so after either side restarts the worker is known again without anyone restarting it (ZeroMQ
-reconnects the socket by itself). A refusal (wrong plan or bundle) is fatal: it is a deployment
+reconnects the socket by itself). It sets no routing identity: central knows it by its key and
+learns its connection from the hello that key authenticated. A refusal (wrong plan or bundle) is fatal: it is a deployment
 mistake that waiting will not fix.
 """
 from __future__ import annotations
@@ -57,7 +58,6 @@ class Worker(Closing):
         ctx = zmq.Context()
         sock = client_socket(ctx, zmq.DEALER, None if self.insecure else self.bundle.manifest.central.public_key,
                              None if self.insecure else self.bundle.keys())
-        sock.identity = self.bundle.device.encode()
         sock.connect(str(self.endpoint))
         last_hello = 0.0
         try:
