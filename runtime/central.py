@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -77,7 +78,9 @@ class Central(Closing):
         self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}
         self.pending: dict[int, Pending] = {}
-        self.ids = itertools.count(1)
+        # Random first id: a feature a worker computed for a central that since restarted can never
+        # pass for one of this central's requests.
+        self.ids = itertools.count(secrets.randbelow(1 << 62) + 1)
         self.rejected = Rejections(log)
         self.answered = 0
         self.ready = threading.Event()
