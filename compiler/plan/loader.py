@@ -54,7 +54,8 @@ A plan, with every field (paths are relative to the plan file):
     calibration: {epochs: 4, joint_epochs: 2, joint_lr: 0.0005, weight_decay: 0.05, feature: pool,
                   reading: up, feature_dropout: 0.25, soft_labels: 0, temperature: 4, layer_distill: 0,
                   held_out_fusion: true}
-    runtime: {port: 5555, deadline_ms: 500, min_devices: 1}   # optional, these are the defaults
+    runtime: {port: 5555, deadline_ms: 500, min_devices: 1,     # optional, these are the defaults
+              straggler_window: 20, probe_every: 10, slow_factor: 1.0}
     output: ../build/vit             # the build folder
 """
 from __future__ import annotations
@@ -151,6 +152,9 @@ class RuntimePlan:
     port: int
     deadline_ms: float
     min_devices: int
+    straggler_window: int = 20  # requests whose t1+t2 say whether a worker is slow
+    probe_every: int = 10  # a worker not waited for still gets every k-th request, to see it recover
+    slow_factor: float = 1.0  # slow: p90 t1+t2 above slow_factor x deadline_ms
 
 
 @dataclass(frozen=True)
@@ -304,8 +308,10 @@ def plan_yaml(plan: Plan) -> str:
             return [plain(v) for v in value]
         return value
     data = plain(plan)
-    for section in ("teacher", "dataset"):  # unset alternatives are left out, as in the user's plan
-        data[section] = {k: v for k, v in data[section].items() if v is not None}
+    # Unset alternatives and fields that do not apply are left out, as in the user's plan.
+    data["teacher"] = {k: v for k, v in data["teacher"].items() if v is not None}
+    unused = _unused_dataset_fields(plan.dataset)
+    data["dataset"] = {k: v for k, v in data["dataset"].items() if v is not None and k not in unused}
     return f"# written by cofc build from {plan.path.resolve()}\n" + yaml.safe_dump(data, sort_keys=False)
 
 
@@ -385,12 +391,10 @@ def _check_dataset(plan: Plan) -> None:
     if len(given) > 1:
         raise plan.error(f"dataset.{given[1]}", f"give either {', '.join(DATA_SOURCES[:-1])} or "
                          f"{DATA_SOURCES[-1]}, not {' and '.join(given)}")
-    for key in ("test_file", "text_column", "label_column"):
-        if f"dataset.{key}" in plan.lines and d.text_file is None:
-            raise plan.error(f"dataset.{key}", f"{key} goes with text_file")
-    has_test = d.test_file is not None or (d.image_folder is not None and (d.image_folder / "test").is_dir())
-    if "dataset.held_out" in plan.lines and (d.name is not None or has_test):
-        raise plan.error("dataset.held_out", "held_out is for an image_folder or text_file without a test split")
+    for key in sorted(_unused_dataset_fields(d), key=lambda k: plan.lines.get(f"dataset.{k}", 0)):
+        if f"dataset.{key}" in plan.lines:
+            raise plan.error(f"dataset.{key}", f"{key} goes with text_file" if key != "held_out" else
+                             "held_out is for an image_folder or text_file without a test split")
     if d.image_folder is not None and not d.image_folder.is_dir():
         raise plan.error("dataset.image_folder", f"folder {d.image_folder} does not exist")
     for key in ("text_file", "test_file"):
@@ -402,6 +406,13 @@ def _check_dataset(plan: Plan) -> None:
         if path.suffix.lower() not in DELIMITERS:
             raise plan.error(f"dataset.{key}", f"{path.name}: unknown text file type {path.suffix!r} "
                              f"(use {', '.join(DELIMITERS)})")
+
+
+def _unused_dataset_fields(d: DatasetPlan) -> set[str]:
+    """The dataset fields its source does not read (a plan that sets one is refused)."""
+    unused = set() if d.text_file is not None else {"test_file", "text_column", "label_column"}
+    has_test = d.test_file is not None or (d.image_folder is not None and (d.image_folder / "test").is_dir())
+    return unused | ({"held_out"} if d.name is not None or has_test else set())
 
 
 def _check_profile(plan: Plan, i: int, profile: Path) -> None:

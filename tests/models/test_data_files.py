@@ -192,3 +192,35 @@ def test_bad_image_folders_are_one_line_naming_the_folder_or_file(tmp_path):
 def test_rows_remember_their_lines(tmp_path):
     rows = read_rows(_write(tmp_path / "t.csv", 'text,label\n"a\nb",x\nc,y\n'), "text", "label")
     assert rows.lines == [3, 4] and rows.texts == ["a\nb", "c"]
+
+
+@pytest.mark.parametrize("dataset,given", [
+    ("{name: mnist-5k}", {"name"}),
+    ("{image_folder: pets}", {"image_folder"}),  # pets/ has test/: held_out does not apply
+    ("{image_folder: pets/train-only, held_out: 0.3}", {"image_folder", "held_out"}),
+    ("{text_file: r.csv, test_file: r.csv, text_column: body}", {"text_file", "test_file", "text_column", "label_column"}),
+    ("{text_file: r.jsonl}", {"text_file", "text_column", "label_column", "held_out"}),
+])
+def test_the_plan_a_build_keeps_loads_again_with_the_same_data(dataset, given, tmp_path):
+    """A build keeps its plan (plan_yaml, every path absolute) and `cofc bench` reads it back: only
+    the fields that apply to the data source are written, so the copy passes the checks that
+    refuse a field the source would ignore."""
+    from cofc.compiler.plan import load_plan, plan_yaml
+
+    image_folder(tmp_path / "pets")
+    image_folder(tmp_path / "pets" / "train-only", parts=("train",))
+    (tmp_path / "r.csv").write_text("body,label\na,x\n")
+    (tmp_path / "r.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    (tmp_path / "p.json").write_text('{"rows": [{"ms": 1}]}')
+    (tmp_path / "plan.yaml").write_text(
+        "name: p\nteacher: {checkpoint: p.json}\n"
+        f"dataset: {dataset[:-1]}, calibration: 1, validation: 1}}\n"
+        "devices: [{name: a, profile: p.json, memory_mb: 1, max_mflops: 1, link_mbps: 1, central: true}]\n"
+        "objective: {delta: 1, initial: 1, iterations: 0}\noutput: out\n")
+    original = load_plan(tmp_path / "plan.yaml")
+    kept = tmp_path / "kept" / "plan.yaml"
+    kept.parent.mkdir()
+    kept.write_text(plan_yaml(original))
+    again = load_plan(kept)
+    assert again.dataset == original.dataset
+    assert {k for k in again.lines if k.startswith("dataset.")} == {f"dataset.{k}" for k in given | {"calibration", "validation"}}

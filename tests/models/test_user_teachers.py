@@ -223,3 +223,19 @@ def test_checkpoint_at_another_image_size_names_the_field_to_set(tmp_path):
 def test_every_folder_family_is_one_whose_adapter_reads_folders():
     assert all(isinstance(get_adapter(f), HfFolderFamily) for f in FOLDER_FAMILIES)
     assert set(TEACHER_FORMS) == {"checkpoint", "hf_classifier", "timm", "family"}
+
+
+@pytest.mark.parametrize("teacher", [
+    "{hf_classifier: folder, input_size: 64}",
+    "{timm: test_vit, weights: w.pth, classes: 3, input_size: 64, mean: [0.4, 0.5, 0.6], std: [0.2, 0.2, 0.3]}",
+])
+def test_the_plan_a_build_keeps_names_the_same_teacher(teacher, tmp_path):
+    """The build's copy of the plan (every path absolute) loads again with the same teacher fields."""
+    from cofc.compiler.plan import plan_yaml
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "w.pth").write_bytes(b"")
+    original = load_plan(write_plan(tmp_path, teacher))
+    kept = tmp_path / "kept" / "plan.yaml"
+    kept.parent.mkdir()
+    kept.write_text(plan_yaml(original))
+    assert load_plan(kept).teacher == original.teacher and original.teacher.form in teacher
