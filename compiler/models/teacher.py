@@ -123,12 +123,12 @@ def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
 
 def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
     """A save_pretrained classification folder: family from config.json, classes from id2label,
-    tokenizer from the folder (tokenizer.json, or built once from its vocabulary files)."""
-    from cofc.compiler.models.adapters._hf import DEFAULT_MAX_LENGTH, folder_tokenizer, read_folder, text_preprocess
+    tokenizer from the folder (tokenizer.json, or built once from its vocabulary files); without
+    an input_size, the adapter plans for 128 tokens or the model's positions if fewer."""
+    from cofc.compiler.models.adapters._hf import folder_tokenizer, read_folder, text_preprocess
 
     info = read_folder(folder)
-    max_length = input_size or DEFAULT_MAX_LENGTH
-    prep = text_preprocess(str(folder_tokenizer(folder)), max_length, info.config.get("pad_token_id"))
+    prep = text_preprocess(str(folder_tokenizer(folder)), input_size, info.config.get("pad_token_id"))
     return {"family": info.family, "arch": {"hf_classifier": str(folder), "num_classes": len(info.classes)},
             "preprocess": prep, "classes": list(info.classes)}
 

@@ -239,3 +239,18 @@ def test_the_plan_a_build_keeps_names_the_same_teacher(teacher, tmp_path):
     kept.parent.mkdir()
     kept.write_text(plan_yaml(original))
     assert load_plan(kept).teacher == original.teacher and original.teacher.form in teacher
+
+
+def test_folder_plan_without_input_size_fits_the_models_positions(tmp_path):
+    """128 tokens by default, or fewer when the model has fewer positions (these have 64)."""
+    save_folder(hf_model("mpnet"), tmp_path / "teacher")
+    teacher = teacher_from_plan(load_plan(write_plan(tmp_path, "{hf_classifier: teacher}")))
+    assert teacher.spec.tokens == 64 == teacher.record["preprocess"]["max_length"] == teacher.model.seq_len
+    assert teacher.preprocess(TEXTS)["input_ids"].shape == (len(TEXTS), 64)
+
+
+def test_input_size_beyond_the_models_positions_is_refused(tmp_path):
+    save_folder(hf_model("gpt2"), tmp_path / "teacher")
+    with pytest.raises(PlanError, match="input_size 65 tokens exceeds the model's 64 positions") as info:
+        teacher_from_plan(load_plan(write_plan(tmp_path, "{hf_classifier: teacher, input_size: 65}")))
+    assert info.value.field == "teacher.hf_classifier"

@@ -268,10 +268,11 @@ def load_folder_classifier(family: HfFolderFamily, record: dict[str, Any]) -> Hf
     if model.config.num_labels != len(folder.classes):
         raise CofcError(f"{folder.path / 'config.json'}: id2label names {len(folder.classes)} classes, "
                         f"the model has {model.config.num_labels}")
-    seq_len = record["preprocess"]["max_length"]
-    if seq_len > family.max_tokens(model.config):
-        raise CofcError(f"{folder.path}: input_size {seq_len} tokens exceeds the model's "
-                        f"{family.max_tokens(model.config)} positions")
+    limit = family.max_tokens(model.config)
+    seq_len = record["preprocess"].get("max_length") or min(DEFAULT_MAX_LENGTH, limit)  # the plan's, or the default
+    if seq_len > limit:
+        raise CofcError(f"{folder.path}: input_size {seq_len} tokens exceeds the model's {limit} positions")
+    record["preprocess"]["max_length"] = seq_len
     return family.from_hf(model.eval(), seq_len)
 
 
@@ -326,9 +327,10 @@ def folder_tokenizer(folder: Path) -> Path:
     return kept
 
 
-def text_preprocess(tokenizer_source: str, max_length: int, pad_id: int | None = None) -> dict[str, Any]:
+def text_preprocess(tokenizer_source: str, max_length: int | None, pad_id: int | None = None) -> dict[str, Any]:
     """A text teacher's record entry: its tokenizer, the length every request is padded or cut
-    to, and the pad token (the tokenizer's own, else the model's pad id, else its end token)."""
+    to (None: the adapter's default for the model), and the pad token (the tokenizer's own, else
+    the model's pad id, else its end token)."""
     tokenizer = _tokenizer(tokenizer_source)
     if tokenizer.pad_token is not None:
         pad_token = tokenizer.pad_token

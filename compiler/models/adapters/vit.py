@@ -120,6 +120,8 @@ def _pretrained(record: dict[str, Any]) -> nn.Module:
         raise CofcError(f"timm model {arch['source']!r} is not a VisionTransformer")
     cfg = model.pretrained_cfg
     record["preprocess"].update(mean=list(cfg["mean"]), std=list(cfg["std"]))
+    record["preprocess"].setdefault("interpolation", cfg.get("interpolation") or "bilinear")
+    record["preprocess"].setdefault("crop_pct", float(cfg.get("crop_pct") or 1.0))
     return model
 
 
