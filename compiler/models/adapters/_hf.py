@@ -14,10 +14,11 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -160,18 +161,19 @@ def build_classifier(backbone: nn.Module, record: dict[str, Any], pooling: str =
     return model
 
 
-class _quiet_transformers:
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
     """transformers' load reports and progress bars off for one load (cofc reports itself)."""
+    from transformers.utils import logging as hf_logging
 
-    def __enter__(self) -> None:
-        from transformers.utils import logging as hf_logging
-        self._logging, self._verbosity = hf_logging, hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-
-    def __exit__(self, *_: Any) -> None:
-        self._logging.set_verbosity(self._verbosity)
-        self._logging.enable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 # -- classification folders ---------------------------------------------------------------------
@@ -190,7 +192,6 @@ class HfFolderFamily(ABC):
     def max_tokens(self, config: Any) -> int:
         """The longest request its position embeddings allow."""
         return config.max_position_embeddings
-
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def load_folder_classifier(family: HfFolderFamily, record: dict[str, Any]) -> Hf
         raise CofcError(f"{folder.path / 'config.json'}: id2label names {len(folder.classes)} classes, "
                         f"the model has {model.config.num_labels}")
     limit = family.max_tokens(model.config)
-    seq_len = record["preprocess"].get("max_length") or min(DEFAULT_MAX_LENGTH, limit)  # the plan's, or the default
+    seq_len = record["preprocess"].get("max_length") or min(DEFAULT_MAX_LENGTH, limit)  # the plan's, or a default
     if seq_len > limit:
         raise CofcError(f"{folder.path}: input_size {seq_len} tokens exceeds the model's {limit} positions")
     record["preprocess"]["max_length"] = seq_len

@@ -27,7 +27,8 @@ def load_image(path: Path, image: ImageInput) -> np.ndarray:
         with Image.open(path) as img:
             img = img.convert("L" if image.channels == 1 else "RGB")
     except Exception as exc:  # not an image, truncated, a decompression bomb: name the file
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable image ({why})") from None
     array = np.asarray(fit(img, image), dtype=np.uint8)
     return array if image.channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
