@@ -9,7 +9,10 @@ feature counts only when it comes with that worker's key from the connection its
 to. Only client keys may submit requests; a client key never receives a request nor delivers a
 feature. With --insecure there are no keys, and names are all there is: this protection is off. Per request: send the raw input to every live worker, compute the central
 feature meanwhile, gather features until all live workers answered or the deadline passed, fuse
-with the presence mask, answer. Every request gets exactly one answer: degraded (and saying which
+with the presence mask, answer. A worker persistently slower than the deadline allows (its p90
+t1+t2 over the last requests) is not waited for: central answers from the others at once, still
+sends it every k-th request as a probe, and waits for it again once its probes are fast. Every
+request gets exactly one answer: degraded (and saying which
 devices were missing) when features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
 """
@@ -21,6 +24,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +39,69 @@ from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
 ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
+PROBES_TO_RECOVER = 3  # consecutive fast probes that take a straggler back
 log = logging.getLogger("cofc.central")
+
+
+@dataclass
+class Straggler:
+    """One worker's recent t1+t2 in ms (inf: it missed the deadline) and, while central does not
+    wait for it, why."""
+    recent: deque[float]
+    excluded: str | None = None
+    fast_probes: int = 0
+    probed: float = 0.0  # when it was last probed (monotonic)
+
+
+class Stragglers:
+    """Decides, from each worker's recent t1+t2, whom central waits for. Waiting on a device that
+    misses the deadline costs every request the whole deadline; answering from the others at once
+    costs only the accuracy the feature dropout was trained to lose."""
+
+    def __init__(self, workers: list[str], window: int, probe_every: int, limit_ms: float, deadline_s: float):
+        self.window, self.probe_every, self.limit_ms = window, probe_every, limit_ms
+        self.probe_gap_s = deadline_s  # probes closer than a deadline apart would say the same thing
+        self.state = {w: Straggler(deque(maxlen=window)) for w in workers}
+        self.count = 0
+
+    def reset(self, name: str) -> None:
+        """A worker (re)joined on a new connection: a new process, judged afresh."""
+        self.state[name] = Straggler(deque(maxlen=self.window))
+
+    def plan(self, alive: set[str]) -> tuple[set[str], dict[str, str]]:
+        """Whom this request waits for, and whom it leaves out (and why); every `probe_every`-th
+        request (at most one a deadline) also goes to the excluded, as a probe."""
+        self.count += 1
+        now = time.monotonic()
+        excluded = {n: s.excluded for n, s in self.state.items() if n in alive and s.excluded}
+        if excluded and self.count % self.probe_every == 0:
+            probed = {n for n in excluded if now - self.state[n].probed >= self.probe_gap_s}
+            for name in probed:
+                self.state[name].probed = now
+                del excluded[name]
+        return set(alive) - set(excluded), excluded
+
+    def observe(self, name: str, ms: float, min_devices_ok: bool) -> None:
+        """One request's t1+t2 of `name` (inf when it missed the deadline)."""
+        s = self.state[name]
+        s.recent.append(ms)
+        if s.excluded:
+            s.fast_probes = s.fast_probes + 1 if ms <= self.limit_ms else 0
+            if s.fast_probes >= PROBES_TO_RECOVER:
+                log.info("worker %s is fast again (%d probes within %.0f ms): waited for again",
+                         name, s.fast_probes, self.limit_ms)
+                self.reset(name)
+            return
+        if len(s.recent) < max(2, self.window // 2) or not min_devices_ok:
+            return
+        p90 = float(np.percentile(np.array(s.recent), 90))
+        if p90 > self.limit_ms:
+            late = sum(1 for v in s.recent if v == float("inf"))
+            shown = f"{p90:.0f} ms" if np.isfinite(p90) else f"over the deadline ({late} of {len(s.recent)} missed it)"
+            s.excluded = f"slow: p90 {shown} > {self.limit_ms:.0f} ms"
+            s.recent.clear()
+            log.warning("worker %s not waited for (%s); probed every %d requests", name, s.excluded,
+                        self.probe_every)
 
 
 @dataclass
@@ -50,6 +116,7 @@ class Pending:
     sent: float = 0.0
     t1: dict[str, float] = field(default_factory=dict)
     t2: dict[str, float] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # workers not waited for, and why
 
 
 class Central(Closing):
@@ -68,6 +135,8 @@ class Central(Closing):
         self.worker_keys = {w.public_key: w.name for w in fusion.workers}
         self.worker_digests = {w.name: w.digest for w in fusion.workers}
         self.client_keys = set(fusion.client_keys)
+        self.stragglers = Stragglers(self.workers, m.central.straggler_window, m.central.probe_every,
+                                     m.central.slow_factor * m.central.deadline_ms, self.deadline_s)
         self.prep = Preprocessor.for_bundle(bundle)
         with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
             self.engine = opened.enter_context(open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
@@ -173,6 +242,7 @@ class Central(Closing):
         self.last_seen[name] = time.monotonic()
         if not known:
             log.info("worker %s joined", name)
+            self.stragglers.reset(name)
             if set(self.workers) <= self.alive():
                 self.all_joined.set()
             sock.send_multipart([identity, *encode(Message("welcome", 0))], copy=False)
@@ -188,12 +258,12 @@ class Central(Closing):
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
         now = time.monotonic()
-        alive = self.alive()
-        pending = Pending(client, msg.id, now, now + self.deadline_s, set(alive))
+        targets, excluded = self.stragglers.plan(self.alive())
+        pending = Pending(client, msg.id, now, now + self.deadline_s, set(targets), excluded=excluded)
         self.pending[rid] = pending
         request = encode(Message("request", rid, msg.arrays))  # the raw input: each device preprocesses
         pending.sent = time.monotonic()
-        for name in alive:
+        for name in targets:
             pending.sent_to[name] = self.route[name]
             sock.send_multipart([self.route[name], *request], copy=False)
         start = time.perf_counter()
@@ -231,6 +301,7 @@ class Central(Closing):
         pending.t1[name] = t1
         pending.t2[name] = max(0.0, (time.monotonic() - pending.sent) * 1e3 - t1)
         pending.waiting.discard(name)
+        self.stragglers.observe(name, t1 + pending.t2[name], self._may_exclude())
         if not pending.waiting:
             self._finish(sock, msg.id)
 
@@ -239,8 +310,15 @@ class Central(Closing):
         for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
             self._finish(sock, rid)
 
+    def _may_exclude(self) -> bool:
+        """Leaving one more worker out still leaves `min_devices` (central counts as one)."""
+        waited = [n for n, s in self.stragglers.state.items() if not s.excluded]
+        return len(waited) >= self.min_devices
+
     def _finish(self, sock: zmq.Socket, rid: int) -> None:
         p = self.pending.pop(rid)
+        for name in p.waiting:  # missed the deadline
+            self.stragglers.observe(name, float("inf"), self._may_exclude())
         present = [n for n in self.names if n in p.features]
         missing = [n for n in self.names if n not in p.features]
         timings = {"t1_ms": p.t1, "t2_ms": p.t2}
@@ -256,6 +334,8 @@ class Central(Closing):
         timings["t3_ms"] = (time.perf_counter() - start) * 1e3
         timings["end_to_end_ms"] = (time.monotonic() - p.received) * 1e3
         meta = {"present": present, "missing": missing, "degraded": bool(missing), "timings": timings}
+        if p.excluded:
+            meta["excluded"] = p.excluded
         sock.send_multipart([p.client, *encode(Message("answer", p.client_id, {"logits": logits}, meta))], copy=False)
         self.answered += 1
 

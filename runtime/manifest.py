@@ -86,6 +86,11 @@ class CentralInfo:
     public_key: str
     deadline_ms: float
     min_devices: int
+    # A worker whose p90 t1+t2 over the last `straggler_window` requests exceeds
+    # slow_factor x deadline_ms is not waited for; every `probe_every`-th request still goes to it.
+    straggler_window: int = 20
+    probe_every: int = 10
+    slow_factor: float = 1.0
 
 
 @dataclass(frozen=True)

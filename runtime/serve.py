@@ -73,6 +73,8 @@ def _answer_file(central: Central, input_path: Path, insecure: bool) -> None:
             for answer in client.stream(requests):
                 row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
                        "timings": answer.timings}
+                if answer.excluded:
+                    row["excluded"] = answer.excluded  # not waited for: slow (see the reason)
                 if answer.error:
                     row["error"] = answer.error
                 else:

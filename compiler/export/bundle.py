@@ -61,7 +61,8 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
     keys = {d.name: KeyPair.generate() for d in plan.devices}
     client = KeyPair.generate()
     central = CentralInfo(Endpoint(plan.central.address, plan.runtime.port), keys[plan.central.name].public,
-                          float(plan.runtime.deadline_ms), plan.runtime.min_devices)
+                          float(plan.runtime.deadline_ms), plan.runtime.min_devices,
+                          plan.runtime.straggler_window, plan.runtime.probe_every, float(plan.runtime.slow_factor))
     prep = _preprocess(preprocess, tokenizer)
     fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy))
     folders, digests = [], {}

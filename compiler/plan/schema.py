@@ -142,6 +142,11 @@ SCHEMA = {
         "port": Field(INT, required=False, default=5555, check=_port),
         "deadline_ms": Field(NUM, required=False, default=500, check=_positive),
         "min_devices": Field(INT, required=False, default=1, check=_positive),
+        # Stragglers: a worker whose p90 t1+t2 over the last `straggler_window` requests exceeds
+        # slow_factor x deadline_ms is not waited for, but probed every `probe_every`-th request.
+        "straggler_window": Field(INT, required=False, default=20, check=_positive),
+        "probe_every": Field(INT, required=False, default=10, check=_positive),
+        "slow_factor": Field(NUM, required=False, default=1.0, check=_positive),
     },
     "output": Field(STR),
 }
