@@ -147,12 +147,16 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
 @click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--emulate", is_flag=True, help="Give each device its own network namespace, its plan's "
               "link rate (tc tbf) and the CPU share its profile was measured under (cgroup). Needs root.")
-def bench(build_dir: Path, requests: int, emulate: bool) -> None:
+@click.option("--stream", is_flag=True, help="Also send the inputs as one pipelined stream and report answers "
+              "per second against 1/(slowest stage): how many requests a deployment can take.")
+@click.option("--window", type=click.IntRange(1), default=8, show_default=True,
+              help="With --stream: requests in flight at once.")
+def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
     from cofc.compiler.cluster.bench import bench as run_bench, format_table
 
-    result = run_bench(build_dir, requests, emulate)
+    result = run_bench(build_dir, requests, emulate, stream=stream, window=window)
     click.echo(format_table(result))
     click.echo(f"written {build_dir / 'bench.json'}")
 

@@ -6,7 +6,10 @@ per-phase breakdown (t1 per device, t2, t3) against the evaluator's prediction, 
 overhead (end to end vs max_n(t1_n + t2_n) + t3 of the same request's measured phases), the
 accuracy of the answers, and the teacher's latency on the fastest device through the same
 backend. With `emulate`, devices get their plan's link rates and the CPU shares their latency
-tables were measured under (compiler/emulate.py).
+tables were measured under (compiler/emulate.py). With `stream`, the same inputs are then sent as
+one pipelined stream (`window` in flight) and the answers per second are set against what the
+slowest stage allows, 1 / max(per-device t1+t2 medians, t3 median), so a user can size a
+deployment: a ratio near 1 means the runtime keeps the slowest stage busy.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,8 @@ def _cpu_share(profile: Path) -> float:
     return float(prov.get("cpu_share") or 1.0)
 
 
-def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10) -> dict[str, Any]:
+def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10,
+          stream: bool = False, window: int = 8) -> dict[str, Any]:
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     plan = load_plan(build_dir / PLAN_COPY)
@@ -88,6 +93,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
             if i >= warmup:
                 client_ms.append((time.perf_counter() - start) * 1e3)
                 answers.append(answer)
+        streamed = _stream(client, inputs[warmup:], window) if stream else None
     labels = test.labels[warmup:]
     correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels)]
     names = [d.name for d in plan.devices]
@@ -117,8 +123,41 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report.teacher.accuracy},
     }
     result["speedup_vs_teacher"] = teacher_ms / result["end_to_end_ms"]["median"]
+    if streamed is not None:
+        result["stream"] = _throughput(streamed, result)
     atomic_write_json(build_dir / "bench.json", result)
     return result
+
+
+@dataclass(frozen=True)
+class Streamed:
+    window: int
+    answers: int
+    errors: int
+    degraded: int
+    seconds: float
+
+
+def _stream(client: Client, inputs: list[dict], window: int) -> Streamed:
+    """The inputs as one pipelined stream, timed from the first send to the last answer."""
+    start = time.perf_counter()
+    answers = list(client.stream(inputs, window=window))
+    seconds = time.perf_counter() - start
+    return Streamed(window, len(answers), sum(a.error is not None for a in answers),
+                    sum(a.degraded for a in answers), seconds)
+
+
+def _throughput(s: Streamed, r: dict[str, Any]) -> dict[str, Any]:
+    """Answers per second against 1 / (slowest stage): each device's t1+t2 and the fusion t3 are
+    stages that can overlap across requests, so the slowest one bounds the rate."""
+    stages = {n: p["t1_ms"] + p["t2_ms"] for n, p in r["phases"].items()}
+    stages["t3 (fuse)"] = r["t3_ms"]
+    slowest = max(stages, key=stages.get)
+    rate = s.answers / s.seconds
+    bound = 1e3 / stages[slowest]
+    return {"window": s.window, "answers": s.answers, "errors": s.errors, "degraded": s.degraded,
+            "seconds": s.seconds, "answers_per_s": rate, "slowest_stage": slowest,
+            "slowest_stage_ms": stages[slowest], "bound_per_s": bound, "ratio": rate / bound}
 
 
 def _teacher_ms(path: Path, inputs: list[dict], share: float | None) -> float:
@@ -150,6 +189,12 @@ def format_table(r: dict[str, Any]) -> str:
               f"{r['overhead_ms']['median']:.3f} ms median",
               f"teacher alone on {r['teacher']['device']}: {r['teacher']['median_ms']:.3f} ms -> "
               f"CoFormer speed-up {r['speedup_vs_teacher']:.2f}x"]
+    if "stream" in r:
+        s = r["stream"]
+        lines.append(f"stream of {s['answers']} (window {s['window']}): {s['answers_per_s']:.1f} answers/s; "
+                     f"slowest stage {s['slowest_stage']} {s['slowest_stage_ms']:.3f} ms allows "
+                     f"{s['bound_per_s']:.1f}/s -> ratio {s['ratio']:.2f} ({s['degraded']} degraded, "
+                     f"{s['errors']} errors)")
     if r["note"]:
         lines.append(f"note: {r['note']}")
     return "\n".join(lines)
