@@ -2,7 +2,7 @@
 reads, so that a change reruns the stages it affects and nothing else.
 
 A stage declares what it reads (`Reads`): plan fields (files the plan names count by their
-content, not their path), the upstream stages whose results it takes, and the modules it runs.
+content, not their path; folders by their files' names, sizes and modification times), the upstream stages whose results it takes, and the modules it runs.
 Its key hashes those plan values, the upstream stages' keys, and the source of every cofc module
 it runs together with every cofc module those import (found by reading their imports, lazy ones
 included), so that editing `calibration/booster.py` reruns calibrate and what follows it, and
@@ -32,12 +32,17 @@ class Reads:
 
 
 def _fingerprint(value: Any) -> Any:
-    """A JSON-able value that changes exactly when `value` does; a file by its content."""
+    """A JSON-able value that changes when `value` does; a file by its content."""
     if dataclasses.is_dataclass(value):
         return {f.name: _fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)
                 if f.compare}
     if isinstance(value, Path):
-        return {"sha256": sha256_file(value)} if value.is_file() else str(value)
+        if value.is_file():
+            return {"sha256": sha256_file(value)}
+        if value.is_dir():  # a data or model folder: each file's name, size and time (hashing all would be slow)
+            return sorted((str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
+                          for f in value.rglob("*") if f.is_file())
+        return str(value)
     if isinstance(value, (list, tuple)):
         return [_fingerprint(v) for v in value]
     return value

@@ -13,7 +13,7 @@ import torch
 from cofc.compiler.build.cache import StageCache, Stored
 from cofc.compiler.build.context import Context, log
 from cofc.compiler.build.report import PLAN_COPY, Report, make_report, write_report
-from cofc.compiler.build.stages import STAGES, Stage, skipped
+from cofc.compiler.build.stages import STAGES, Built, Stage, skipped
 from cofc.compiler.models.adapters import adapter_module
 from cofc.compiler.plan import plan_yaml
 from cofc.compiler.plan.prepare import prepare
@@ -35,9 +35,8 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> Repo
             log(why)
             continue
         results[stage.name], seconds[stage.name] = _run(stage, ctx, cache, results)
-    r = results
-    report = make_report(ctx.plan.name, prepared.plan.path.resolve(), ctx.devices, ctx.base, ctx.input_bytes,
-                         r["teacher"], r["search"], r["calibrate"], r["export"], r["bundle"], r["evaluate"], seconds)
+    built = Built(**{f.name: results[f.name] for f in dataclasses.fields(Built)})
+    report = make_report(ctx, built, seconds)
     write_report(out, report)
     return report
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cofc.compiler.build.plots import plot_latency
-from cofc.compiler.build.stages import BundleResult, ExportResult, OnnxAccuracy, SearchSummary, TeacherResult
-from cofc.compiler.calibration.accuracy import AccuracyReport
+from cofc.compiler.build.context import Context
+from cofc.compiler.build.stages import Built, SearchSummary
 from cofc.compiler.export.onnx import Parity
-from cofc.compiler.planning.objective import DeviceModel, latency
+from cofc.compiler.planning.objective import latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write, atomic_write_json
@@ -76,14 +76,14 @@ class Report:
     stage_seconds: dict[str, float]  # how long each stage took when it ran
 
 
-def make_report(plan_name: str, source: Path, devices: list[DeviceModel], base: TransformerSpec, input_bytes: int,
-                teacher: TeacherResult, found: SearchSummary, acc: AccuracyReport, exported: ExportResult,
-                bundles: BundleResult, ort: OnnxAccuracy, seconds: dict[str, float]) -> Report:
-    lat = latency(found.policy, devices, base, input_bytes)
+def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report:
+    devices, base, found, acc, ort = ctx.devices, ctx.base, built.search, built.calibrate, built.evaluate
+    teacher = built.teacher
+    lat = latency(found.policy, devices, base, ctx.input_bytes)
     teacher_flops = flops(base.full(), base)
     names = [d.name for d in devices]
     return Report(
-        plan=PlanInfo(plan_name, bundles.plan_id, str(source)),
+        plan=PlanInfo(ctx.plan.name, built.bundle.plan_id, str(ctx.plan.path.resolve())),
         teacher=TeacherInfo(teacher.accuracy, teacher_flops / 1e6, teacher.spec,
                             {d.name: d.predict_ms(base.full()) for d in devices}),
         fused=FusedInfo(ort.fused, acc.fused, acc.fused_without_dropout, lat.total, lat.t3,
@@ -93,7 +93,7 @@ def make_report(plan_name: str, source: Path, devices: list[DeviceModel], base: 
                                  t1, t2, a, u)
                       for d, s, a, u, t1, t2 in zip(devices, found.policy, acc.submodels, acc.submodels_uncalibrated,
                                                     lat.t1, lat.t2)),
-        search=found, export=exported.checks, test_samples=ort.samples, stage_seconds=seconds)
+        search=found, export=built.export.checks, test_samples=ort.samples, stage_seconds=seconds)
 
 
 def write_report(out: Path, report: Report) -> None:

@@ -42,8 +42,10 @@ from cofc.errors import CofcError
 from cofc.runtime.backends import available as available_backends
 
 PARITY_TOLERANCE = 1e-3  # max abs difference of ONNX Runtime vs torch on features and logits
-SPLITS = ("dataset.name", "dataset.calibration", "dataset.validation", "objective.seed")  # fix cal and val
-TEST = ("dataset.name", "dataset.test")
+DATA = ("dataset.name", "dataset.image_folder", "dataset.text_file", "dataset.test_file", "dataset.text_column",
+        "dataset.label_column", "dataset.held_out")  # where the samples come from
+SPLITS = (*DATA, "dataset.calibration", "dataset.validation", "objective.seed")  # fix cal and val
+TEST = (*DATA, "dataset.test")
 PREPARE = "cofc.compiler.plan.prepare"  # how the splits are drawn
 
 
@@ -280,6 +282,17 @@ def evaluate(ctx: Context, bundles: BundleResult) -> OnnxAccuracy:
         return OnnxAccuracy(fused(), tuple(fused(k) for k in range(devices)), n)
 
 
+@dataclass(frozen=True)
+class Built:
+    """The results the report is made of, one field per stage (named as the stage)."""
+    teacher: TeacherResult
+    search: SearchSummary
+    calibrate: AccuracyReport
+    export: ExportResult
+    bundle: BundleResult
+    evaluate: OnnxAccuracy
+
+
 def skipped(stage: Stage) -> str | None:
     """Why a stage does not run on this host, if it does not."""
     if stage.name == "engines" and "tensorrt" not in available_backends():
@@ -287,4 +300,4 @@ def skipped(stage: Stage) -> str | None:
     return None
 
 
-__all__ = ["STAGES", "Stage", "log", "skipped"]
+__all__ = ["STAGES", "Built", "Stage", "log", "skipped"]

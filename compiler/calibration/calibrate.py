@@ -35,6 +35,8 @@ from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.planning.spec import SubModelSpec
 
 AGGREGATOR_EPOCHS = 20
+AGGREGATOR_BATCH = 256
+AGGREGATOR_LR = 3e-3
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,11 @@ def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torc
 
 
 def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                     distill: Distill, epochs: int, drop: float, seed: int, batch: int = 256,
-                     lr: float = 3e-3) -> Aggregator:
-    gen = torch.Generator().manual_seed(seed)
+                     config: CalibrationConfig, drop: float) -> Aggregator:
+    """Fit eq. 2's map on the devices' pooled features, each device's feature dropped with
+    probability `drop` (the config's feature dropout, or 0 for the report's contrast)."""
+    distill, epochs, batch, lr = config.distill, config.aggregator_epochs, AGGREGATOR_BATCH, AGGREGATOR_LR
+    gen = torch.Generator().manual_seed(config.seed)
     n, devices = len(labels), len(agg.dims)
     opt = torch.optim.AdamW(agg.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-n // batch))
@@ -159,8 +163,8 @@ def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Impo
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
         dims = [m_spec.dim for m_spec in policy]
         fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model))  # noqa: E731
-        return (train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, config.drop, config.seed),
-                train_aggregator(fresh(), feats, y, t, distill, config.aggregator_epochs, 0.0, config.seed))
+        return (train_aggregator(fresh(), feats, y, t, config, config.drop),
+                train_aggregator(fresh(), feats, y, t, config, 0.0))
 
     aggregator, plain = fit_aggregators(inputs, y, t_logits)
     if config.joint is not None:
