@@ -3,17 +3,19 @@
 One ROUTER socket serves workers and clients. With CURVE (the default), the ZAP handler admits
 only the public keys the bundle lists, and every message carries its sender's authenticated key
 (ZeroMQ's User-Id). Who sent a message is decided by that key alone, never by a routing identity
-or device name a peer chose: a worker is the holder of its key; requests go only to the routing
-identity last seen with that key (learnt from its hello, never chosen by central's peers), and a
-feature counts only when it comes with that worker's key from the connection its request went
+or device name a peer chose: a worker is the holder of its key; requests go only to the connection
+last seen with that key (learnt from the hello that key authenticated; the identity a peer may
+pick counts for nothing, and taking over a connected peer's is refused), and a feature counts only when it comes with that worker's key from the connection its request went
 to. Only client keys may submit requests; a client key never receives a request nor delivers a
-feature. With --insecure there are no keys, and names are all there is: this protection is off. Per request: send the raw input to every live worker, compute the central
-feature meanwhile, gather features until all live workers answered or the deadline passed, fuse
-with the presence mask, answer. A worker persistently slower than the deadline allows (its p90
-t1+t2 over the last requests) is not waited for: central answers from the others at once, still
-sends it every k-th request as a probe, and waits for it again once its probes are fast. Every
-request gets exactly one answer: degraded (and saying which
-devices were missing) when features are missing, an explicit error below `min_devices`.
+feature. With --insecure there are no keys, and names are all there is: this protection is off.
+
+Per request: send the raw input to every live worker, compute the central feature meanwhile,
+gather features until all live workers answered or the deadline passed, fuse with the presence
+mask, answer. A worker persistently slower than the deadline allows (its p90 t1+t2 over the last
+requests) is not waited for: central answers from the others at once, still sends it every k-th
+request as a probe, and waits for it again once its probes are fast. Every request gets exactly
+one answer: degraded (saying which devices were missing, and which were left out as slow) when
+features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
 """
 from __future__ import annotations

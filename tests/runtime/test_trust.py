@@ -3,8 +3,9 @@ identity or a device name a peer chose (issue #18, item 1).
 
 A peer holding only the client key (the central bundle's client.json) connects while a healthy
 cluster serves: once with routing identity b"tx2", once saying hello as tx2 with tx2's digest
-(which the central manifest lists). Both answer every request they receive, and spray features
-for every plausible request id, with huge values. They must receive no request and change no
+(which the central manifest lists). Both answer every request they receive with a huge feature,
+and spray such features for small request ids (central's ids counted from 1 before they were
+randomised). They must receive no request and change no
 answer: the answers equal the local pipeline's on the same inputs, none degraded.
 """
 from __future__ import annotations
