@@ -13,9 +13,9 @@ Per request: send the raw input to every live worker, compute the central featur
 gather features until all live workers answered or the deadline passed, fuse with the presence
 mask, answer. A worker persistently slower than the deadline allows (its p90 t1+t2 over the last
 requests) is not waited for: central answers from the others at once, still sends it every k-th
-request as a probe, and waits for it again once its probes are fast. Every request gets exactly
-one answer: degraded (saying which devices were missing, and which were left out as slow) when
-features are missing, an explicit error below `min_devices`.
+request as a probe (timed, not waited for), and waits for it again once its probes are fast.
+Every request gets exactly one answer: degraded (saying which devices were missing, and which
+were left out as slow) when features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
 """
 from __future__ import annotations
@@ -70,18 +70,19 @@ class Stragglers:
         """A worker (re)joined on a new connection: a new process, judged afresh."""
         self.state[name] = Straggler(deque(maxlen=self.window))
 
-    def plan(self, alive: set[str]) -> tuple[set[str], dict[str, str]]:
-        """Whom this request waits for, and whom it leaves out (and why); every `probe_every`-th
-        request (at most one a deadline) also goes to the excluded, as a probe."""
+    def plan(self, alive: set[str]) -> tuple[set[str], dict[str, str], set[str]]:
+        """Whom this request waits for, whom it leaves out (and why), and which of those it is
+        sent to anyway as a probe: every `probe_every`-th request, at most one a deadline. A probe
+        is timed, not waited for, so probing costs no answer any latency."""
         self.count += 1
         now = time.monotonic()
         excluded = {n: s.excluded for n, s in self.state.items() if n in alive and s.excluded}
+        probed = set()
         if excluded and self.count % self.probe_every == 0:
             probed = {n for n in excluded if now - self.state[n].probed >= self.probe_gap_s}
             for name in probed:
                 self.state[name].probed = now
-                del excluded[name]
-        return set(alive) - set(excluded), excluded
+        return set(alive) - set(excluded), excluded, probed
 
     def observe(self, name: str, ms: float, min_devices_ok: bool) -> None:
         """One request's t1+t2 of `name` (inf when it missed the deadline)."""
@@ -149,6 +150,7 @@ class Central(Closing):
         self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}
         self.pending: dict[int, Pending] = {}
+        self.probes: dict[int, dict[str, tuple[bytes, float]]] = {}  # request -> worker -> (connection, sent)
         # Random first id: a feature a worker computed for a central that since restarted can never
         # pass for one of this central's requests.
         self.ids = itertools.count(secrets.randbelow(1 << 62) + 1)
@@ -260,13 +262,16 @@ class Central(Closing):
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
         now = time.monotonic()
-        targets, excluded = self.stragglers.plan(self.alive())
+        targets, excluded, probed = self.stragglers.plan(self.alive())
         pending = Pending(client, msg.id, now, now + self.deadline_s, set(targets), excluded=excluded)
         self.pending[rid] = pending
         request = encode(Message("request", rid, msg.arrays))  # the raw input: each device preprocesses
         pending.sent = time.monotonic()
         for name in targets:
             pending.sent_to[name] = self.route[name]
+            sock.send_multipart([self.route[name], *request], copy=False)
+        for name in probed:
+            self.probes.setdefault(rid, {})[name] = (self.route[name], pending.sent)
             sock.send_multipart([self.route[name], *request], copy=False)
         start = time.perf_counter()
         pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
@@ -290,6 +295,8 @@ class Central(Closing):
         if name is None:
             return self.rejected.add("unknown-worker", "feature from a connection that never said hello")
         self.last_seen[name] = time.monotonic()
+        if self._probe_answered(name, identity, msg.id):
+            return
         pending = self.pending.get(msg.id)
         if pending is None or name not in pending.waiting or pending.sent_to.get(name) != identity:
             return self.rejected.add("late-feature", f"{name} request {msg.id}")
@@ -307,10 +314,27 @@ class Central(Closing):
         if not pending.waiting:
             self._finish(sock, msg.id)
 
+    def _probe_answered(self, name: str, identity: bytes, rid: int) -> bool:
+        """A probed straggler's feature: timed (how fast it is now), never fused."""
+        probe = self.probes.get(rid, {}).get(name)
+        if probe is None or probe[0] != identity:
+            return False
+        del self.probes[rid][name]
+        if not self.probes[rid]:
+            del self.probes[rid]
+        self.stragglers.observe(name, (time.monotonic() - probe[1]) * 1e3, self._may_exclude())
+        return True
+
     def _expire(self, sock: zmq.Socket) -> None:
         now = time.monotonic()
         for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
             self._finish(sock, rid)
+        for rid, probed in list(self.probes.items()):  # a probe unanswered by the deadline: still slow
+            for name in [n for n, (_, sent) in probed.items() if now - sent >= self.deadline_s]:
+                del probed[name]
+                self.stragglers.observe(name, float("inf"), self._may_exclude())
+            if not probed:
+                del self.probes[rid]
 
     def _may_exclude(self) -> bool:
         """Leaving one more worker out still leaves `min_devices` (central counts as one)."""
