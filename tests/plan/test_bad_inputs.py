@@ -180,6 +180,7 @@ def test_table_has_enough_cases():
     assert len(CASES) >= 10
 
 
+@pytest.mark.slow  # `cofc build --check` in a new process: 5-10 s a case on two cores
 @pytest.mark.parametrize("what,make,file,words", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_naming_the_file(what, make, file, words, good, tmp_path):
     teacher, dataset = make(tmp_path, good)
@@ -195,6 +196,7 @@ def test_bad_input_is_one_line_naming_the_file(what, make, file, words, good, tm
     assert snapshot(tmp_path, good) == before, "a refused plan must not write files"
 
 
+@pytest.mark.slow  # `cofc build --check` in a new process: 5-10 s a case on two cores
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_the_good_inputs_pass(kind, good, tmp_path):
     """The cases above fail for the reason they name: unchanged, the same plans pass."""
