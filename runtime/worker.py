@@ -58,6 +58,12 @@ class Worker(Closing):
         ctx = zmq.Context()
         sock = client_socket(ctx, zmq.DEALER, None if self.insecure else self.bundle.manifest.central.public_key,
                              None if self.insecure else self.bundle.keys())
+        # A new handshake (central restarted) is answered with a hello at once, not at the next
+        # heartbeat: until central hears one it sends this worker nothing.
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         sock.connect(str(self.endpoint))
         last_hello = 0.0
         try:
@@ -65,7 +71,12 @@ class Worker(Closing):
                 if time.monotonic() - last_hello >= HEARTBEAT_S:
                     sock.send_multipart(encode(self._hello()), copy=False)
                     last_hello = time.monotonic()
-                if not sock.poll(int(HEARTBEAT_S * 1000)):
+                ready = dict(poller.poll(int(HEARTBEAT_S * 1000)))
+                if monitor in ready:
+                    while monitor.poll(0):
+                        monitor.recv_multipart()
+                    last_hello = 0.0
+                if sock not in ready:
                     continue
                 frames = sock.recv_multipart(copy=False)
                 try:
@@ -80,6 +91,8 @@ class Worker(Closing):
                 elif msg.type != "welcome":
                     self.rejected.add("unexpected-type", msg.type)
         finally:
+            sock.disable_monitor()
+            monitor.close(0)
             sock.close(0)
             ctx.term()
 
