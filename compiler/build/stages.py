@@ -25,11 +25,11 @@ from tqdm import tqdm
 from cofc.compiler.build.cache import Reads
 from cofc.compiler.build.context import Context, log
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
-from cofc.compiler.calibration.calibrate import (Calibrated, CalibrationConfig, FusedModel, batched, calibrate,
-                                                 random_mask)
+from cofc.compiler.calibration.calibrate import Calibrated, CalibrationConfig, FusedModel, calibrate, random_mask
 from cofc.compiler.export.bundle import plan_id, write_bundles
 from cofc.compiler.export.onnx import (INT8_SAMPLES, Parity, PooledBackbone, export_aggregator, export_backbone,
                                        export_teacher, parity, write_int8_calibration)
+from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.models.metrics import accuracy

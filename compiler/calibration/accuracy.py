@@ -10,7 +10,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from cofc.compiler.calibration.calibrate import Calibrated, FusedModel, batched, preprocess_all
+from cofc.compiler.calibration.calibrate import Calibrated, FusedModel
+from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.fusion import Aggregator, average_logits, majority_vote, submodel_logits
 from cofc.compiler.models.teacher import Teacher

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cofc.compiler.models.adapters.base import Inputs
+from cofc.compiler.models.batches import take
 
 READINGS = ("up", "printed")
 CLIP = 5.0
@@ -41,10 +42,6 @@ def update_weights(weights: np.ndarray, losses: np.ndarray, reading: str, clip: 
     w = w / w.mean()
     w = np.clip(w, 1.0 / clip, clip)
     return w / w.mean()
-
-
-def take(inputs: Inputs, index) -> Inputs:
-    return {k: v[index] for k, v in inputs.items()}
 
 
 @dataclass(frozen=True)

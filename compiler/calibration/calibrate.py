@@ -16,7 +16,7 @@ aggregator loses to fitting on seen ones, that fuses better (docs/experiments/ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from tqdm import tqdm
 from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
-from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, take, train_weighted
+from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, train_weighted
+from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import cut, plan_slices
 from cofc.compiler.models.fusion import Aggregator, device_feature, submodel_logits
 from cofc.compiler.scoring.importance import Importance
@@ -69,17 +70,6 @@ class Calibrated:
     aggregator: Aggregator  # trained with feature dropout: the one that ships
     plain_aggregator: Aggregator  # trained without, for the report's contrast
     feature: str
-
-
-def preprocess_all(teacher: Teacher, raw: Any, batch: int = 1024) -> Inputs:
-    parts = [teacher.preprocess(raw[i:i + batch]) for i in range(0, len(raw), batch)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
-@torch.no_grad()
-def batched(fn, inputs: Inputs, batch: int = 512) -> torch.Tensor:
-    n = len(next(iter(inputs.values())))
-    return torch.cat([fn(take(inputs, slice(i, i + batch))) for i in range(0, n, batch)])
 
 
 def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torch.Tensor:

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from cofc.compiler.models.adapters.base import ModelAdapter, WeightSlices
 from cofc.compiler.models.adapters.base import Inputs
-from cofc.compiler.calibration.booster import LossFn, Targets, take
+from cofc.compiler.calibration.booster import LossFn, Targets
+from cofc.compiler.models.batches import take
 
 
 def block_key(layer: int) -> str:

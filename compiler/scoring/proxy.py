@@ -23,7 +23,7 @@ from torch import nn
 
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
-from cofc.compiler.calibration.calibrate import batched, preprocess_all
+from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
 from cofc.compiler.scoring.importance import Importance

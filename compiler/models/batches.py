@@ -1,0 +1,26 @@
+"""Model inputs in bulk: preprocess a whole split once, run a function over it in batches, take
+the rows of a batch. Shared by the search's proxy and calibration, so that neither's code is
+part of the other's (the build's cache keys follow imports)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from cofc.compiler.models.adapters.base import Inputs
+from cofc.compiler.models.teacher import Teacher
+
+
+def take(inputs: Inputs, index: Any) -> Inputs:
+    return {k: v[index] for k, v in inputs.items()}
+
+
+def preprocess_all(teacher: Teacher, raw: Any, batch: int = 1024) -> Inputs:
+    parts = [teacher.preprocess(raw[i:i + batch]) for i in range(0, len(raw), batch)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def batched(fn: Callable[[Inputs], torch.Tensor], inputs: Inputs, batch: int = 512) -> torch.Tensor:
+    n = len(next(iter(inputs.values())))
+    return torch.cat([fn(take(inputs, slice(i, i + batch))) for i in range(0, n, batch)])
