@@ -32,7 +32,7 @@ from cofc.compiler.calibration.calibrate import CalibrationConfig, calibrate
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.plan.schema import SCHEMA
-from cofc.compiler.scoring.importance import Importance
+from cofc.compiler.planning.slices import Importance
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime._typed_json import from_json, to_json
 

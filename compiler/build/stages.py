@@ -35,8 +35,9 @@ from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
+from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
-from cofc.compiler.scoring.importance import Importance, rank_units
+from cofc.compiler.scoring.importance import rank_units
 from cofc.compiler.scoring.proxy import ValidationLoss
 from cofc.errors import CofcError
 from cofc.runtime.backends import available as available_backends

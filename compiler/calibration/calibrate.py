@@ -28,9 +28,9 @@ from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, train_weighted
 from cofc.compiler.models.batches import batched, preprocess_all
-from cofc.compiler.models.decompose import cut, plan_slices
+from cofc.compiler.models.decompose import cut
 from cofc.compiler.models.fusion import Aggregator, device_feature, submodel_logits
-from cofc.compiler.scoring.importance import Importance
+from cofc.compiler.planning.slices import Importance, plan_slices
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.planning.spec import SubModelSpec

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters.base import ModelAdapter, WeightSlices
+from cofc.compiler.models.adapters.base import ModelAdapter
+from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.calibration.booster import LossFn, Targets
 from cofc.compiler.models.batches import take

@@ -26,7 +26,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
-from cofc.compiler.scoring.importance import Importance
+from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec
 
 L2 = 1e-3

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cofc.compiler.build.report import load_report
 from cofc.compiler.plan import load_plan
 
@@ -39,6 +41,7 @@ def test_the_build_folder_holds_its_plan(built, tmp_path, monkeypatch):
     assert copy.teacher == original.teacher and copy.output.resolve() == built.resolve()
 
 
+@pytest.mark.e2e
 def test_killed_build_resumes(tmp_path):
     plan = make_plan(tmp_path)
     cmd = [str(Path(sys.executable).with_name("cofc")), "build", str(plan)]
