@@ -17,7 +17,7 @@ from cofc.runtime._files import sha256_file
 from cofc.runtime._typed_json import SchemaError, from_json, to_json
 from cofc.runtime.endpoint import Endpoint
 
-SCHEMA = 2  # version 1 was the untyped "format": "cofc-bundle/1"
+SCHEMA = 3  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings
 MANIFEST, DIGEST = "manifest.json", "manifest.sha256"
 Role = Literal["central", "worker"]
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 import zmq
 
 from cofc.compiler.models.datasets import load_dataset
 from cofc.runtime.backends import open_backend
-from cofc.runtime.bundle import load_bundle
 from cofc.runtime.client import Client
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.keys import KeyPair
@@ -26,38 +21,7 @@ from cofc.runtime.wire import Message, decode, encode
 from cofc.runtime.worker import Worker
 
 from tests.helpers import free_port
-
-COFC = str(Path(sys.executable).with_name("cofc"))
-
-
-@pytest.fixture(scope="module")
-def bundles(built) -> dict:
-    return {b.name: load_bundle(b) for b in (built / "bundle").iterdir()}
-
-
-def start(bundle, *extra) -> subprocess.Popen:
-    return subprocess.Popen([COFC, "run", "--bundle", str(bundle.path), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.fixture
-def cluster(bundles):
-    procs = {"orin": start(bundles["orin"]), "tx2": start(bundles["tx2"]), "nano": start(bundles["nano"])}
-    yield procs
-    for p in procs.values():
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
-def mnist_images():
-    return load_dataset("mnist-5k").test.inputs
-
-
-def requests_for(bundles, images):
-    prep = Preprocessor.for_bundle(bundles["orin"])
-    return [prep.pack(images[i:i + 1]) for i in range(len(images))]
-
+from tests.runtime.cluster import mnist_images, requests_for, start
 
 def test_distributed_answers_equal_the_local_pipeline(bundles, cluster):
     images = mnist_images()[:240]

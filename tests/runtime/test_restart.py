@@ -10,7 +10,7 @@ import numpy as np
 
 from cofc.runtime.client import Client
 from cofc.runtime.pipeline import LocalPipeline
-from tests.runtime.test_cluster import bundles, cluster, mnist_images, requests_for, start  # noqa: F401
+from tests.runtime.cluster import mnist_images, requests_for, start
 
 N, KILL_AT, RESTART_AFTER = 600, 200, 20
 

@@ -9,7 +9,7 @@ import threading
 import time
 
 from cofc.runtime.client import Client
-from tests.runtime.test_cluster import bundles, cluster, mnist_images, requests_for  # noqa: F401
+from tests.runtime.cluster import mnist_images, requests_for
 
 ALIVE_S = 2.0  # central's: a worker silent this long is not sent requests at all
 

@@ -19,7 +19,7 @@ import zmq
 from cofc.runtime.client import Client
 from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.wire import Message, WireError, decode, encode
-from tests.runtime.test_cluster import bundles, cluster, mnist_images, requests_for  # noqa: F401 (fixtures)
+from tests.runtime.cluster import mnist_images, requests_for
 
 HUGE = 1e6
 
