@@ -81,7 +81,19 @@ def pool_tokens(kind: str, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor
 
 
 class HfAdapter(ModelAdapter):
-    """Running an `HfClassifier`: the same for every transformers family."""
+    """Building and running an `HfClassifier`: the same for every transformers family, which
+    names its backbone and config classes, and how its teacher pools when built from a source."""
+
+    backbone_class: ClassVar[type[nn.Module]]
+    config_class: ClassVar[type]
+    backbone_kwargs: ClassVar[dict[str, Any]] = {}
+    pooling: ClassVar[str] = "mean"
+
+    def build_teacher(self, record: dict[str, Any]) -> nn.Module:
+        if "hf_classifier" in record["arch"]:
+            return load_folder_classifier(self, record)
+        backbone = load_backbone(self.backbone_class, self.config_class, record["arch"], **self.backbone_kwargs)
+        return build_classifier(backbone, record, pooling=self.pooling)
 
     def preprocess(self, record: dict[str, Any], raw: list[str]) -> Inputs:
         return tokenize(record, raw)

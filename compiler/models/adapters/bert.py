@@ -10,21 +10,20 @@ sub-model therefore runs exactly the folder model's computation, and reproduces 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from torch import nn
 from transformers import BertConfig, BertModel
 
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
-                                               embedding_params_per_dim, like_teacher, load_backbone,
-                                               load_folder_classifier)
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
+                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
 class BertAdapter(HfAdapter, HfFolderFamily):
     family = "bert"
     hf_class = "BertForSequenceClassification"
+    backbone_class, config_class, backbone_kwargs = BertModel, BertConfig, {"add_pooling_layer": False}
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
     blocks_path = "backbone.encoder.layer"
     head_mixer = "attention.output.dense"
@@ -40,12 +39,6 @@ class BertAdapter(HfAdapter, HfFolderFamily):
         *HEAD_ROLES,
         (r"(LayerNorm\.(weight|bias)|dense\.bias)$", (EMBED,)),
     )
-
-    def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        if "hf_classifier" in record["arch"]:
-            return load_folder_classifier(self, record)
-        backbone = load_backbone(BertModel, BertConfig, record["arch"], add_pooling_layer=False)
-        return build_classifier(backbone, record)
 
     def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
         """BertForSequenceClassification: pooler (dense + tanh on the first token), classifier."""

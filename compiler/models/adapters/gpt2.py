@@ -18,15 +18,15 @@ from transformers import GPT2Config, GPT2Model
 from transformers.pytorch_utils import Conv1D
 
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
-                                               embedding_params_per_dim, like_teacher, load_backbone,
-                                               load_folder_classifier)
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
+                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
 class Gpt2Adapter(HfAdapter, HfFolderFamily):
     family = "gpt2"
     hf_class = "GPT2ForSequenceClassification"
+    backbone_class, config_class, pooling = GPT2Model, GPT2Config, "last"
     block_pattern = r"^backbone\.h\.(\d+)\."
     blocks_path = "backbone.h"
     head_mixer = "attn.c_proj"
@@ -42,11 +42,6 @@ class Gpt2Adapter(HfAdapter, HfFolderFamily):
         *HEAD_ROLES,
         (r"(ln_\w+\.(weight|bias)|c_proj\.bias)$", (EMBED,)),
     )
-
-    def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        if "hf_classifier" in record["arch"]:
-            return load_folder_classifier(self, record)
-        return build_classifier(load_backbone(GPT2Model, GPT2Config, record["arch"]), record, pooling="last")
 
     def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
         """GPT2ForSequenceClassification: `score` on the last non-pad token."""

@@ -48,9 +48,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily, build_classifier,
-                                               embedding_params_per_dim, like_teacher, load_backbone,
-                                               load_folder_classifier)
+from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
+                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
@@ -103,6 +102,7 @@ class PerLayerBiasEncoder(nn.Module):
 class MpnetAdapter(HfAdapter, HfFolderFamily):
     family = "mpnet"
     hf_class = "MPNetForSequenceClassification"
+    backbone_class, config_class, backbone_kwargs = MPNetModel, MPNetConfig, {"add_pooling_layer": False}
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
     blocks_path = "backbone.encoder.layer"
     head_mixer = "attention.attn.o"
@@ -118,12 +118,6 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
         *HEAD_ROLES,
         (r"(LayerNorm\.(weight|bias)|attn\.o\.bias|dense\.bias)$", (EMBED,)),
     )
-
-    def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        if "hf_classifier" in record["arch"]:
-            return load_folder_classifier(self, record)
-        backbone = load_backbone(MPNetModel, MPNetConfig, record["arch"], add_pooling_layer=False)
-        return build_classifier(backbone, record)
 
     def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
         """MPNetForSequenceClassification: dense + tanh + out_proj on the first token."""
