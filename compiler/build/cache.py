@@ -81,8 +81,8 @@ def _imports(name: str, path: Path) -> set[str]:
     return {m for m in found if m.split(".")[0] == "cofc" and _module_file(m) is not None}
 
 
-def source_digest(modules: tuple[str, ...]) -> str:
-    """sha256 over the source of `modules` and every cofc module they import, transitively."""
+def module_closure(modules: tuple[str, ...]) -> dict[str, Path]:
+    """`modules` and every cofc module they import, transitively: name -> source file."""
     seen: dict[str, Path] = {}
     todo = list(modules)
     while todo:
@@ -92,9 +92,15 @@ def source_digest(modules: tuple[str, ...]) -> str:
             continue
         seen[name] = path
         todo.extend(_imports(name, path))
+    return seen
+
+
+def source_digest(modules: tuple[str, ...]) -> str:
+    """sha256 over the source of `modules` and every cofc module they import, transitively."""
+    closure = module_closure(modules)
     digest = hashlib.sha256()
-    for name in sorted(seen):
-        digest.update(name.encode() + b"\0" + seen[name].read_bytes())
+    for name in sorted(closure):
+        digest.update(name.encode() + b"\0" + closure[name].read_bytes())
     return digest.hexdigest()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cofc.compiler.build.cache import source_digest, _imports, _module_file
+from cofc.compiler.build.cache import module_closure, source_digest
 
 from tests.helpers import REPO
 
@@ -21,12 +21,7 @@ AFTER_CALIBRATE = ("calibrate", "export", "bundle", "evaluate")
 def test_a_stage_counts_the_modules_its_modules_import():
     """The code key of calibrate reaches booster.py (imported by calibrate.py) and the adapter
     interface, and not the search, which calibrate never runs."""
-    closure, todo = set(), ["cofc.compiler.calibration.calibrate"]
-    while todo:
-        name = todo.pop()
-        if name not in closure:
-            closure.add(name)
-            todo.extend(_imports(name, _module_file(name)))
+    closure = set(module_closure(("cofc.compiler.calibration.calibrate",)))
     assert {"cofc.compiler.calibration.booster", "cofc.compiler.models.adapters.base",
             "cofc.compiler.calibration.layer_distill"} <= closure
     assert "cofc.compiler.planning.search" not in closure
