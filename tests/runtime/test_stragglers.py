@@ -12,6 +12,7 @@ from cofc.runtime.client import Client
 from tests.runtime.cluster import mnist_images, requests_for
 
 ALIVE_S = 2.0  # central's: a worker silent this long is not sent requests at all
+DEADLINE_MS = 300  # the small plan's: waiting for nano would cost this much per request
 
 
 class Bursts(threading.Thread):
@@ -32,8 +33,9 @@ class Bursts(threading.Thread):
         self.proc.send_signal(signal.SIGCONT)
 
 
-def e2e_median(answers) -> float:
-    return statistics.median(a.timings["end_to_end_ms"] for a in answers)
+def e2e_ms(answers, q: int) -> float:
+    """The q-th percentile of the answers' end-to-end times."""
+    return statistics.quantiles((a.timings["end_to_end_ms"] for a in answers), n=100)[q - 1]
 
 
 def n_minus_1(client, proc, reqs) -> list:
@@ -67,8 +69,10 @@ def test_slow_worker_is_not_waited_for_and_is_taken_back(bundles, cluster):
         assert len(excluded) >= 0.8 * len(settled), f"only {len(excluded)} of {len(settled)} left nano out"
         assert all(a.degraded and a.missing == ["nano"] and a.error is None for a in excluded)
         reason = excluded[0].excluded["nano"]
-        assert reason.startswith("slow: p90 ") and "> 300 ms" in reason, reason
-        while_slow = e2e_median(settled)
+        assert reason.startswith("slow: p90 ") and f"> {DEADLINE_MS} ms" in reason, reason
+        # Not waited for: had central waited for nano, most answers would take the deadline.
+        assert e2e_ms(settled, 90) < DEADLINE_MS / 10, e2e_ms(settled, 90)
+        while_slow = e2e_ms(settled, 50)
 
         # Recovered: its probes are fast again, and central waits for it again.
         recovered, end = [], time.monotonic() + 30
@@ -76,7 +80,8 @@ def test_slow_worker_is_not_waited_for_and_is_taken_back(bundles, cluster):
             recovered += client.stream(reqs[:50], window=1)
         assert not any(a.degraded for a in recovered[-30:]), [a.excluded for a in recovered[-30:]][:3]
         without += n_minus_1(client, cluster["nano"], reqs[:200])  # before and after: the machine's load drifts
-    healthy_n1 = e2e_median(without)
-    assert while_slow <= 1.2 * healthy_n1, (while_slow, healthy_n1)
-    # It was taken back, so it was probed; probes are timed, never waited for.
-    print(f"N-1 median {healthy_n1:.2f} ms; while nano is slow {while_slow:.2f} ms; reason {reason!r}")
+    healthy_n1 = e2e_ms(without, 50)
+    # The issue's "within 20% of the N-1 median", plus a quarter millisecond: these answers take
+    # about 1 ms, and on a busy 2-core machine scheduling alone moves a median by 0.2 ms.
+    assert while_slow <= 1.2 * healthy_n1 + 0.25, (while_slow, healthy_n1)
+    print(f"median: N-1 {healthy_n1:.2f} ms; while nano is slow {while_slow:.2f} ms; reason {reason!r}")
