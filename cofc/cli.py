@@ -51,10 +51,12 @@ def cli() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cpu-share", type=float, default=None, help="Measure inside a cgroup CPU quota of "
               "this share of one core (emulates a slower device; Linux, root).")
+@click.option("--cpu-period-ms", type=float, default=10.0, show_default=True, help="The quota's period: "
+              "short enough that single requests are slowed like sustained load.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists).")
 def profile(teacher_path: Path, backend: str, threads: int, precision: str, device_name: str | None,
-            count: int, seed: int, cpu_share: float | None, out: Path) -> None:
+            count: int, seed: int, cpu_share: float | None, cpu_period_ms: float, out: Path) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import socket
@@ -65,12 +67,13 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
 
     import contextlib
 
-    from cofc.runtime.cgroup import cpu_quota
+    from cofc.runtime.cgroup import CpuLimit, cpu_quota
 
     teacher = load_teacher(teacher_path)
-    with cpu_quota(cpu_share) if cpu_share else contextlib.nullcontext():
+    cpu = CpuLimit(cpu_share, round(cpu_period_ms * 1000)) if cpu_share else None
+    with cpu_quota(cpu) if cpu else contextlib.nullcontext():
         table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
-                            count, seed, cpu_share)
+                            count, seed, cpu)
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
     table["predictor"] = predictor.scores

@@ -33,7 +33,7 @@ from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
-from cofc.runtime.cgroup import cpu_quota
+from cofc.runtime.cgroup import CpuLimit, cpu_quota
 from cofc.runtime.client import Client
 from cofc.runtime.preprocess import Preprocessor
 
@@ -45,10 +45,9 @@ def _pct(values, q) -> float:
     return float(np.percentile(values, q))
 
 
-def _cpu_share(profile: Path) -> float:
-    """The CPU share a device's latency table was measured under (1.0 for a full core)."""
-    prov = json.loads(profile.read_text())["provenance"]
-    return float(prov.get("cpu_share") or 1.0)
+def _cpu_limit(profile: Path) -> CpuLimit:
+    """The CPU limit a device's latency table was measured under (a full core when none)."""
+    return CpuLimit.of_table(json.loads(profile.read_text())["provenance"]) or CpuLimit(1.0)
 
 
 def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10,
@@ -61,14 +60,14 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     prep = Preprocessor.for_bundle(central)
     test = load_dataset(plan.dataset.name).test.take(requests + warmup, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
-    shares = {d.name: _cpu_share(d.profile) for d in plan.devices}
+    limits = {d.name: _cpu_limit(d.profile) for d in plan.devices}
     note = None
     with contextlib.ExitStack() as stack:
         emulation = None
         if emulate:
             try:
                 emulation = stack.enter_context(Emulation(
-                    [EmulatedDevice(d.name, shares[d.name], None if d.central else d.link_mbps)
+                    [EmulatedDevice(d.name, limits[d.name], None if d.central else d.link_mbps)
                      for d in plan.devices]))
             except EmulationUnavailable as exc:
                 note = f"emulation refused, ran unshaped: {exc}"
@@ -101,9 +100,9 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"]
                 for a in answers]
     overhead = [e - c for e, c in zip(e2e, critical)]
-    fastest = max(plan.devices, key=lambda d: shares[d.name])
+    fastest = max(plan.devices, key=lambda d: limits[d.name].share)
     graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(warmup, len(test))]
-    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, shares[fastest.name] if emulate else None)
+    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, limits[fastest.name] if emulate else None)
     predicted = {d.name: d for d in report.devices}
     result = {
         "requests": len(answers), "emulated": bool(emulate and note is None), "note": note,
@@ -113,7 +112,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
                        "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
                        "predicted_t1_ms": predicted[n].t1_ms, "predicted_t2_ms": predicted[n].t2_ms,
-                       "cpu_share": shares[n], "link_mbps": None if d.central else d.link_mbps}
+                       "cpu_share": limits[n].share, "cpu_period_us": limits[n].period_us,
+                       "link_mbps": None if d.central else d.link_mbps}
                    for n, d in zip(names, plan.devices)},
         "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),
         "critical_path_ms": statistics.median(critical),
@@ -160,10 +160,10 @@ def _throughput(s: Streamed, r: dict[str, Any]) -> dict[str, Any]:
             "slowest_stage_ms": stages[slowest], "bound_per_s": bound, "ratio": rate / bound}
 
 
-def _teacher_ms(path: Path, inputs: list[dict], share: float | None) -> float:
+def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
     with open_backend("onnxruntime", path, threads=1) as engine, \
-            cpu_quota(share) if share else contextlib.nullcontext():
+            cpu_quota(cpu) if cpu else contextlib.nullcontext():
         for arrays in inputs[:10]:
             engine.run(arrays)
         times = []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from cofc.errors import CofcError
-from cofc.runtime.cgroup import CpuGroup
+from cofc.runtime.cgroup import CpuGroup, CpuLimit
 
 SUBNET = "10.77.0"
 
@@ -31,7 +31,7 @@ class EmulationUnavailable(CofcError):
 @dataclass(frozen=True)
 class EmulatedDevice:
     name: str
-    cpu_share: float
+    cpu: CpuLimit
     link_mbps: float | None  # its link to central, both directions; None for central itself
 
 
@@ -83,7 +83,7 @@ class Emulation:
                     _tc("qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms")
                     _tc("-n", ns, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
                         "latency", "400ms")
-                self.groups[d.name] = CpuGroup(d.cpu_share, f"{self.ns[d.name]}")
+                self.groups[d.name] = CpuGroup(d.cpu, f"{self.ns[d.name]}")
         except BaseException:
             self.close()
             raise

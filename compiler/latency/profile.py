@@ -28,6 +28,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
+from cofc.runtime.cgroup import CpuLimit
 
 FORMAT = "cofc-profile/1"
 WARMUP_S, MIN_S, MIN_RUNS, MAX_RUNS = 0.1, 0.3, 60, 3000
@@ -90,11 +91,12 @@ def _gpu_model() -> str | None:
 
 def provenance(device: str, backend: str, backend_version: str, precision: str, threads: int,
                teacher: Teacher, base: TransformerSpec, input_shapes: dict[str, list[int]],
-               cpu_share: float | None = None) -> dict[str, Any]:
+               cpu: CpuLimit | None = None) -> dict[str, Any]:
     return {
         "device": device, "host": socket.gethostname(), "cpu": cpu_model(), "gpu": _gpu_model(),
         "backend": backend, "backend_version": backend_version, "precision": precision,
-        "threads": threads, "cpu_share": cpu_share, "batch": 1, "inputs": input_shapes, "family": teacher.family,
+        "threads": threads, "cpu_share": cpu and cpu.share, "cpu_period_us": cpu and cpu.period_us,
+        "batch": 1, "inputs": input_shapes, "family": teacher.family,
         "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "estimated": False,
@@ -115,7 +117,8 @@ def _resumable(out: Path, prov: dict[str, Any]) -> list[dict[str, Any]]:
         old = json.loads(out.read_text())
     except ValueError:
         raise CofcError(f"{out} exists and is not a latency table; move it away or pick another --out") from None
-    keys = ("device", "backend", "backend_version", "precision", "threads", "cpu_share", "inputs", "teacher")
+    keys = ("device", "backend", "backend_version", "precision", "threads", "cpu_share", "cpu_period_us", "inputs",
+            "teacher")
     if old.get("format") != FORMAT or any(old["provenance"].get(k) != prov[k] for k in keys):
         raise CofcError(f"{out} holds a table of another device, backend or teacher; "
                         "move it away or pick another --out")
@@ -136,7 +139,7 @@ def torch_cuda_call(module: torch.nn.Module, example: dict[str, torch.Tensor]) -
 
 def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxruntime",
                 threads: int = 1, precision: str = "fp32", count: int = 120, seed: int = 0,
-                cpu_share: float | None = None, opset: int = 17) -> dict[str, Any]:
+                cpu: CpuLimit | None = None, opset: int = 17) -> dict[str, Any]:
     """Measure `count` pool specs (resuming a killed run) and return the finished table."""
     torch.set_num_threads(max(1, threads))
     adapter = get_adapter(teacher.family)
@@ -145,7 +148,7 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
     feeds = {k: v.numpy() for k, v in example.items()}
     version = _backend_version(backend)
     prov = provenance(device, backend, version, precision, threads, teacher, base,
-                      {k: list(v.shape) for k, v in feeds.items()}, cpu_share)
+                      {k: list(v.shape) for k, v in feeds.items()}, cpu)
     rows = _resumable(out, prov)
     done = {json.dumps(r["spec"], sort_keys=True) for r in rows}
     todo = [s for s in model_pool(base, count, seed) if json.dumps(s.to_dict(), sort_keys=True) not in done]
