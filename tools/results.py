@@ -211,6 +211,13 @@ def bench_section(bench: dict[str, Any], source: dict[str, str], folder: Path, r
             ["speed-up vs the teacher alone", times(bench["speedup_vs_teacher"])],
             [f"accuracy of the answers on these {bench['requests']:,} inputs", pct(bench["accuracy"])],
             ["degraded answers", str(bench["degraded"])]]
+    if "stream" in bench:
+        s = bench["stream"]
+        rows += [[f"pipelined stream of {s['answers']:,} (window {s['window']}), answers per second",
+                  f"{s['answers_per_s']:.1f}"],
+                 [f"bound 1 / slowest stage ({s['slowest_stage']}, {ms(s['slowest_stage_ms'])})",
+                  f"{s['bound_per_s']:.1f}"],
+                 ["stream throughput / bound", f"{s['ratio']:.2f}"]]
     return out + ["", head, "", *table(["measured", "value"], rows)]
 
 

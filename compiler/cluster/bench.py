@@ -177,11 +177,12 @@ def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
 def format_table(r: dict[str, Any]) -> str:
     lines = [f"{r['requests']} requests ({'emulated cluster' if r['emulated'] else 'loopback, unshaped'}); "
              f"accuracy {r['accuracy']:.4f}, {r['degraded']} degraded",
-             f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t2 ms':>8s} {'pred t2':>8s}"]
+             f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t1/pred':>7s} "
+             f"{'t2 ms':>8s} {'pred t2':>8s}"]
     for name, p in r["phases"].items():
         link = "-" if p["link_mbps"] is None else f"{p['link_mbps']:.1f}"
-        lines.append(f"{name:10s} {p['cpu_share']:5.2f} {link:>6s} {p['t1_ms']:8.3f} "
-                     f"{p['predicted_t1_ms']:8.3f} {p['t2_ms']:8.3f} {p['predicted_t2_ms']:8.3f}")
+        lines.append(f"{name:10s} {p['cpu_share']:5.2f} {link:>6s} {p['t1_ms']:8.3f} {p['predicted_t1_ms']:8.3f} "
+                     f"{p['t1_ms'] / p['predicted_t1_ms']:7.2f} {p['t2_ms']:8.3f} {p['predicted_t2_ms']:8.3f}")
     e = r["end_to_end_ms"]
     lines += [f"t3 (fuse) {r['t3_ms']:.3f} ms; end to end median {e['median']:.3f} ms, p90 {e['p90']:.3f} ms "
               f"(predicted {r['predicted_ms']:.3f} ms; client-side median {r['client_ms']['median']:.3f} ms)",
