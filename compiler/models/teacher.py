@@ -75,13 +75,17 @@ class Teacher:
 
 
 def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
-    """Write atomically, so an interrupted run never leaves half a checkpoint behind."""
-    path = Path(path)
+    atomic_torch_save(Path(path), record)
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """`torch.save`, atomically: an interrupted run never leaves half a file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(record, tmp)
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would surprise whoever copies the file on
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -99,11 +103,7 @@ def teacher_from_plan(plan: "Plan") -> Teacher:
             return _build(_folder_record(t.hf_classifier, t.input_size), plan)
         if t.timm is not None:
             return _build(_timm_record(t), plan)
-        size_key = "img_size" if t.family == "vit" else "max_length"
-        record = {"family": t.family,
-                  "arch": {"source": t.source, "num_classes": t.classes, size_key: t.input_size},
-                  "preprocess": {"kind": "image" if t.family == "vit" else "text", size_key: t.input_size}}
-        return _build(record, plan)
+        return _build(pretrained_record(t.family, t.source, t.classes, t.input_size), plan)
     except PlanError:
         raise
     except CofcError as exc:
@@ -111,6 +111,13 @@ def teacher_from_plan(plan: "Plan") -> Teacher:
         if t.form == "timm" and str(t.weights) in str(exc):
             field = "weights"  # the file, not the name, is what is wrong
         raise plan.error(f"teacher.{field}", str(exc)) from None
+
+
+def pretrained_record(family: str, source: str, num_classes: int | None, input_size: int | None) -> dict[str, Any]:
+    """A family's pretrained backbone (an installed package or a saved folder) with a new head."""
+    size_key = "img_size" if family == "vit" else "max_length"
+    return {"family": family, "arch": {"source": source, "num_classes": num_classes, size_key: input_size},
+            "preprocess": {"kind": "image" if family == "vit" else "text", size_key: input_size}}
 
 
 def _build(record: dict[str, Any], plan: "Plan") -> Teacher:

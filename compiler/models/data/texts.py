@@ -102,6 +102,15 @@ def _add(rows: Rows, text: str, label: str, line: int, label_column: str) -> Non
     rows.add(text, label.strip(), line)
 
 
+def classes_in_files(paths: list[Path], text_column: str, label_column: str) -> tuple[str, ...]:
+    """The classes of a new task head for these files: their label names in sorted order, or
+    0..max when every label is a number (so label k is class k)."""
+    labels = {label for path in paths for label in read_rows(path, text_column, label_column).labels}
+    if all(label.isdigit() for label in labels):
+        return tuple(str(i) for i in range(max(map(int, labels)) + 1))
+    return tuple(sorted(labels))
+
+
 def read_text_files(train: Path, test: Path | None, text_column: str, label_column: str,
                     expects: Expects, held_out: float) -> Dataset:
     """A train file, and a test file or a seeded `held_out` fraction of the train file."""
