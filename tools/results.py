@@ -101,7 +101,9 @@ def describe_teacher(record: dict[str, Any]) -> str:
         what = (f"timm ViT, patch {arch['patch_size']}, {arch['embed_dim']}-d, {arch['depth']} layers, "
                 f"{arch['num_heads']} heads, MLP ratio {arch['mlp_ratio']:g}, {arch['global_pool']} pooling")
     elif str(arch.get("source", "")).startswith("package:"):
-        what = f"{family} backbone from the `{arch['source'].removeprefix('package:')}` package + linear head"
+        tuned = record.get("fine_tune", {}).get("layers", 0)
+        what = (f"{family} backbone from the `{arch['source'].removeprefix('package:')}` package + linear head"
+                + (f", top {tuned} blocks fine-tuned" if tuned else ""))
     else:
         what = f"{family} ({arch.get('source', 'from its record')})"
     return f"{what}, on {record['dataset']}"
