@@ -14,7 +14,7 @@ from cofc.compiler.build.context import Context
 from cofc.compiler.build.plots import plot_search
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.objective import Evaluator
-from cofc.compiler.scoring.importance import rank_units
+from cofc.compiler.scoring.importance import rank_units, ranking_samples
 from cofc.compiler.scoring.proxy import ValidationLoss
 from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_search
 
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     ctx = Context(prepare(args.plan), args.out.parent)
     plan, base = ctx.plan, ctx.base
-    importance = rank_units(ctx.teacher, ctx.cal.first(2000))
+    importance = rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed))
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, plan.calibration.feature)
     evaluator = Evaluator(ctx.devices, base, proxy, plan.objective.delta, ctx.input_bytes)
     space = SearchSpace(base, len(plan.devices))

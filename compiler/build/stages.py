@@ -37,7 +37,7 @@ from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
-from cofc.compiler.scoring.importance import rank_units
+from cofc.compiler.scoring.importance import rank_units, ranking_samples
 from cofc.compiler.scoring.proxy import ValidationLoss
 from cofc.errors import CofcError
 from cofc.runtime.backends import available as available_backends
@@ -129,7 +129,7 @@ def measure_teacher(ctx: Context) -> TeacherResult:
 
 @stage("importance", Reads(plan=("teacher", *SPLITS), code=("cofc.compiler.scoring.importance", PREPARE)))
 def rank(ctx: Context) -> Importance:
-    return rank_units(ctx.teacher, ctx.cal.first(2000))
+    return rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed))
 
 
 @stage("search", Reads(plan=("teacher", *SPLITS, "devices", "objective", "calibration.feature"),
