@@ -212,7 +212,8 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
 
 @cli.command()
 @click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True)
+@click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True,
+              help="Test inputs to send (a seeded sample; the whole test split when it has no more).")
 @click.option("--emulate", is_flag=True, help="Give each device its own network namespace, its plan's "
               "link rate (tc tbf) and the CPU share its profile was measured under (cgroup). Needs root.")
 @click.option("--stream", is_flag=True, help="Also send the inputs as one pipelined stream and report answers "

@@ -27,7 +27,8 @@ import numpy as np
 
 from cofc.compiler.build.report import PLAN_COPY, load_report
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
-from cofc.compiler.models.datasets import load_dataset
+from cofc.compiler.models.data import load_data
+from cofc.compiler.models.teacher import teacher_from_plan
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
@@ -58,7 +59,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     bundles = {d.name: load_bundle(build_dir / "bundle" / d.name) for d in plan.devices}
     central = bundles[plan.central.name]
     prep = Preprocessor.for_bundle(central)
-    test = load_dataset(plan.dataset.name).test.take(requests + warmup, seed=1)
+    test = load_data(plan.dataset, teacher_from_plan(plan).expects).test.take(requests, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
     limits = {d.name: _cpu_limit(d.profile) for d in plan.devices}
     note = None
@@ -84,7 +85,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         client = stack.enter_context(Client.for_bundle(central, endpoint=endpoint))
         client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
         answers, client_ms = [], []
-        for i, arrays in enumerate(inputs):
+        for i, arrays in enumerate([*inputs[:warmup], *inputs]):  # the first few again, to warm up
             start = time.perf_counter()
             answer = client.infer(arrays, timeout_s=30)
             if answer is None or answer.error:
@@ -92,8 +93,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
             if i >= warmup:
                 client_ms.append((time.perf_counter() - start) * 1e3)
                 answers.append(answer)
-        streamed = _stream(client, inputs[warmup:], window) if stream else None
-    labels = test.labels[warmup:]
+        streamed = _stream(client, inputs, window) if stream else None
+    labels = test.labels
     correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels)]
     names = [d.name for d in plan.devices]
     e2e = [a.timings["end_to_end_ms"] for a in answers]
@@ -101,7 +102,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
                 for a in answers]
     overhead = [e - c for e, c in zip(e2e, critical)]
     fastest = max(plan.devices, key=lambda d: limits[d.name].share)
-    graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(warmup, len(test))]
+    graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(len(test))]
     teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, limits[fastest.name] if emulate else None)
     predicted = {d.name: d for d in report.devices}
     result = {
