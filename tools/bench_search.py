@@ -30,7 +30,7 @@ def main() -> None:
     importance = rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed))
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, plan.calibration.feature)
     evaluator = Evaluator(ctx.devices, base, proxy, plan.objective.delta, ctx.input_bytes)
-    space = SearchSpace(base, len(plan.devices))
+    space = SearchSpace(base, len(plan.devices), plan.objective.min_layers)
     budget = plan.objective.initial + plan.objective.iterations
     seed = plan.objective.seed
     timings = {}

@@ -163,6 +163,7 @@ class ObjectivePlan:
     initial: int
     iterations: int
     seed: int
+    min_layers: int = 1
 
 
 @dataclass(frozen=True)
@@ -439,7 +440,10 @@ def check_against_teacher(plan: Plan, spec: TransformerSpec) -> None:
     if n > spec.dim // spec.head_dim:
         raise plan.error("devices", f"{n} devices, but the teacher's {spec.dim} channels fit at most "
                          f"{spec.dim // spec.head_dim} sub-models of one head's width")
-    smallest = smallest_submodel(spec)
+    if plan.objective.min_layers > spec.layers:
+        raise plan.error("objective.min_layers", f"{plan.objective.min_layers} layers, but the teacher has "
+                         f"{spec.layers}")
+    smallest = smallest_submodel(spec, plan.objective.min_layers)
     need_mb = memory_bytes(smallest, spec) / 2 ** 20
     need_mflops = flops(smallest, spec) / 1e6
     for i, d in enumerate(plan.devices):

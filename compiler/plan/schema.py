@@ -120,6 +120,11 @@ SCHEMA = {
         "initial": Field(INT, check=_positive),
         "iterations": Field(INT, check=_non_negative),
         "seed": Field(INT, required=False, default=0),
+        # The fewest layers a sub-model may keep. The proxy (eq. 7) scores un-calibrated features,
+        # and a shallow cut keeps the embeddings' information intact where a deep narrow one
+        # loses it before calibration restores it: on text tasks it prefers 1-layer sub-models
+        # that calibration cannot make deep. Set it to the teacher's depth to search widths only.
+        "min_layers": Field(INT, required=False, default=1, check=_positive),
     },
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),

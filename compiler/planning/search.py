@@ -31,6 +31,7 @@ MLP_STEPS = 16  # D̄ moves in D/16 steps
 class SearchSpace:
     base: TransformerSpec
     devices: int
+    min_layers: int = 1  # l_n ≥ this for every sub-model (the plan's objective.min_layers)
 
     @property
     def mlp_unit(self) -> int:
@@ -38,9 +39,14 @@ class SearchSpace:
 
     @property
     def upper(self) -> np.ndarray:
-        """Inclusive upper bound of each coordinate; every lower bound is 1."""
+        """Inclusive upper bound of each coordinate."""
         b = self.base
         return np.array([b.layers, b.dim // b.head_dim, b.heads, b.mlp // self.mlp_unit] * self.devices)
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Inclusive lower bound of each coordinate: `min_layers` layers, one unit of the rest."""
+        return np.array([self.min_layers, 1, 1, 1] * self.devices)
 
     def columns(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Encoded policies (n, 4N) as four (n, N) arrays in the spec's units: l_n, d_n, h_n, D_n."""
@@ -58,7 +64,7 @@ class SearchSpace:
 
     def unit_cube(self, xs: np.ndarray) -> np.ndarray:
         """Coordinates scaled to [0, 1], where the GP's length scale means the same in every one."""
-        return (np.atleast_2d(xs) - 1) / np.maximum(self.upper - 1, 1)
+        return (np.atleast_2d(xs) - self.lower) / np.maximum(self.upper - self.lower, 1)
 
     def propose(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` random policies (count, 4N) that satisfy C1–C4 by construction: each shared
@@ -69,7 +75,7 @@ class SearchSpace:
         layers = np.empty((count, n), dtype=np.int64)
         split, shrink = np.empty((count, 3, n)), np.empty((count, 3, n))
         for i in range(count):
-            layers[i] = rng.integers(1, self.base.layers + 1, size=n)
+            layers[i] = rng.integers(self.min_layers, self.base.layers + 1, size=n)
             for j in range(3):
                 split[i, j] = rng.dirichlet(np.ones(n))
                 shrink[i, j] = rng.uniform(0.3, 1.0, size=n)
@@ -86,7 +92,7 @@ class SearchSpace:
             for step in (-1, 1):
                 y = x.copy()
                 y[i] += step
-                if 1 <= y[i] <= self.upper[i]:
+                if self.lower[i] <= y[i] <= self.upper[i]:
                     out.append(y)
         return out
 
@@ -145,7 +151,7 @@ def uniform_policy(space: SearchSpace, evaluator: Evaluator) -> Policy | None:
     and the deepest depth that every device can afford (C5, C6)."""
     b, n = space.base, space.devices
     share = (max(1, b.dim // b.head_dim // n), max(1, b.heads // n), max(1, b.mlp // space.mlp_unit // n))
-    for layers in range(b.layers, 0, -1):
+    for layers in range(b.layers, space.min_layers - 1, -1):
         policy = space.decode(np.array([layers, *share] * n))
         if evaluator.feasible(policy):
             return policy

@@ -141,6 +141,6 @@ def uniform_memory_bytes(base: TransformerSpec, layers: np.ndarray, dim: np.ndar
     return weights * bytes_per_value + _block_activations(base, dim, heads, mlp) * bytes_per_value
 
 
-def smallest_submodel(base: TransformerSpec) -> SubModelSpec:
-    """The least any device can run: one layer, one head, one MLP neuron, one head's width."""
-    return SubModelSpec(1, min(base.head_dim, base.dim), (1,), (1,))
+def smallest_submodel(base: TransformerSpec, layers: int = 1) -> SubModelSpec:
+    """The least any device can run: `layers` layers of one head and one MLP neuron, one head's width."""
+    return SubModelSpec(layers, min(base.head_dim, base.dim), (1,) * layers, (1,) * layers)

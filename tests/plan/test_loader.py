@@ -156,6 +156,14 @@ def test_device_too_small_for_any_submodel(plan_dir, field, value, words):
     assert info.value.field == f"devices[1].{field}" and info.value.line in (13, 18, 19)
 
 
+def test_min_layers_deeper_than_the_teacher_is_refused(plan_dir):
+    plan = load_plan(_write(plan_dir, GOOD.replace("objective:\n", "objective:\n  min_layers: 7\n")))
+    assert plan.objective.min_layers == 7
+    with pytest.raises(PlanError, match="7 layers, but the teacher has 6") as info:
+        check_against_teacher(plan, SPEC)
+    assert info.value.field == "objective.min_layers"
+
+
 def test_cli_prints_one_line_and_no_traceback(plan_dir):
     path = _write(plan_dir, GOOD.replace("memory_mb: 512", "memory_mb: lots"))
     result = run_cofc("build", str(path), "--check")

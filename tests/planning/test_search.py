@@ -46,6 +46,17 @@ def test_proposals_satisfy_c1_to_c4_by_construction():
         assert sum(s.mlp[0] for s in policy) <= 192 and all(1 <= s.layers <= 6 for s in policy)
 
 
+def test_min_layers_bounds_every_policy_the_searches_try():
+    space = SearchSpace(BASE, 3, min_layers=4)
+    evaluator = StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5)
+    assert all(s.layers >= 4 for x in space.propose(np.random.default_rng(0), 500) for s in space.decode(x))
+    x = space.encode(uniform_policy(space, evaluator))
+    assert all(y[0::4].min() >= 4 for y in space.neighbours(space.encode(space.decode([4, 2, 2, 4] * 3))))
+    assert space.unit_cube(space.lower).max() == 0 and space.unit_cube(space.upper).min() == 1
+    found = debo(space, evaluator, initial=4, iterations=4, seed=0)
+    assert all(s.layers >= 4 for e in found.history for s in e.policy) and x[0::4].min() >= 4
+
+
 def test_a_batch_of_proposals_draws_what_one_at_a_time_draws():
     space, _ = make()
     batch_rng, single_rng = np.random.default_rng(5), np.random.default_rng(5)
