@@ -51,43 +51,23 @@ def trainable(teacher: Teacher, layers: int) -> dict[str, nn.Parameter]:
 
 def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: str = "cpu",
               resume: Path | None = None) -> None:
-    """Train the head and top blocks in place: AdamW, linear warm-up over the first 10% of steps
-    and linear decay, cross-entropy on the split's labels. With `resume`, the state after each
-    epoch is kept in that file, and a run killed mid-way continues from its last epoch."""
+    """Train the head and top blocks in place on cross-entropy with the split's labels. Dropout
+    stays off (the model stays in eval mode), so a run is a function of its seed and data. With
+    `resume`, the state after each epoch is kept in that file, and a run killed mid-way continues
+    from its last epoch."""
     torch.manual_seed(config.seed)
-    model = teacher.model.to(device)
+    model = teacher.model.to(device).eval()
     learn = trainable(teacher, config.layers)
+    chosen = {id(p) for p in learn.values()}
     for p in model.parameters():
-        p.requires_grad_(False)
-    head = {id(p) for p in teacher.adapter.head(model).parameters()}
-    groups = [{"params": [p for p in learn.values() if id(p) not in head], "lr": config.lr},
-              {"params": [p for p in learn.values() if id(p) in head], "lr": config.lr * HEAD_LR_FACTOR}]
-    for p in learn.values():
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+        p.requires_grad_(id(p) in chosen)
     train = train.take(config.train_samples, seed=config.seed)
     inputs = preprocess_all(teacher, train.inputs)
     labels = torch.from_numpy(train.labels)
     steps_per_epoch = math.ceil(len(train) / config.batch)
-    total = config.epochs * steps_per_epoch
-    warmup = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1))))
-    learning = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
-    start = 0
-    if resume is not None and resume.exists():
-        state = torch.load(resume, map_location=device, weights_only=True)
-        if state["config"] != asdict(config):
-            raise CofcError(f"{resume} holds a run with other settings ({state['config']}); delete it to start over")
-        for name, p in learn.items():
-            p.data.copy_(state["weights"][name])
-        opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        start = state["epoch"]
-        print(f"resuming after epoch {start} from {resume}")
+    opt, sched = _optimizer(teacher, learn, config, config.epochs * steps_per_epoch)
+    start = _resume(resume, config, learn, opt, sched, device) if resume is not None and resume.exists() else 0
     for epoch in range(start, config.epochs):
-        model.eval()  # frozen blocks keep inference behaviour (no dropout); learning ones train
-        for module in learning:
-            module.train()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         bar = tqdm(range(steps_per_epoch), desc=f"fine-tuning, epoch {epoch + 1}/{config.epochs}")
         for step in bar:
@@ -103,9 +83,37 @@ def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: str = "c
             atomic_torch_save(resume, {"config": asdict(config), "epoch": epoch + 1, "opt": opt.state_dict(),
                                        "sched": sched.state_dict(),
                                        "weights": {n: p.data for n, p in learn.items()}})
-    model.eval().cpu()
+    model.cpu()
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+def _optimizer(teacher: Teacher, learn: dict[str, nn.Parameter], config: FineTune,
+               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW, the new head at HEAD_LR_FACTOR times the blocks' rate; linear warm-up over the
+    first 10% of the steps, then linear decay to zero."""
+    head = {id(p) for p in teacher.adapter.head(teacher.model).parameters()}
+    groups = [{"params": [p for p in learn.values() if id(p) not in head], "lr": config.lr},
+              {"params": [p for p in learn.values() if id(p) in head], "lr": config.lr * HEAD_LR_FACTOR}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+    warmup = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1))))
+    return opt, sched
+
+
+def _resume(path: Path, config: FineTune, learn: dict[str, nn.Parameter], opt: torch.optim.Optimizer,
+            sched: torch.optim.lr_scheduler.LRScheduler, device: str) -> int:
+    """Load a killed run's last epoch into the model and optimiser; the epochs it finished."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["config"] != asdict(config):
+        raise CofcError(f"{path} holds a run with other settings ({state['config']}); delete it to start over")
+    for name, p in learn.items():
+        p.data.copy_(state["weights"][name])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    print(f"resuming after epoch {state['epoch']} from {path}")
+    return state["epoch"]
 
 
 def changed_weights(teacher: Teacher, layers: int) -> dict[str, torch.Tensor]:
