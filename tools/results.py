@@ -246,8 +246,27 @@ def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def measured_table(root: Path) -> list[str]:
+    """One row per benchmarked build: what `cofc bench` measured through the runtime."""
+    rows = []
+    for folder in report_folders(root):
+        if not (folder / "bench.json").is_file():
+            continue
+        b = json.loads((folder / "bench.json").read_text())
+        source = read_source(folder, root, True)["bench"]
+        rows.append([f"[{folder.name}](docs/results.md)", f"{b['requests']:,}",
+                     f"{pct(b['accuracy'])} (teacher {pct(b['teacher']['accuracy'])})",
+                     f"{ms(b['end_to_end_ms']['median'])} / {ms(b['teacher']['median_ms'])}",
+                     f"**{times(b['speedup_vs_teacher'])}**", f"`{source['command']}`, {source['machine']}"])
+    if not rows:
+        return []
+    return ["", *table(["build", "test inputs", "accuracy through the runtime",
+                        "end to end median / teacher alone on the fastest device", "speed-up",
+                        "measured by"], rows)]
+
+
 def readme_block(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
-    return "\n".join([START, GENERATED, *teachers_table(root, records), END])
+    return "\n".join([START, GENERATED, *teachers_table(root, records), *measured_table(root), END])
 
 
 def with_block(readme: str, block: str) -> str:
