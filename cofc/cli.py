@@ -130,8 +130,12 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
 
     if (dataset_name is None) == (text_file is None):
         raise click.UsageError("give one of --dataset and --text-file")
+    if text_file is not None and family == "vit":
+        raise click.UsageError("--text-file is for text families; a vit teacher trains on --dataset images")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise CofcError("--device cuda: no CUDA device is visible to torch here")
     if text_file is not None:
         files = [text_file, *([test_file] if test_file else [])]
         classes = classes_in_files(files, text_column, label_column)

@@ -89,8 +89,18 @@ def test_cofc_teacher_on_a_text_file_states_an_accuracy_that_reproduces(tmp_path
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "imagenet"], "'imagenet' is not one of"),
     ([], "give one of --dataset and --text-file"),
+    (["--family", "vit", "--text-file", __file__], "--text-file is for text families"),
 ])
 def test_cli_refuses_a_data_set_it_cannot_use(tmp_path, args, message):
-    result = run_cofc("teacher", "--family", "bert", "--source", SOURCE, *args, "--out", str(tmp_path / "t.pt"))
+    family = [] if "--family" in args else ["--family", "bert"]
+    result = run_cofc("teacher", *family, "--source", SOURCE, *args, "--out", str(tmp_path / "t.pt"))
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "t.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_where_there_is_none_is_one_line(tmp_path):
+    result = run_cofc("teacher", "--family", "bert", "--source", SOURCE, "--dataset", "reuters-r8",
+                      "--device", "cuda", "--out", str(tmp_path / "t.pt"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "cofc: error: --device cuda: no CUDA device is visible to torch here"
