@@ -5,9 +5,10 @@ only the public keys the bundle lists, and every message carries its sender's au
 (ZeroMQ's User-Id). Who sent a message is decided by that key alone, never by a routing identity
 or device name a peer chose: a worker is the holder of its key; requests go only to the connection
 last seen with that key (learnt from the hello that key authenticated; the identity a peer may
-pick counts for nothing, and taking over a connected peer's is refused), and a feature counts only when it comes with that worker's key from the connection its request went
-to. Only client keys may submit requests; a client key never receives a request nor delivers a
-feature. With --insecure there are no keys, and names are all there is: this protection is off.
+pick counts for nothing, and taking over a connected peer's is refused), and a feature counts
+only when it comes with that worker's key from the connection its request went to. Only client
+keys may submit requests; a client key never receives a request nor delivers a feature. With
+--insecure there are no keys, and names are all there is: this protection is off.
 
 Per request: send the raw input to every live worker, compute the central feature meanwhile,
 gather features until all live workers answered or the deadline passed, fuse with the presence

@@ -2,7 +2,8 @@
 reads, so that a change reruns the stages it affects and nothing else.
 
 A stage declares what it reads (`Reads`): plan fields (files the plan names count by their
-content, not their path; folders by their files' names, sizes and modification times), the upstream stages whose results it takes, and the modules it runs.
+content, not their path; folders by their files' names, sizes and modification times), the
+upstream stages whose results it takes, and the modules it runs.
 Its key hashes those plan values, the upstream stages' keys, and the source of every cofc module
 it runs together with every cofc module those import (found by reading their imports, lazy ones
 included), so that editing `calibration/booster.py` reruns calibrate and what follows it, and
