@@ -121,7 +121,6 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
 
     import torch
 
-    from cofc.compiler.models.adapters import get_adapter
     from cofc.compiler.models.data import Expects
     from cofc.compiler.models.data.texts import classes_in_files, read_text_files
     from cofc.compiler.models.datasets import load_dataset
@@ -144,10 +143,9 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
         data = load_dataset(dataset_name)
     record = pretrained_record(family, source, len(data.classes), input_size)
     record.update(dataset=dataset_name or str(text_file), classes=list(data.classes))
-    model = get_adapter(family).build_teacher(record).eval()
     config = FineTune(layers, epochs, lr, batch, seed, train_samples)
     command = "cofc teacher " + shlex.join(sys.argv[2:])
-    made = make_teacher(Teacher(family, model, record), data.train, data.test, config, out, command, device)
+    made = make_teacher(Teacher.from_record(record), data.train, data.test, config, out, command, device)
     click.echo(f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
                f"{made['train_seconds']:.0f} s on {device}")
 

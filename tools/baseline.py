@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cofc.compiler.build.report import PLAN_COPY
+from cofc.compiler.cluster.bench import table_cpu_limit
 from cofc.compiler.plan import load_plan
 from cofc.compiler.plan.loader import Plan, plan_yaml
-from cofc.runtime.cgroup import CpuLimit
 
 
 NO_LATENCY_WEIGHT = 1e-6  # δ must be positive; this small, Ψ ranks by the proxy's loss alone
@@ -39,10 +39,8 @@ def flops_for_ms(table: dict, target_ms: float) -> float:
 
 def baseline_plan(plan: Plan, target_ms: float, out: Path) -> tuple[Plan, float]:
     """The one-device plan on the plan's fastest device, and its FLOPs cap in MFLOPs."""
-    tables = {d.name: json.loads(d.profile.read_text()) for d in plan.devices}
-    share = {n: (CpuLimit.of_table(t["provenance"]) or CpuLimit(1.0)).share for n, t in tables.items()}
-    fastest = max(plan.devices, key=lambda d: share[d.name])
-    cap = flops_for_ms(tables[fastest.name], target_ms) / 1e6
+    fastest = max(plan.devices, key=lambda d: table_cpu_limit(d.profile).share)
+    cap = flops_for_ms(json.loads(fastest.profile.read_text()), target_ms) / 1e6
     device = dataclasses.replace(fastest, central=True, max_mflops=round(cap, 1))
     return dataclasses.replace(plan, name=f"{plan.name}-single", devices=(device,), output=out,
                                objective=dataclasses.replace(plan.objective, delta=NO_LATENCY_WEIGHT)), cap

@@ -248,13 +248,15 @@ def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
 
 def measured_table(root: Path) -> list[str]:
     """One row per benchmarked build: what `cofc bench` measured through the runtime."""
+    from cofc.compiler.build.report import load_report
+
     rows = []
     for folder in report_folders(root):
         if not (folder / "bench.json").is_file():
             continue
         b = json.loads((folder / "bench.json").read_text())
         source = read_source(folder, root, True)
-        build_s = sum(json.loads((folder / "report.json").read_text())["stage_seconds"].values())
+        build_s = sum(load_report(folder).stage_seconds.values())
         rows.append([f"[{folder.name}](docs/results.md)", f"{b['requests']:,}",
                      f"{pct(b['accuracy'])} (teacher {pct(b['teacher']['accuracy'])})",
                      f"{ms(b['end_to_end_ms']['median'])} / {ms(b['teacher']['median_ms'])}",

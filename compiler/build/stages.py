@@ -143,7 +143,7 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     o = ctx.plan.objective
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature)
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes)
-    space = SearchSpace(ctx.base, len(ctx.devices), ctx.plan.objective.min_layers)
+    space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
         tick = lambda _: bar.update()  # noqa: E731

@@ -46,7 +46,7 @@ def _pct(values, q) -> float:
     return float(np.percentile(values, q))
 
 
-def _cpu_limit(profile: Path) -> CpuLimit:
+def table_cpu_limit(profile: Path) -> CpuLimit:
     """The CPU limit a device's latency table was measured under (a full core when none)."""
     return CpuLimit.of_table(json.loads(profile.read_text())["provenance"]) or CpuLimit(1.0)
 
@@ -61,7 +61,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     prep = Preprocessor.for_bundle(central)
     test = load_data(plan.dataset, teacher_from_plan(plan).expects).test.take(requests, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
-    limits = {d.name: _cpu_limit(d.profile) for d in plan.devices}
+    limits = {d.name: table_cpu_limit(d.profile) for d in plan.devices}
     note = None
     with contextlib.ExitStack() as stack:
         emulation = None
@@ -103,7 +103,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     overhead = [e - c for e, c in zip(e2e, critical)]
     fastest = max(plan.devices, key=lambda d: limits[d.name].share)
     graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(len(test))]
-    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs, limits[fastest.name] if emulate else None)
+    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs,
+                             limits[fastest.name] if emulate else None)
     predicted = {d.name: d for d in report.devices}
     result = {
         "requests": len(answers), "emulated": bool(emulate and note is None), "note": note,

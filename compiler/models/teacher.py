@@ -46,6 +46,11 @@ class Teacher:
     def __post_init__(self) -> None:
         self.adapter = get_adapter(self.family)
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Teacher":
+        """The teacher a record describes, built by its family's adapter, in inference mode."""
+        return cls(record["family"], get_adapter(record["family"]).build_teacher(record).eval(), record)
+
     @property
     def num_classes(self) -> int:
         return len(self.record["classes"])
@@ -123,9 +128,9 @@ def pretrained_record(family: str, source: str, num_classes: int | None, input_s
 def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
     """The teacher a record made from the plan describes (the adapter fills in what it reads)."""
     record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
-    model = get_adapter(record["family"]).build_teacher(record).eval()
+    teacher = Teacher.from_record(record)
     record.setdefault("classes", [str(i) for i in range(record["arch"]["num_classes"])])  # a head without names
-    return Teacher(record["family"], model, record)
+    return teacher
 
 
 def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
@@ -162,7 +167,4 @@ def load_teacher(path: str | Path) -> Teacher:
         raise CofcError(f"teacher checkpoint {path} is not a cofc teacher file: {exc}") from None
     if not isinstance(record, dict) or "family" not in record:
         raise CofcError(f"teacher checkpoint {path} is not a cofc teacher file (no 'family')")
-    adapter = get_adapter(record["family"])
-    model = adapter.build_teacher(record)
-    model.eval()
-    return Teacher(record["family"], model, record)
+    return Teacher.from_record(record)

@@ -17,7 +17,7 @@ from tests.helpers import raw_inputs, small_record
 def test_giving_everything_to_one_submodel_reproduces_the_teacher(family):
     torch.manual_seed(0)
     record = small_record(family)
-    teacher = Teacher(family, get_adapter(family).build_teacher(record).eval(), record)
+    teacher = Teacher.from_record(record)
     data = Split(raw_inputs(family, n=4), np.array([0, 1, 2, 3]))
     imp = rank_units(teacher, data, batch=2)
     assert imp.heads.shape == (3, 6) and imp.neurons.shape == (3, 192) and (imp.heads > 0).all()

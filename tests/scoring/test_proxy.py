@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.planning.spec import SubModelSpec
@@ -41,7 +40,7 @@ def test_units_are_ranked_on_samples_of_every_class():
 def test_validation_loss_of_a_policy_is_finite_and_cached():
     torch.manual_seed(0)
     record = small_record("vit")
-    teacher = Teacher("vit", get_adapter("vit").build_teacher(record).eval(), record)
+    teacher = Teacher.from_record(record)
     images = np.random.default_rng(0).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
     data = Split(images, np.random.default_rng(1).integers(0, 5, size=64))
     proxy = ValidationLoss(teacher, rank_units(teacher, data, batch=32), data, "pool")
