@@ -178,9 +178,12 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
 @cli.command()
 @click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="This device's bundle folder (as copied from OUT/bundle/<device>).")
-@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Central only: answer these inputs and exit: a .npy of uint8 images (N, H, W) or a "
-                   ".txt file with one text per line. Answers are printed as JSON lines.")
+@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Central only: answer these inputs and exit, one JSON line each, in order. Images: an "
+                   "image file, a folder of them (sorted, any depth) or a .npy of uint8 arrays at the model's "
+                   "size; texts: a .txt file (one per line) or a .csv/.tsv/.jsonl file's text column.")
+@click.option("--text-column", default="text", show_default=True, help="With --input: the column of a "
+              ".csv/.tsv/.jsonl file that holds the texts.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
 @click.option("--connect", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
@@ -188,8 +191,8 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
 @click.option("--bind", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
               help="Central: endpoint to bind, overriding tcp://*:<port>.")
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
-def run(bundle: Path, input_path: Path | None, backend: str, threads: int, connect: Endpoint | None,
-        bind: Endpoint | None, insecure: bool) -> None:
+def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, threads: int,
+        connect: Endpoint | None, bind: Endpoint | None, insecure: bool) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
     import logging
@@ -209,7 +212,7 @@ def run(bundle: Path, input_path: Path | None, backend: str, threads: int, conne
             raise click.UsageError("--input is for the central device; this is a worker bundle")
         run_worker(loaded, backend, threads, insecure, connect)
     else:
-        run_central(loaded, backend, threads, insecure, bind, input_path)
+        run_central(loaded, backend, threads, insecure, bind, input_path, text_column)
 
 
 @cli.command()

@@ -12,3 +12,8 @@ class PlanError(CofcError):
         self.path, self.field, self.message, self.line = path, field, message, line
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {field}: {message}")
+
+
+class DataError(CofcError):
+    """A user's data file or folder that cannot be used as it is; the message names it (and the
+    line, where it has one)."""

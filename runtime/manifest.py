@@ -16,8 +16,10 @@ from cofc.errors import CofcError
 from cofc.runtime._files import sha256_file
 from cofc.runtime._typed_json import SchemaError, from_json, to_json
 from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.images import ImageInput
 
-SCHEMA = 3  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings
+SCHEMA = 4  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings; 3: before
+# the image file parameters and the tokenizer's padding
 MANIFEST, DIGEST = "manifest.json", "manifest.sha256"
 Role = Literal["central", "worker"]
 
@@ -66,6 +68,7 @@ class TensorInfo:
 class ImagePreprocess:
     mean: tuple[float, ...]  # per channel, on pixels scaled to 0..1
     std: tuple[float, ...]
+    image: ImageInput  # how an image file becomes the uint8 array that is normalised
     kind: Literal["image"] = "image"
 
 
@@ -73,6 +76,8 @@ class ImagePreprocess:
 class TextPreprocess:
     max_length: int  # every request is padded or truncated to this many tokens
     tokenizer_file: str  # in the bundle, read with the `tokenizers` package
+    pad_id: int  # the compiler's padding (the tokenizer's own, or the model's): ids match it exactly
+    pad_token: str
     kind: Literal["text"] = "text"
 
 

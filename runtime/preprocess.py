@@ -12,35 +12,54 @@ from typing import Sequence
 
 import numpy as np
 
+from cofc.errors import DataError
 from cofc.runtime.bundle import Bundle
+from cofc.runtime.images import IMAGE_SUFFIXES, image_files, load_image
 from cofc.runtime.manifest import ImagePreprocess, Preprocess
+from cofc.runtime.texts import read_texts
 from cofc.runtime.wire import WireError
 
 MAX_TEXT_BYTES = 1 << 20
-PAD_ID, PAD_TOKEN = 0, "[PAD]"  # what pads a text to max_length; the attention mask hides it
 
 
 class Preprocessor:
-    """Built from a bundle manifest's preprocessing (and its graph inputs, for image sizes)."""
+    """Built from a bundle manifest's preprocessing (the tokenizer file is in the bundle)."""
 
-    def __init__(self, spec: Preprocess, bundle_dir: Path, image_shape: Sequence[int] | None = None):
+    def __init__(self, spec: Preprocess, bundle_dir: Path):
+        self.spec = spec
         self.kind = spec.kind
         if isinstance(spec, ImagePreprocess):
             self.mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
             self.std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
-            self.image_shape = tuple(image_shape) if image_shape else None  # (C, H, W)
         else:
             from tokenizers import Tokenizer
 
-            self.max_length = spec.max_length
             self.tokenizer = Tokenizer.from_file(str(bundle_dir / spec.tokenizer_file))
-            self.tokenizer.enable_truncation(max_length=self.max_length)
-            self.tokenizer.enable_padding(length=self.max_length, pad_id=PAD_ID, pad_token=PAD_TOKEN)
+            self.tokenizer.enable_truncation(max_length=spec.max_length)
+            self.tokenizer.enable_padding(length=spec.max_length, pad_id=spec.pad_id, pad_token=spec.pad_token)
 
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> Preprocessor:
-        shape = bundle.manifest.inputs[0].shape[1:]
-        return cls(bundle.manifest.preprocess, bundle.path, shape if len(shape) == 3 else None)
+        return cls(bundle.manifest.preprocess, bundle.path)
+
+    def read(self, path: Path, text_column: str = "text") -> np.ndarray | list[str]:
+        """Raw inputs from the files a user keeps them in. Images: one image file, a folder of
+        them (sorted, any depth), or a .npy of uint8 arrays already at the model's size; each file
+        is decoded and fitted exactly as the compiler read its data. Texts: a .txt file (one per
+        line) or the text column of a CSV/TSV/JSONL file."""
+        if not isinstance(self.spec, ImagePreprocess):
+            return read_texts(path, text_column)
+        image = self.spec.image
+        if path.suffix == ".npy":
+            arrays = np.load(path, allow_pickle=False)
+            if arrays.dtype != np.uint8 or arrays.shape[1:] != image.shape:
+                raise DataError(f"{path}: expected uint8 images of shape (N, {', '.join(map(str, image.shape))}), "
+                                f"got {arrays.dtype}{arrays.shape}")
+            return arrays
+        files = image_files(path) if path.is_dir() else [path]
+        if not files:
+            raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES[:3])}, ...)")
+        return np.stack([load_image(f, image) for f in files])
 
     def __call__(self, raw: np.ndarray | Sequence[str]) -> dict[str, np.ndarray]:
         if self.kind == "image":
@@ -67,10 +86,8 @@ class Preprocessor:
             image = arrays.get("image")
             if image is None or image.dtype != np.uint8 or image.ndim not in (3, 4):
                 raise WireError("bad-input", "expected uint8 images")
-            if self.image_shape is not None:
-                c, h, w = self.image_shape
-                if image.shape[-2:] != (h, w) or (image.ndim == 4 and image.shape[1] != c) or (image.ndim == 3 and c != 1):
-                    raise WireError("bad-input", f"image shape {image.shape[1:]}, expected {(c, h, w)}")
+            if image.shape[1:] != self.spec.image.shape:
+                raise WireError("bad-input", f"image shape {image.shape[1:]}, expected {self.spec.image.shape}")
             return self(image)
         data, lengths = arrays.get("utf8"), arrays.get("lengths")
         if (data is None or lengths is None or data.dtype != np.uint8 or lengths.dtype != np.int64
@@ -83,7 +100,6 @@ class Preprocessor:
         except UnicodeDecodeError:
             raise WireError("bad-input", "text is not UTF-8") from None
         return self(texts)
-
 
 
 def packed_request_bytes(kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0) -> int:

@@ -1,4 +1,4 @@
-"""`cofc run`: start the role a bundle names; on central, optionally answer a file of inputs."""
+"""`cofc run`: start the role a bundle names; on central, optionally answer the inputs of a file or folder."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.errors import CofcError
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.central import Central
 from cofc.runtime.client import Client
 from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.worker import Worker
 
 JOIN_TIMEOUT_S = 10.0
@@ -28,37 +28,23 @@ def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, conne
             pass
 
 
-def read_inputs(path: Path, kind: str):
-    """Raw inputs from a file: a .npy of uint8 images, or a text file with one text per line."""
-    if kind == "image":
-        if path.suffix != ".npy":
-            raise CofcError(f"{path}: image inputs are read from a .npy file of uint8 (N, H, W) images")
-        images = np.load(path, allow_pickle=False)
-        if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise CofcError(f"{path}: expected uint8 images of shape (N, H, W), got {images.dtype}{images.shape}")
-        return images
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise CofcError(f"{path} holds no text")
-    return lines
-
-
 def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: Endpoint | None,
-                input_path: Path | None) -> None:
+                input_path: Path | None, text_column: str = "text") -> None:
+    # The inputs are read first: a bad file is refused before anything starts.
+    raw = None if input_path is None else Preprocessor.for_bundle(bundle).read(input_path, text_column)
     with Central(bundle, backend, threads, insecure, bind) as central:
-        if input_path is None:
+        if raw is None:
             try:
                 central.serve()
             except KeyboardInterrupt:
                 pass
         else:
-            _answer_file(central, input_path, insecure)
+            _answer(central, raw, insecure)
 
 
-def _answer_file(central: Central, input_path: Path, insecure: bool) -> None:
-    """Serve in a thread while a local client sends every input of the file; print the answers."""
+def _answer(central: Central, raw: np.ndarray | list[str], insecure: bool) -> None:
+    """Serve in a thread while a local client sends every input; print the answers."""
     bundle, prep = central.bundle, central.prep
-    raw = read_inputs(input_path, prep.kind)
     stop = threading.Event()
     server = threading.Thread(target=central.serve, args=(stop,), daemon=True)
     server.start()

@@ -15,7 +15,6 @@ arrive as its parameters, in that order. Results are typed and kept in OUT/stage
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, get_type_hints
 
 import numpy as np
@@ -236,18 +235,12 @@ def export(ctx: Context, found: SearchSummary, _: AccuracyReport) -> ExportResul
 
 
 @stage("bundle", Reads(plan=("name", "teacher", "devices", "runtime", "export", "calibration.feature"),
-                       stages=("search", "export"), code=("cofc.compiler.export.bundle",)),
+                       stages=("search", "export"),
+                       code=("cofc.compiler.export.bundle", "cofc.compiler.models.adapters._hf")),
        outputs=("bundle",))
 def bundle(ctx: Context, found: SearchSummary, _: ExportResult) -> BundleResult:
-    record = ctx.teacher.record
-    prep, tokenizer = dict(record["preprocess"]), None
-    if prep["kind"] == "text":
-        from cofc.compiler.models.adapters._hf import resolve_source
-        tokenizer = Path(resolve_source(prep.get("tokenizer") or record["arch"]["source"])) / "tokenizer.json"
-        prep = {"kind": "text", "max_length": prep.get("max_length", ctx.teacher.model.seq_len)}
     pid = plan_id(ctx.keys["bundle"].encode())
-    write_bundles(ctx.out, ctx.plan, pid, found.policy, ctx.out / "onnx", prep, tokenizer,
-                  ctx.plan.calibration.feature, record["classes"])
+    write_bundles(ctx.out, ctx.plan, pid, found.policy, ctx.out / "onnx", ctx.teacher, ctx.plan.calibration.feature)
     return BundleResult(pid, tuple(d.name for d in ctx.plan.devices))
 
 

@@ -27,8 +27,7 @@ import numpy as np
 
 from cofc.compiler.build.report import PLAN_COPY, load_report
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
-from cofc.compiler.models.data import load_data
-from cofc.compiler.models.teacher import teacher_from_plan
+from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
@@ -59,7 +58,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     bundles = {d.name: load_bundle(build_dir / "bundle" / d.name) for d in plan.devices}
     central = bundles[plan.central.name]
     prep = Preprocessor.for_bundle(central)
-    test = load_data(plan.dataset, teacher_from_plan(plan).expects).test.take(requests, seed=1)
+    test = load_data(plan.dataset, Expects.of_manifest(central.manifest)).test.take(requests, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
     limits = {d.name: table_cpu_limit(d.profile) for d in plan.devices}
     note = None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from cofc.compiler.models.adapters._hf import padding, tokenizer_file
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.plan import Plan
 from cofc.compiler.planning.spec import SubModelSpec
 from cofc.runtime._files import sha256_file
@@ -44,26 +46,28 @@ def _graph_io(path: Path) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...
         return _tensors(backend.inputs), _tensors(backend.outputs)
 
 
-def _preprocess(record: dict[str, Any], tokenizer: Path | None) -> Preprocess:
-    """The device-side preprocessing of a teacher record's `preprocess` entry."""
-    if record["kind"] == "image":
-        return ImagePreprocess(tuple(map(float, record["mean"])), tuple(map(float, record["std"])))
-    if tokenizer is None:
-        raise ValueError("a text plan's bundles need the teacher's tokenizer.json")
-    return TextPreprocess(int(record["max_length"]), TOKENIZER)
+def device_preprocess(teacher: Teacher) -> tuple[Preprocess, Path | None]:
+    """What a device needs to turn raw inputs into the teacher's inputs without torch, exactly as
+    the compiler does: image file parameters and normalisation, or the tokenizer.json, the length
+    and the padding of a text teacher (and that file, which each bundle carries)."""
+    prep = teacher.record["preprocess"]
+    if teacher.expects.image is not None:
+        return ImagePreprocess(tuple(map(float, prep["mean"])), tuple(map(float, prep["std"])),
+                               teacher.expects.image), None
+    pad_id, pad_token = padding(teacher.record)
+    length = int(prep.get("max_length", teacher.model.seq_len))
+    return TextPreprocess(length, TOKENIZER, pad_id, pad_token), tokenizer_file(teacher.record)
 
 
 def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path,
-                  preprocess: dict[str, Any], tokenizer: Path | None, feature: str,
-                  classes: Sequence[str]) -> list[Path]:
-    """`preprocess` is the teacher record's entry (image: mean, std; text: max_length), and
-    `tokenizer` the tokenizer.json of a text teacher."""
+                  teacher: Teacher, feature: str) -> list[Path]:
+    """One folder per device under out/bundle/, for the policy's sub-models of `teacher`."""
     keys = {d.name: KeyPair.generate() for d in plan.devices}
     client = KeyPair.generate()
     central = CentralInfo(Endpoint(plan.central.address, plan.runtime.port), keys[plan.central.name].public,
                           float(plan.runtime.deadline_ms), plan.runtime.min_devices,
                           plan.runtime.straggler_window, plan.runtime.probe_every, float(plan.runtime.slow_factor))
-    prep = _preprocess(preprocess, tokenizer)
+    prep, tokenizer = device_preprocess(teacher)
     fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy))
     folders, digests = [], {}
     # Workers first: the central manifest pins each worker's manifest digest.
@@ -89,7 +93,7 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
             client.write(work / "client.json")  # for clients on the central device (cofc run --input)
             fusion = Fusion(fused, tuple(WorkerRef(d.name, keys[d.name].public, digests[d.name])
                                          for d in plan.devices if not d.central),
-                            (client.public,), tuple(classes))
+                            (client.public,), teacher.expects.classes)
         inputs, outputs = _graph_io(work / "backbone.onnx")
         manifest = Manifest(
             PlanRef(plan.name, pid), DeviceRef(device.name, fused[index].role, index),

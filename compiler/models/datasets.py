@@ -26,10 +26,6 @@ class DatasetUnavailable(CofcError):
     """The data set's package is not installed on this machine."""
 
 
-class DataError(CofcError):
-    """A user's data file or folder that cannot be used as it is; the message names it."""
-
-
 @dataclass(frozen=True)
 class Split:
     inputs: np.ndarray | list[str]  # uint8 (N, H, W) images, or texts

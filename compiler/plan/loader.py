@@ -69,6 +69,7 @@ from typing import Any
 import yaml
 
 from cofc.errors import PlanError
+from cofc.runtime.texts import DELIMITERS
 from cofc.compiler.plan.schema import NUM, SCHEMA, Field
 from cofc.compiler.planning.spec import TransformerSpec, memory_bytes, flops, smallest_submodel
 
@@ -383,8 +384,6 @@ def _check_teacher(plan: Plan) -> None:
 
 def _check_dataset(plan: Plan) -> None:
     """One source of `DATA_SOURCES`, the fields that go with it, and its files."""
-    from cofc.compiler.models.data.texts import DELIMITERS
-
     d = plan.dataset
     given = [key for key in DATA_SOURCES if getattr(d, key) is not None]
     if not given:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cofc.compiler.models.data import load_data
-from cofc.compiler.models.datasets import DataError, Dataset, Split
+from cofc.compiler.models.datasets import Dataset, Split
+from cofc.errors import DataError
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan
 from cofc.compiler.plan.loader import DATA_SOURCES

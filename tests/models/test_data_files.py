@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from cofc.compiler.models.data import Expects, ImageInput, in_teacher_order, load_data, load_image
-from cofc.compiler.models.data.images import fit
-from cofc.compiler.models.data.texts import read_rows
-from cofc.compiler.models.datasets import DataError, Dataset, Split
+from cofc.runtime.images import fit
+from cofc.runtime.texts import read_rows
+from cofc.compiler.models.datasets import Dataset, Split
+from cofc.errors import DataError
 from cofc.compiler.plan import DatasetPlan
 
 COLOURS = {"bird": (200, 30, 30), "cat": (30, 200, 30), "dog": (30, 30, 200)}

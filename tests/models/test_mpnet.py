@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer
 from torch.utils.flop_counter import FlopCounterMode
 
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
@@ -257,13 +255,13 @@ def test_ranking_hook_points_see_heads_and_neurons():
 
 
 def _runtime(record: dict):
-    """The device's torch-free preprocessing of a bundle holding this teacher's tokenizer.json."""
-    from cofc.runtime.manifest import TextPreprocess
+    """The device's torch-free preprocessing, as the bundle stage writes it for this teacher."""
+    from cofc.compiler.export.bundle import device_preprocess
+    from cofc.compiler.models.teacher import Teacher
     from cofc.runtime.preprocess import Preprocessor
 
-    prep = record["preprocess"]
-    folder = Path(resolve_source(prep.get("tokenizer") or record["arch"]["source"]))
-    return Preprocessor(TextPreprocess(prep["max_length"], "tokenizer.json"), folder)
+    prep, tokenizer = device_preprocess(Teacher.from_record(record))
+    return Preprocessor(prep, tokenizer.parent)
 
 
 def _texts() -> list[str]:
@@ -297,28 +295,15 @@ def _mpnet_record(max_length: int = 24) -> dict:
             "preprocess": {"kind": "text", "max_length": max_length}, "classes": list("abcd")}
 
 
-def test_mpnets_tokenizer_file_carries_its_own_padding():
-    """MPNet pads with <pad> = 1 (BERT with [PAD] = 0), and its tokenizer.json says so: the
-    runtime can take the padding from the file it already ships."""
+def test_runtime_pads_with_mpnets_own_token_as_the_compiler():
+    """MPNet pads with <pad> = 1 (BERT with [PAD] = 0): the bundle's preprocessing carries the
+    compiler's padding, and the runtime's ids equal the compiler's bit for bit."""
     _real_mpnet_or_skip()
     adapter, record = get_adapter("mpnet"), _mpnet_record()
-    x = adapter.preprocess(record, _texts())
-    assert (x["input_ids"][:, 0] == 0).all() and (x["input_ids"][x["attention_mask"] == 0] == 1).all()
-    padding = Tokenizer.from_file(str(Path(resolve_source(MPNET)) / "tokenizer.json")).padding
-    assert (padding["pad_id"], padding["pad_token"]) == (1, "<pad>")
-    got = _runtime(record)(_texts())
-    np.testing.assert_array_equal(got["attention_mask"], x["attention_mask"].numpy())
-    real = x["attention_mask"].numpy() == 1
-    np.testing.assert_array_equal(got["input_ids"][real], x["input_ids"].numpy()[real])
-
-
-@pytest.mark.xfail(strict=True, reason="runtime/preprocess.py pads every text with id 0 ([PAD]); MPNet "
-                   "pads with 1 (<pad>). Features are unaffected (test_padding_is_invisible_to_the_features), "
-                   "ids are not: the runtime should pad with its tokenizer.json's own padding token")
-def test_runtime_tokenises_as_the_compiler_with_mpnets_tokenizer():
-    _real_mpnet_or_skip()
-    adapter, record = get_adapter("mpnet"), _mpnet_record()
-    want, got = adapter.preprocess(record, _texts()), _runtime(record)(_texts())
+    want, runtime = adapter.preprocess(record, _texts()), _runtime(record)
+    assert (want["input_ids"][:, 0] == 0).all() and (want["input_ids"][want["attention_mask"] == 0] == 1).all()
+    assert (runtime.spec.pad_id, runtime.spec.pad_token) == (1, "<pad>")
+    got = runtime(_texts())
     for name in ("input_ids", "attention_mask"):
         np.testing.assert_array_equal(got[name], want[name].numpy())
 

@@ -364,15 +364,34 @@ def _tokenizer(source: str):
     return AutoTokenizer.from_pretrained(resolve_source(source), local_files_only=True)
 
 
+def tokenizer_source(record: dict[str, Any]) -> str:
+    """Where a text teacher's tokenizer is: its record's, else its backbone's source."""
+    return record["preprocess"].get("tokenizer") or record["arch"]["source"]
+
+
+def tokenizer_file(record: dict[str, Any]) -> Path:
+    """The tokenizer.json a text teacher's bundles carry."""
+    return Path(resolve_source(tokenizer_source(record))) / TOKENIZER_FILE
+
+
+def padding(record: dict[str, Any]) -> tuple[int, str]:
+    """The (id, token) the compiler pads texts with, and so every device: the record's (taken from
+    the model for a folder teacher), else the tokenizer's own."""
+    tokenizer = _tokenizer(tokenizer_source(record))
+    token = record["preprocess"].get("pad_token") or tokenizer.pad_token
+    if token is None:
+        raise CofcError(f"{resolve_source(tokenizer_source(record))}: the tokenizer has no pad token")
+    return int(tokenizer.convert_tokens_to_ids(token)), token
+
+
 def tokenize(record: dict[str, Any], texts: list[str]) -> Inputs:
     """Texts -> fixed-length input_ids and attention_mask, padded on the right to max_length (every
     request has the shape the model was planned, profiled and exported for; `pool_tokens` finds
     the last real token at mask sum - 1)."""
     prep = record["preprocess"]
-    tokenizer = _tokenizer(prep.get("tokenizer") or record["arch"]["source"])
+    tokenizer = _tokenizer(tokenizer_source(record))
     tokenizer.padding_side = "right"
-    if prep.get("pad_token") is not None:
-        tokenizer.pad_token = prep["pad_token"]
+    tokenizer.pad_token = padding(record)[1]
     enc = tokenizer(list(texts), padding="max_length", truncation=True,
                     max_length=prep.get("max_length", DEFAULT_MAX_LENGTH), return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cofc.compiler.models.data.expects import Expects, ImageInput
-from cofc.compiler.models.data.images import load_image, read_image_folder
+from cofc.compiler.models.data.expects import Expects
+from cofc.compiler.models.data.images import read_image_folder
 from cofc.compiler.models.data.texts import read_text_files
-from cofc.compiler.models.datasets import DataError, Dataset, Split, load_dataset
+from cofc.compiler.models.datasets import Dataset, Split, load_dataset
+from cofc.errors import DataError
+from cofc.runtime.images import ImageInput, load_image
 
 if TYPE_CHECKING:
     from cofc.compiler.plan import DatasetPlan

@@ -1,0 +1,121 @@
+"""Texts from the files users keep them in: CSV, TSV or JSONL with a named text column (and a
+label column when they are labelled), or plain text, one per line. Torch-free: the compiler reads a
+user's data set with it, and a device the texts it is asked about (`cofc run --input`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from cofc.errors import DataError
+
+DELIMITERS = {".csv": ",", ".tsv": "\t", ".jsonl": None}  # by file suffix; None: one JSON object a line
+PLAN_OPTIONS = "dataset.{}_column"  # what a user sets to name another column (`cofc run`: --{}-column)
+
+
+class Rows:
+    """One file's texts, their labels (as written, str; none for unlabelled texts) and the line
+    each row starts on."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.texts: list[str] = []
+        self.labels: list[str] = []
+        self.lines: list[int] = []
+
+    def add(self, text: str, label: str | None, line: int) -> None:
+        self.texts.append(text)
+        if label is not None:
+            self.labels.append(label)
+        self.lines.append(line)
+
+
+def read_rows(path: Path, text_column: str, label_column: str | None, option: str = PLAN_OPTIONS) -> Rows:
+    """Read a whole file (`label_column` None: texts alone); one line naming the file (and row) for
+    anything unusable, and for a missing column the `option` that names another."""
+    if path.suffix.lower() not in DELIMITERS:
+        raise DataError(f"{path}: unknown text file type {path.suffix!r} (use {', '.join(DELIMITERS)})")
+    text = _read_utf8(path)
+    columns = {role: column for role, column in (("text", text_column), ("label", label_column)) if column}
+    delimiter = DELIMITERS[path.suffix.lower()]
+    rows = _jsonl(path, text, columns) if delimiter is None else _table(path, text, delimiter, columns, option)
+    if not rows.texts:
+        raise DataError(f"{path}: no rows below the header")
+    return rows
+
+
+def read_texts(path: Path, text_column: str = "text") -> list[str]:
+    """Texts to ask about: a .txt file's non-empty lines, or the text column of a CSV/TSV/JSONL file."""
+    if path.suffix.lower() != ".txt":
+        return read_rows(path, text_column, None, option="--{}-column").texts
+    texts = [line for line in _read_utf8(path).splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"{path}: holds no text")
+    return texts
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text
+
+
+def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], option: str) -> Rows:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    names = reader.fieldnames or []
+    for role, column in columns.items():
+        if column not in names:
+            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)}); "
+                            f"set {option.format(role)}")
+    rows = Rows(path)
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row or None in row.values():  # more fields than the header, or fewer
+                raise DataError(f"{path} line {line}: the row's fields do not match the header's "
+                                f"{len(names)} columns")
+            _add(rows, row[columns["text"]], row.get(columns.get("label")), line, columns.get("label"))
+    except csv.Error as exc:
+        raise DataError(f"{path} line {reader.line_num}: {exc}") from None
+    return rows
+
+
+def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
+    rows = Rows(path)
+    text_column, label_column = columns["text"], columns.get("label")
+    for line, content in enumerate(text.splitlines(), 1):
+        if not content.strip():
+            continue
+        try:
+            row = json.loads(content)
+        except ValueError:
+            raise DataError(f"{path} line {line}: not a JSON object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {line}: not a JSON object")
+        for column in columns.values():
+            if column not in row:
+                raise DataError(f"{path} line {line}: no {column!r} field (fields: {', '.join(row)})")
+        if not isinstance(row[text_column], str):
+            raise DataError(f"{path} line {line}: {text_column!r} is not a string")
+        label = row.get(label_column)
+        if label_column and (isinstance(label, bool) or not isinstance(label, (str, int))):
+            raise DataError(f"{path} line {line}: {label_column!r} must be a string or an integer")
+        _add(rows, row[text_column], None if label is None else str(label), line, label_column)
+    return rows
+
+
+def _add(rows: Rows, text: str, label: str | None, line: int, label_column: str | None) -> None:
+    if label_column and not label.strip():
+        raise DataError(f"{rows.path} line {line}: empty {label_column!r}")
+    rows.add(text, label.strip() if label_column else None, line)
