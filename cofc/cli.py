@@ -40,38 +40,48 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Teacher file: sets the family, input size and range of the model pool.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Or a plan: profile its teacher, in whatever form the plan gives it, for its device "
+                   "--device, into that device's `profile` file.")
 @click.option("--backend", type=click.Choice([*BACKENDS, "torch-cuda"]), default="onnxruntime",
               show_default=True, help="Engine backend to time sub-models with (torch-cuda: torch on the GPU, "
               "where TensorRT is absent).")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--device", "device_name", default=None, help="Device name recorded in the table "
-              "(default: this host's name).")
+@click.option("--device", "device_name", default=None, help="Device name recorded in the table (default: "
+              "this host's name); with --plan, the plan's device to profile (required).")
 @click.option("--count", type=click.IntRange(10), default=120, show_default=True, help="Specs in the pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cpu-share", type=float, default=None, help="Measure inside a cgroup CPU quota of "
               "this share of one core (emulates a slower device; Linux, root).")
 @click.option("--cpu-period-ms", type=float, default=10.0, show_default=True, help="The quota's period: "
               "short enough that single requests are slowed like sustained load.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists).")
-def profile(teacher_path: Path, backend: str, threads: int, precision: str, device_name: str | None,
-            count: int, seed: int, cpu_share: float | None, cpu_period_ms: float, out: Path) -> None:
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists); with "
+                   "--plan, the device's `profile` by default.")
+def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, threads: int, precision: str,
+            device_name: str | None, count: int, seed: int, cpu_share: float | None, cpu_period_ms: float,
+            out: Path | None) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
+    import contextlib
     import socket
 
     from cofc.compiler.latency.predictor import fit_predictor, predictor_path
     from cofc.compiler.latency.profile import run_profile, write_table
-    from cofc.compiler.models.teacher import load_teacher
-
-    import contextlib
-
     from cofc.runtime.cgroup import CpuLimit, cpu_quota
 
-    teacher = load_teacher(teacher_path)
+    if (teacher_path is None) == (plan_path is None):
+        raise click.UsageError("give one of --teacher and --plan")
+    if plan_path is not None:
+        teacher, device_name, out = _plan_device(plan_path, device_name, out)
+    elif out is None:
+        raise click.UsageError("--teacher needs --out, the latency table to write")
+    else:
+        from cofc.compiler.models.teacher import load_teacher
+        teacher = load_teacher(teacher_path)
     cpu = CpuLimit(cpu_share, round(cpu_period_ms * 1000)) if cpu_share else None
     with cpu_quota(cpu) if cpu else contextlib.nullcontext():
         table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
@@ -83,6 +93,20 @@ def profile(teacher_path: Path, backend: str, threads: int, precision: str, devi
     held = predictor.scores["held_out"][predictor.kind]
     click.echo(f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "
                f"{held['within_10pct']:.0%} within ±10%, RMSE {held['rmse_ms']:.3f} ms")
+
+
+def _plan_device(plan_path: Path, device: str | None, out: Path | None):
+    """`cofc profile --plan`: the plan's teacher, the device's name and the table to write."""
+    from cofc.compiler.models.teacher import teacher_from_plan
+    from cofc.compiler.plan import load_plan
+
+    plan = load_plan(plan_path, profiles=False)
+    names = [d.name for d in plan.devices]
+    if device not in names:
+        raise click.UsageError(f"--plan needs --device, one of the plan's devices: {', '.join(names)}")
+    out = out or plan.devices[names.index(device)].profile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return teacher_from_plan(plan), device, out
 
 
 @cli.command()

@@ -65,7 +65,8 @@ def _answer(central: Central, raw: np.ndarray | list[str], insecure: bool) -> No
                     row["error"] = answer.error
                 else:
                     k = int(answer.logits[0].argmax())
-                    row.update(prediction=k, label=classes[k] if classes else str(k))
+                    row.update(prediction=k, label=classes[k] if classes else str(k),
+                               logits=answer.logits[0].tolist())
                 sys.stdout.write(json.dumps(row) + "\n")
     finally:
         stop.set()

