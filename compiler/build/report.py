@@ -17,7 +17,7 @@ from cofc.compiler.planning.objective import latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write, atomic_write_json
-from cofc.runtime._typed_json import from_json, to_json
+from cofc.runtime._typed_json import SchemaError, from_json, to_json
 
 REPORT = "report.json"
 PLAN_COPY = "plan.yaml"  # the plan the build was made from, paths absolute: the folder is self-contained
@@ -108,7 +108,13 @@ def load_report(build_dir: Path) -> Report:
     path = Path(build_dir) / REPORT
     if not path.is_file():
         raise CofcError(f"{build_dir} has no {REPORT}: run 'cofc build' first")
-    return from_json(Report, json.loads(path.read_text()))
+    try:
+        return from_json(Report, json.loads(path.read_text()))
+    except SchemaError as exc:
+        raise CofcError(f"{path}: {exc}: written by another version of cofc; rebuild with 'cofc build'") from None
+
+
+SEARCHES = {"debo": "DeBo", "uniform": "the uniform split", "random": "random search"}
 
 
 def pct(v: float) -> str:
@@ -119,7 +125,7 @@ def markdown(r: Report) -> str:
     lines = [f"# cofc build report: {r.plan.name} [{r.plan.id}]", "",
              f"Teacher: {pct(r.teacher.accuracy)} on {r.test_samples} test samples, "
              f"{r.teacher.mflops:.1f} MFLOPs per request.", "",
-             "## Chosen decomposition (DeBo)", "",
+             f"## Chosen decomposition ({SEARCHES[r.search.shipped]})", "",
              "| device | layers | width | heads | MLP | FLOPs share | t1 ms | t2 ms | alone (uncalibrated → calibrated) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for d in r.devices:

@@ -89,7 +89,8 @@ class Evaluated:
 
 @dataclass(frozen=True)
 class SearchSummary:
-    policy: tuple[SubModelSpec, ...]  # DeBo's best: the decomposition that ships
+    policy: tuple[SubModelSpec, ...]  # the decomposition that ships: the best of `shipped`
+    shipped: str  # the search whose best ships: "debo" unless the plan's objective.ship says
     objective: float
     evaluations: int
     best: dict[str, float | None]  # best Ψ of each method (debo, random, uniform)
@@ -152,9 +153,11 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     if not results["debo"].history:
         raise ctx.plan.error("devices", "no decomposition satisfies C1–C6 for these devices; "
                              "raise memory_mb or max_mflops, or use fewer devices")
+    if not results[o.ship].history:
+        raise ctx.plan.error("objective.ship", f"the {o.ship} search found no feasible policy to ship")
     plot_search(results, ctx.out / "search.png")
-    best = results["debo"].best
-    return SearchSummary(best.policy, best.objective, len(results["debo"].history),
+    best = results[o.ship].best
+    return SearchSummary(best.policy, o.ship, best.objective, len(results["debo"].history),
                          {k: (r.best.objective if r.history else None) for k, r in results.items()},
                          {k: _evaluated(r) for k, r in results.items()})
 

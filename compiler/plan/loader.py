@@ -165,6 +165,7 @@ class ObjectivePlan:
     iterations: int
     seed: int
     min_layers: int = 1
+    ship: str = "debo"  # whose best policy ships: debo, uniform or random
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,9 @@ SCHEMA = {
         # loses it before calibration restores it: on text tasks it prefers 1-layer sub-models
         # that calibration cannot make deep. Set it to the teacher's depth to search widths only.
         "min_layers": Field(INT, required=False, default=1, check=_positive),
+        # Whose best policy is calibrated and shipped: DeBo's, or a baseline's, to measure what the
+        # search earns (tools/tradeoff.py --vary ship=debo,uniform).
+        "ship": Field(STR, required=False, default="debo", check=_one_of("debo", "uniform", "random")),
     },
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),

@@ -20,7 +20,7 @@ from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, pa
 from cofc.compiler.models.teacher import load_teacher, save_teacher
 from cofc.errors import CofcError
 
-from tests.helpers import small_record
+from tests.helpers import make_plan, run_cofc, small_record
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
                        embed_in=16, embed_params_per_dim=68)
@@ -136,3 +136,19 @@ def test_roofline_is_anchored_and_orders_the_boards():
     nano, tx2 = (estimate_ms(DEIT_B.full(), DEIT_B, BOARDS[b]) for b in ("jetson-nano", "jetson-tx2"))
     assert nano > 2 * tx2
     assert estimate_ms(small, BASE, BOARDS["jetson-nano"]) < estimate_ms(BASE.full(), BASE, BOARDS["jetson-nano"])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--plan", "PLAN"], "--plan needs --device, one of the plan's devices: orin, tx2, nano"),
+    (["--plan", "PLAN", "--device", "xavier"], "one of the plan's devices: orin, tx2, nano"),
+    (["--plan", "PLAN", "--teacher", "t.pt", "--device", "orin"], "give one of --teacher and --plan"),
+    (["--teacher", "t.pt"], "--teacher needs --out"),
+])
+def test_profile_names_what_is_missing_before_measuring(args, words, tmp_path):
+    """A plan's tables need not exist to profile it, but its device must be named."""
+    plan = make_plan(tmp_path)
+    for table in tmp_path.glob("*.json"):
+        table.unlink()
+    result = run_cofc("profile", *[str(plan) if a == "PLAN" else a for a in args], cwd=tmp_path)
+    assert result.returncode == 2 and words in result.stderr, result.stderr
+    assert not list(tmp_path.glob("*.json"))

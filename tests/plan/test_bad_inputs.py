@@ -12,8 +12,7 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from tests.helpers import TOKENIZER, run_cofc
-from tests.models.test_user_teachers import hf_model, save_folder, timm_checkpoint
+from tests.helpers import TOKENIZER, hf_model, run_cofc, save_folder, timm_checkpoint
 
 PLAN = """\
 name: bad-input

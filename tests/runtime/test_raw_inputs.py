@@ -1,0 +1,91 @@
+"""A device reads raw inputs from the files users keep them in, without torch, exactly as the
+compiler read its data: image files scaled and cut as the manifest says, CSV/TSV/JSONL text
+columns, .txt lines; and a bad file is one line naming it, before anything starts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cofc.compiler.models.data import Expects, load_data
+from cofc.compiler.plan.loader import DatasetPlan
+from cofc.errors import DataError
+from cofc.runtime.images import ImageInput
+from cofc.runtime.manifest import ImagePreprocess
+from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.texts import read_texts
+
+from tests.helpers import run_cofc
+
+IMAGE = ImageInput(3, (32, 32), "bicubic", 0.875)
+
+
+def _image_folder(root) -> None:
+    """Two classes of RGB PNGs of another size and aspect (so each is scaled, then cut)."""
+    rng = np.random.default_rng(0)
+    for part in ("train", "test"):
+        for name in ("cat", "dog"):
+            (root / part / name).mkdir(parents=True)
+            for k in range(3):
+                pixels = rng.integers(0, 256, size=(45, 60, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / part / name / f"{k}.png")
+
+
+def test_image_folder_reads_as_the_compiler_read_it(tmp_path):
+    _image_folder(tmp_path / "images")
+    plan = DatasetPlan(None, 2, 2, None, image_folder=tmp_path / "images")
+    compiler = load_data(plan, Expects("image", ("cat", "dog"), IMAGE)).test.inputs
+    device = Preprocessor(ImagePreprocess((0.5,) * 3, (0.25,) * 3, IMAGE), tmp_path)
+    read = device.read(tmp_path / "images" / "test")
+    assert read.shape == (6, 3, 32, 32) and read.dtype == np.uint8
+    np.testing.assert_array_equal(read, compiler)
+    np.testing.assert_array_equal(device.read(tmp_path / "images" / "test" / "cat" / "0.png"), compiler[:1])
+    np.save(tmp_path / "arrays.npy", compiler)
+    np.testing.assert_array_equal(device.read(tmp_path / "arrays.npy"), compiler)
+    pixels = device(read)["pixel_values"]
+    np.testing.assert_allclose(pixels, (compiler / 255.0 - 0.5) / 0.25, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,content", [
+    ("a.txt", "first text\n\nsecond, with a comma\n"),
+    ("a.csv", 'body,label\nfirst text,x\n"second, with a comma",y\n'),
+    ("a.tsv", "body\nfirst text\nsecond, with a comma\n"),
+    ("a.jsonl", json.dumps({"body": "first text"}) + "\n" + json.dumps({"body": "second, with a comma"}) + "\n"),
+])
+def test_texts_are_read_from_lines_or_a_named_column(name, content, tmp_path):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    assert read_texts(tmp_path / name, "body") == ["first text", "second, with a comma"]
+
+
+@pytest.mark.parametrize("name,content,words", [
+    ("a.csv", "text,label\nhi,x\n", "no column 'body' (columns: text, label); set --text-column"),
+    ("a.txt", "\n \n", "holds no text"),
+    ("a.jsonl", '{"body": 3}\n', "line 1: 'body' is not a string"),
+    ("a.xml", "<t/>", "unknown text file type '.xml'"),
+])
+def test_bad_text_files_are_one_line_naming_them(name, content, words, tmp_path):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        read_texts(tmp_path / name, "body")
+
+
+@pytest.mark.slow  # `cofc run` in a new process, on the session's built plan
+@pytest.mark.parametrize("name,content,words", [
+    ("broken.png", b"not a png", "not a readable image"),
+    ("wrong.npy", None, "expected uint8 images of shape (N, 28, 28)"),
+    ("empty", "folder", "no image files"),
+])
+def test_cofc_run_refuses_a_bad_input_file_in_one_line(name, content, words, built, tmp_path):
+    path = tmp_path / name
+    if content == "folder":
+        path.mkdir()
+    elif content is None:
+        np.save(path, np.zeros((2, 32, 32), np.uint8))
+    else:
+        path.write_bytes(content)
+    result = run_cofc("run", "--bundle", str(built / "bundle" / "orin"), "--input", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cofc: error: {path}") and words in lines[0], result.stderr
