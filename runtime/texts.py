@@ -50,10 +50,7 @@ def read_texts(path: Path, text_column: str = "text") -> list[str]:
     """Texts to ask about: a .txt file's non-empty lines, or the text column of a CSV/TSV/JSONL file."""
     if path.suffix.lower() != ".txt":
         return read_rows(path, text_column, None, option="--{}-column").texts
-    texts = [line for line in _read_utf8(path).splitlines() if line.strip()]
-    if not texts:
-        raise DataError(f"{path}: holds no text")
-    return texts
+    return [line for line in _read_utf8(path).splitlines() if line.strip()]  # not empty: _read_utf8 checks
 
 
 def _read_utf8(path: Path) -> str:

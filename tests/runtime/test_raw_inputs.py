@@ -61,7 +61,7 @@ def test_texts_are_read_from_lines_or_a_named_column(name, content, tmp_path):
 
 @pytest.mark.parametrize("name,content,words", [
     ("a.csv", "text,label\nhi,x\n", "no column 'body' (columns: text, label); set --text-column"),
-    ("a.txt", "\n \n", "holds no text"),
+    ("a.txt", "\n \n", "a.txt: empty file"),
     ("a.jsonl", '{"body": 3}\n', "line 1: 'body' is not a string"),
     ("a.xml", "<t/>", "unknown text file type '.xml'"),
 ])
