@@ -51,7 +51,10 @@ class Preprocessor:
             return read_texts(path, text_column)
         image = self.spec.image
         if path.suffix == ".npy":
-            arrays = np.load(path, allow_pickle=False)
+            try:
+                arrays = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: not a readable .npy file ({exc})") from None
             if arrays.dtype != np.uint8 or arrays.shape[1:] != image.shape:
                 raise DataError(f"{path}: expected uint8 images of shape (N, {', '.join(map(str, image.shape))}), "
                                 f"got {arrays.dtype}{arrays.shape}")

@@ -75,6 +75,7 @@ def test_bad_text_files_are_one_line_naming_them(name, content, words, tmp_path)
 @pytest.mark.parametrize("name,content,words", [
     ("broken.png", b"not a png", "not a readable image"),
     ("wrong.npy", None, "expected uint8 images of shape (N, 28, 28)"),
+    ("broken.npy", b"\x93NUMPY garbage", "not a readable .npy file"),
     ("empty", "folder", "no image files"),
 ])
 def test_cofc_run_refuses_a_bad_input_file_in_one_line(name, content, words, built, tmp_path):
