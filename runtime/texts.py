@@ -48,7 +48,10 @@ def read_rows(path: Path, text_column: str, label_column: str | None, option: st
 
 def read_texts(path: Path, text_column: str = "text") -> list[str]:
     """Texts to ask about: a .txt file's non-empty lines, or the text column of a CSV/TSV/JSONL file."""
-    if path.suffix.lower() != ".txt":
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", *DELIMITERS):
+        raise DataError(f"{path}: unknown text file type {path.suffix!r} (use .txt, {', '.join(DELIMITERS)})")
+    if suffix != ".txt":
         return read_rows(path, text_column, None, option="--{}-column").texts
     return [line for line in _read_utf8(path).splitlines() if line.strip()]  # not empty: _read_utf8 checks
 

@@ -82,8 +82,8 @@ def test_check_fails_when_a_committed_report_changes(tmp_path):
 
 
 def test_every_committed_report_names_its_command_machine_and_date():
-    for folder in results.report_folders(REPO):
-        results.read_source(folder, REPO, (folder / "bench.json").is_file())  # raises when incomplete
+    for folder in results.report_folders(REPO) + results.tradeoff_folders(REPO):
+        results.read_source(folder, REPO, results.sources(folder))  # raises when incomplete
 
 
 def test_readme_keeps_the_generated_block():

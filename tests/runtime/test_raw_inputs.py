@@ -63,7 +63,7 @@ def test_texts_are_read_from_lines_or_a_named_column(name, content, tmp_path):
     ("a.csv", "text,label\nhi,x\n", "no column 'body' (columns: text, label); set --text-column"),
     ("a.txt", "\n \n", "a.txt: empty file"),
     ("a.jsonl", '{"body": 3}\n', "line 1: 'body' is not a string"),
-    ("a.xml", "<t/>", "unknown text file type '.xml'"),
+    ("a.xml", "<t/>", "unknown text file type '.xml' (use .txt, .csv, .tsv, .jsonl)"),
 ])
 def test_bad_text_files_are_one_line_naming_them(name, content, words, tmp_path):
     (tmp_path / name).write_text(content, encoding="utf-8")
