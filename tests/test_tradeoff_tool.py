@@ -52,3 +52,11 @@ def test_each_variant_changes_its_one_setting(tmp_path):
     assert uniform.objective.ship == "uniform" and uniform.objective.delta == plan.objective.delta
     same = tradeoff.apply(plan, Variant(None, None), out)
     assert same.devices == plan.devices and same.objective == plan.objective and same.name == "small-vit-plan"
+
+
+def test_a_rerun_replaces_its_variants_rows_and_keeps_the_others():
+    kept = [{"variant": "plan", "speedup": 1.0}, {"variant": "ship-uniform", "speedup": 2.0}]
+    again = tradeoff.merged(kept, {"variant": "plan", "speedup": 3.0})
+    assert again == [{"variant": "plan", "speedup": 3.0}, {"variant": "ship-uniform", "speedup": 2.0}]
+    grown = tradeoff.merged(again, {"variant": "devices-2", "speedup": 4.0})
+    assert [r["variant"] for r in grown] == ["plan", "ship-uniform", "devices-2"]

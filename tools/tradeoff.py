@@ -14,12 +14,14 @@ Every variant is built into OUT/<variant>/ (default: build/tradeoff-<plan name>)
 `cofc bench` (with --emulate, as root: the plan's link rates and the tables' CPU shares). The table,
 printed and written to OUT/tradeoff.json, has each variant's accuracy through the runtime and its
 end-to-end median against the teacher alone on the fastest device, both from its own bench run.
-A rerun reuses what a variant's build folder already holds.
+A rerun reuses what a variant's build folder already holds, and keeps the rows of variants it
+does not run again, so the table can grow one axis at a time.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +84,13 @@ def row(variant: Variant, plan: Plan, report: Any, bench: dict[str, Any]) -> dic
             "speedup": bench["speedup_vs_teacher"], "emulated": bench["emulated"]}
 
 
+def merged(kept: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows with `new` in place of its variant's earlier row, or added at the end."""
+    rows = [r for r in kept if r["variant"] != new["variant"]]
+    at = next((i for i, r in enumerate(kept) if r["variant"] == new["variant"]), len(kept))
+    return rows[:at] + [new] + rows[at:]
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'variant':16s} {'devices':>7s} {'accuracy':>8s} {'teacher':>8s} {'e2e ms':>8s} "
              f"{'teacher ms':>10s} {'speed-up':>8s}"]
@@ -107,7 +116,8 @@ def main() -> None:
 
     plan = load_plan(args.plan)
     out = (args.out or Path("build") / f"tradeoff-{plan.name}").resolve()
-    rows = []
+    table = out / "tradeoff.json"
+    rows = json.loads(table.read_text())["rows"] if table.is_file() else []
     for variant in variants(args.vary):
         folder = out / variant.name
         changed = apply(plan, variant, folder)
@@ -118,10 +128,10 @@ def main() -> None:
         report = build(path, None, False)
         result = bench(folder, args.requests, args.emulate)
         print(format_table(result), file=sys.stderr)
-        rows.append(row(variant, changed, report, result))
-        atomic_write_json(out / "tradeoff.json", {"plan": str(args.plan), "rows": rows})
+        rows = merged(rows, row(variant, changed, report, result))
+        atomic_write_json(table, {"plan": str(args.plan), "rows": rows})
     print(format_rows(rows))
-    print(f"written {out / 'tradeoff.json'}")
+    print(f"written {table}")
 
 
 if __name__ == "__main__":
