@@ -102,6 +102,7 @@ def describe(bundle: Bundle) -> str:
         f"  sub-model: {spec.layers} layers, width {spec.dim}, heads {list(spec.heads)}, MLP {list(spec.mlp)}",
         f"  feature:   {m.submodel.feature} -> {m.submodel.feature_dim} float32 per request",
         "  inputs:    " + ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in m.inputs),
+        f"  reads:     {_reads(m.preprocess)}",
         f"  precision: {m.precision}; central at {m.central.endpoint}; manifest schema {m.schema}",
     ]
     if m.fusion is not None:
@@ -109,3 +110,14 @@ def describe(bundle: Bundle) -> str:
         lines.append(f"  accepts:   {len(m.fusion.workers)} worker keys")
     lines.append(f"  files:     {len(m.files)} verified by sha256: " + ", ".join(sorted(m.files)))
     return "\n".join(lines)
+
+
+def _reads(prep) -> str:
+    """How the device turns raw inputs into its graph inputs (manifest `preprocess`)."""
+    if prep.kind == "text":
+        return (f"UTF-8 texts, {prep.tokenizer_file}, padded or cut to {prep.max_length} tokens "
+                f"with {prep.pad_token} ({prep.pad_id})")
+    image = prep.image
+    return (f"images as {'grey' if image.channels == 1 else 'RGB'} {image.size[0]}x{image.size[1]} "
+            f"({image.interpolation}, crop {image.crop_pct:g}), normalised by mean {list(prep.mean)}, "
+            f"std {list(prep.std)}")

@@ -24,6 +24,9 @@ def test_bundles_round_trip(built):
     result = run_cofc("inspect", str(built / "bundle" / "orin"))
     assert result.returncode == 0 and "central" in result.stdout and "verified by sha256" in result.stdout
     assert f"manifest schema {SCHEMA}" in result.stdout and "fuses:     orin (" in result.stdout
+    # How raw images become its inputs: the small plan's teacher (28x28 grey, mean 0.13, std 0.31).
+    assert "reads:     images as grey 28x28 (bilinear, crop 1), normalised by mean [0.13], std [0.31]" \
+        in result.stdout, result.stdout
 
 
 def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
