@@ -53,11 +53,10 @@ class Context:
     @property
     def input_bytes(self) -> int:
         """Bytes of one raw request on the wire, as the runtime packs it."""
-        prep, model = self.teacher.record["preprocess"], self.teacher.model
-        if prep["kind"] == "image":
-            pe = model.patch_embed
-            return packed_request_bytes("image", (pe.proj.in_channels, *pe.img_size))
-        return packed_request_bytes("text", max_length=model.seq_len)
+        image = self.teacher.expects.image
+        if image is not None:
+            return packed_request_bytes("image", image.shape)
+        return packed_request_bytes("text", max_length=self.teacher.model.seq_len)
 
 
 def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:

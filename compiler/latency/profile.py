@@ -185,9 +185,7 @@ def _backend_version(backend: str) -> str:
 
 def _example_raw(teacher: Teacher):
     """One raw input of the teacher's kind, at the size it is planned for."""
-    if teacher.record["preprocess"]["kind"] == "image":
-        size = teacher.model.patch_embed.img_size
-        channels = teacher.model.patch_embed.proj.in_channels
-        shape = (1, *size) if channels == 1 else (1, channels, *size)
-        return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    image = teacher.expects.image
+    if image is not None:
+        return np.random.default_rng(0).integers(0, 256, size=(1, *image.shape), dtype=np.uint8)
     return ["a sentence long enough to fill the sequence " * 40]
