@@ -54,16 +54,21 @@ def cli() -> None:
               "this host's name); with --plan, the plan's device to profile (required).")
 @click.option("--count", type=click.IntRange(10), default=120, show_default=True, help="Specs in the pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cpu-share", type=float, default=None, help="Measure inside a cgroup CPU quota of "
-              "this share of one core (emulates a slower device; Linux, root).")
-@click.option("--cpu-period-ms", type=float, default=10.0, show_default=True, help="The quota's period: "
-              "short enough that single requests are slowed like sustained load.")
+@click.option("--cpu-share", type=float, default=None, help="Emulate a slower device with this share of "
+              "one core: each run lasts its CPU time / share (onnxruntime, one thread), as `cofc bench "
+              "--emulate` runs it.")
+@click.option("--cpu-period-ms", type=float, default=None, help="With --cpu-share: hold this process to a "
+              "cgroup quota of that period instead of pacing (how the tables before pacing were measured; "
+              "Linux, root). Requests of a few ms run at full speed after idle under any period.")
+@click.option("--max-mflops", type=click.FloatRange(0, min_open=True), default=None,
+              help="Only specs of at most this many MFLOPs (with --plan: the device's max_mflops), so the "
+                   "predictor is fitted where the search will use it.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists); with "
                    "--plan, the device's `profile` by default.")
 def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, threads: int, precision: str,
-            device_name: str | None, count: int, seed: int, cpu_share: float | None, cpu_period_ms: float,
-            out: Path | None) -> None:
+            device_name: str | None, count: int, seed: int, cpu_share: float | None,
+            cpu_period_ms: float | None, max_mflops: float | None, out: Path | None) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import contextlib
@@ -76,16 +81,19 @@ def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, thr
     if (teacher_path is None) == (plan_path is None):
         raise click.UsageError("give one of --teacher and --plan")
     if plan_path is not None:
-        teacher, device_name, out = _plan_device(plan_path, device_name, out)
+        teacher, device_name, out, budget = _plan_device(plan_path, device_name, out)
+        max_mflops = max_mflops or budget
     elif out is None:
         raise click.UsageError("--teacher needs --out, the latency table to write")
     else:
         from cofc.compiler.models.teacher import load_teacher
         teacher = load_teacher(teacher_path)
-    cpu = CpuLimit(cpu_share, round(cpu_period_ms * 1000)) if cpu_share else None
-    with cpu_quota(cpu) if cpu else contextlib.nullcontext():
+    if cpu_period_ms is not None and cpu_share is None:
+        raise click.UsageError("--cpu-period-ms needs --cpu-share")
+    cpu = CpuLimit(cpu_share, None if cpu_period_ms is None else round(cpu_period_ms * 1000)) if cpu_share else None
+    with cpu_quota(cpu) if cpu and not cpu.paced else contextlib.nullcontext():
         table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
-                            count, seed, cpu)
+                            count, seed, cpu, max_flops=max_mflops and max_mflops * 1e6)
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
     table["predictor"] = predictor.scores
@@ -96,7 +104,8 @@ def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, thr
 
 
 def _plan_device(plan_path: Path, device: str | None, out: Path | None):
-    """`cofc profile --plan`: the plan's teacher, the device's name and the table to write."""
+    """`cofc profile --plan`: the plan's teacher, the device's name, the table to write and the
+    device's FLOPs budget in MFLOPs."""
     from cofc.compiler.models.teacher import teacher_from_plan
     from cofc.compiler.plan import load_plan
 
@@ -104,9 +113,16 @@ def _plan_device(plan_path: Path, device: str | None, out: Path | None):
     names = [d.name for d in plan.devices]
     if device not in names:
         raise click.UsageError(f"--plan needs --device, one of the plan's devices: {', '.join(names)}")
-    out = out or plan.devices[names.index(device)].profile
+    chosen = plan.devices[names.index(device)]
+    out = out or chosen.profile
     out.parent.mkdir(parents=True, exist_ok=True)
-    return teacher_from_plan(plan), device, out
+    return teacher_from_plan(plan), device, out, chosen.max_mflops
+
+
+# Where `cofc teacher` and `cofc build` run torch; compiler/models/torch_device.py resolves it.
+torch_device_option = click.option(
+    "--device", "torch_device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Torch device to compute on (auto: CUDA where torch sees one, else the CPU).")
 
 
 @cli.command()
@@ -133,32 +149,28 @@ def _plan_device(plan_path: Path, device: str | None, out: Path | None):
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-samples", type=click.IntRange(1), default=None, help="Train on a seeded subset.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@torch_device_option
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Teacher file to write (a plan's teacher.checkpoint).")
 def teacher(family: str, source: str, dataset_name: str | None, text_file: Path | None, test_file: Path | None,
             text_column: str, label_column: str, held_out: float, input_size: int, layers: int, epochs: int,
-            lr: float, batch: int, seed: int, train_samples: int | None, device: str, out: Path) -> None:
+            lr: float, batch: int, seed: int, train_samples: int | None, torch_device: str, out: Path) -> None:
     """Fine-tune a pretrained backbone's top LAYERS blocks and a new task head on a data set, and
     write a teacher file that keeps only the changed weights (fp16) and how it was made."""
     import shlex
-
-    import torch
 
     from cofc.compiler.models.data import Expects
     from cofc.compiler.models.data.texts import classes_in_files, read_text_files
     from cofc.compiler.models.datasets import load_dataset
     from cofc.compiler.models.finetune import FineTune, make_teacher
     from cofc.compiler.models.teacher import Teacher, pretrained_record
+    from cofc.compiler.models.torch_device import resolve
 
     if (dataset_name is None) == (text_file is None):
         raise click.UsageError("give one of --dataset and --text-file")
     if text_file is not None and family == "vit":
         raise click.UsageError("--text-file is for text families; a vit teacher trains on --dataset images")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise CofcError("--device cuda: no CUDA device is visible to torch here")
+    device = resolve(torch_device)
     if text_file is not None:
         files = [text_file, *([test_file] if test_file else [])]
         classes = classes_in_files(files, text_column, label_column)
@@ -171,7 +183,7 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
     command = "cofc teacher " + shlex.join(sys.argv[2:])
     made = make_teacher(Teacher.from_record(record), data.train, data.test, config, out, command, device)
     click.echo(f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
-               f"{made['train_seconds']:.0f} s on {device}")
+               f"{made['train_seconds']:.0f} s on {made['torch_device']}")
 
 
 @cli.command()
@@ -181,19 +193,22 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
 @click.option("--check", is_flag=True, help="Validate the plan against its teacher, measure the "
               "teacher on the test split, and stop.")
 @click.option("--force", is_flag=True, help="Redo every stage instead of resuming.")
-def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
+@torch_device_option
+def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_device: str) -> None:
     """Compile PLAN: search the decomposition, calibrate, export ONNX, build engines where the
-    builder is present, and write one bundle folder per device plus a report."""
+    builder is present, and write one bundle folder per device plus a report. Torch runs on
+    --device; ONNX export and ONNX Runtime run on the CPU."""
     if check:
         from cofc.compiler.plan.prepare import check_plan
         click.echo(check_plan(plan_path, measure=True))
         return
     from cofc.compiler.build.pipeline import build as run_build
+    from cofc.compiler.models.torch_device import resolve
 
-    report = run_build(plan_path, out, force)
+    report = run_build(plan_path, out, force, resolve(torch_device))
     click.echo(f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
                f"(ONNX Runtime), average of logits {report.average:.4f}; "
-               f"predicted {report.fused.predicted_ms:.2f} ms end to end")
+               f"predicted {report.fused.predicted_ms:.2f} ms end to end; torch on {report.torch_device}")
     for d in report.devices:
         click.echo(f"  {d.name}: {d.spec.layers} layers, width {d.spec.dim}, "
                    f"{d.flops_share:.0%} of the teacher's FLOPs, alone {d.accuracy:.4f}")
@@ -215,8 +230,11 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool) -> None:
 @click.option("--bind", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
               help="Central: endpoint to bind, overriding tcp://*:<port>.")
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
+@click.option("--cpu-share", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Emulate a slower device (`cofc bench --emulate`): each inference lasts its CPU time / "
+                   "this share of one core.")
 def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, threads: int,
-        connect: Endpoint | None, bind: Endpoint | None, insecure: bool) -> None:
+        connect: Endpoint | None, bind: Endpoint | None, insecure: bool, cpu_share: float | None) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
     import logging
@@ -234,9 +252,9 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
     if loaded.role == "worker":
         if input_path is not None:
             raise click.UsageError("--input is for the central device; this is a worker bundle")
-        run_worker(loaded, backend, threads, insecure, connect)
+        run_worker(loaded, backend, threads, insecure, connect, cpu_share)
     else:
-        run_central(loaded, backend, threads, insecure, bind, input_path, text_column)
+        run_central(loaded, backend, threads, insecure, bind, input_path, text_column, cpu_share)
 
 
 @cli.command()
@@ -244,7 +262,8 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
 @click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True,
               help="Test inputs to send (a seeded sample; the whole test split when it has no more).")
 @click.option("--emulate", is_flag=True, help="Give each device its own network namespace, its plan's "
-              "link rate (tc tbf) and the CPU share its profile was measured under (cgroup). Needs root.")
+              "link rate (tc tbf) and the CPU share its profile was measured under (paced, or a cgroup quota for "
+              "older tables). Needs root.")
 @click.option("--stream", is_flag=True, help="Also send the inputs as one pipelined stream and report answers "
               "per second against 1/(slowest stage): how many requests a deployment can take.")
 @click.option("--window", type=click.IntRange(1), default=8, show_default=True,

@@ -124,10 +124,11 @@ class Pending:
 
 
 class Central(Closing):
-    """Owns its two backends from construction to `close()`: use `with Central(...) as central:`."""
+    """Owns its two backends from construction to `close()`: use `with Central(...) as central:`.
+    `cpu_share` paces both like a slower device (runtime/backends/_paced.py)."""
 
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, bind: Endpoint | None = None):
+                 insecure: bool = False, bind: Endpoint | None = None, cpu_share: float | None = None):
         m, fusion = bundle.manifest, bundle.fusion  # BundleError unless this is the central bundle
         self.bundle, self.insecure = bundle, insecure
         self.bind = bind or m.central.endpoint.bind_any()
@@ -144,9 +145,10 @@ class Central(Closing):
         self.prep = Preprocessor.for_bundle(bundle)
         with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
             self.engine = opened.enter_context(open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                                            precision=m.precision))
+                                                            precision=m.precision, cpu_share=cpu_share))
             self.aggregator = opened.enter_context(open_backend(backend, bundle.file("aggregator.onnx"),
-                                                                threads=threads, precision=m.precision))
+                                                                threads=threads, precision=m.precision,
+                                                                cpu_share=cpu_share))
             self._backends = opened.pop_all()
         self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}

@@ -6,9 +6,11 @@ error says why; callers decide whether to run unshaped.
 
 The quota is enforced per period: with the kernel's 100 ms default, a request shorter than the
 quota runs at full speed after idle, so an emulated device looks fast on single requests and slow
-only under load. A 10 ms period slows single requests like sustained load (issue #17: MiniLM at
-0.3 of a core, 54.5 ms alone -> 210 ms), so it is what new tables are measured and benched under;
-a table records its period, and one without (measured before) was measured under 100 ms.
+only under load. A 10 ms period slows requests of tens of milliseconds like sustained load (issue
+#17: MiniLM at 0.3 of a core, 54.5 ms alone -> 210 ms), but not those of a few milliseconds, which
+the kernel's tick-granular enforcement lets through at full speed whatever the period; new tables
+and benches therefore pace each inference instead (runtime/backends/_paced.py). A table records
+how it was measured: paced, or under a quota and its period (one without a period: 100 ms).
 """
 from __future__ import annotations
 
@@ -16,33 +18,48 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from cofc.errors import CofcError
 
 V1 = Path("/sys/fs/cgroup/cpu")
 V2 = Path("/sys/fs/cgroup")
-PERIOD_US = 10_000  # what new latency tables are measured under
 LEGACY_PERIOD_US = 100_000  # the kernel default, which tables without a recorded period used
 
 
 @dataclass(frozen=True)
 class CpuLimit:
-    """`share` of one core (1.0 = a full core), enforced every `period_us` microseconds."""
+    """`share` of one core (1.0 = a full core): paced inferences where `period_us` is None, else a
+    cgroup quota enforced every `period_us` microseconds."""
     share: float
-    period_us: int = PERIOD_US
+    period_us: int | None = None
+    UNLIMITED: ClassVar[dict[str, Any]] = {"cpu_share": None, "cpu_period_us": None, "cpu_emulation": None}
 
     def __post_init__(self) -> None:
-        if not 0 < self.share <= 64:
-            raise CofcError(f"cpu share {self.share} must be above 0 (1.0 is one full core)")
-        if not 1_000 <= self.period_us <= 1_000_000:
+        if not 0 < self.share <= (1 if self.paced else 64):
+            raise CofcError(f"cpu share {self.share} must be above 0 and at most 1 when paced "
+                            "(1.0 is one full core)")
+        if not self.paced and not 1_000 <= self.period_us <= 1_000_000:
             raise CofcError(f"cpu period {self.period_us} us must be between 1 ms and 1 s")
+
+    @property
+    def paced(self) -> bool:
+        return self.period_us is None
 
     @classmethod
     def of_table(cls, provenance: dict[str, Any]) -> "CpuLimit | None":
         """The limit a latency table was measured under (None: a whole, unlimited machine)."""
         share = provenance.get("cpu_share")
-        return cls(float(share), int(provenance.get("cpu_period_us") or LEGACY_PERIOD_US)) if share else None
+        if not share:
+            return None
+        if provenance.get("cpu_emulation") == "paced":
+            return cls(float(share))
+        return cls(float(share), int(provenance.get("cpu_period_us") or LEGACY_PERIOD_US))
+
+    def provenance(self) -> dict[str, Any]:
+        """How a table records this limit (read back by `of_table`)."""
+        return {"cpu_share": self.share, "cpu_period_us": self.period_us,
+                "cpu_emulation": "paced" if self.paced else "cgroup"}
 
 
 def _layout() -> tuple[Path, str]:
@@ -57,6 +74,8 @@ class CpuGroup:
     """A cgroup holding its processes to a `CpuLimit`."""
 
     def __init__(self, limit: CpuLimit, name: str):
+        if limit.paced:
+            raise CofcError("a paced cpu limit has no cgroup quota; open the backend with its share")
         self.root, version = _layout()
         self.path = self.root / name
         period, quota = limit.period_us, int(limit.share * limit.period_us)

@@ -20,8 +20,9 @@ JOIN_TIMEOUT_S = 10.0
 log = logging.getLogger("cofc.central")
 
 
-def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: Endpoint | None) -> None:
-    with Worker(bundle, backend, threads, insecure, connect) as worker:
+def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: Endpoint | None,
+               cpu_share: float | None = None) -> None:
+    with Worker(bundle, backend, threads, insecure, connect, cpu_share) as worker:
         try:
             worker.serve()
         except KeyboardInterrupt:
@@ -29,10 +30,10 @@ def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, conne
 
 
 def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: Endpoint | None,
-                input_path: Path | None, text_column: str = "text") -> None:
+                input_path: Path | None, text_column: str = "text", cpu_share: float | None = None) -> None:
     # The inputs are read first: a bad file is refused before anything starts.
     raw = None if input_path is None else Preprocessor.for_bundle(bundle).read(input_path, text_column)
-    with Central(bundle, backend, threads, insecure, bind) as central:
+    with Central(bundle, backend, threads, insecure, bind, cpu_share) as central:
         if raw is None:
             try:
                 central.serve()

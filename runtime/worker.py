@@ -30,10 +30,11 @@ log = logging.getLogger("cofc.worker")
 
 
 class Worker(Closing):
-    """Owns its backend from construction to `close()`: use `with Worker(...) as worker:`."""
+    """Owns its backend from construction to `close()`: use `with Worker(...) as worker:`.
+    `cpu_share` paces it like a slower device (runtime/backends/_paced.py)."""
 
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, endpoint: Endpoint | None = None):
+                 insecure: bool = False, endpoint: Endpoint | None = None, cpu_share: float | None = None):
         if bundle.role != "worker":
             raise CofcError(f"{bundle.path} is the {bundle.role} bundle, not a worker's")
         self.bundle = bundle
@@ -43,7 +44,7 @@ class Worker(Closing):
         self.rejected = Rejections(log)
         self.served = 0
         self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                   precision=bundle.manifest.precision)
+                                   precision=bundle.manifest.precision, cpu_share=cpu_share)
 
     def close(self) -> None:
         """Release the backend (idempotent); `serve` closes its own socket."""

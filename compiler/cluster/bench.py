@@ -77,6 +77,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         for name, bundle in bundles.items():
             role = ["--bind" if name == central.device else "--connect", str(endpoint)]
             argv = [*COFC, "run", "--bundle", str(bundle.path), *role]
+            if emulation and limits[name].paced:
+                argv += ["--cpu-share", str(limits[name].share)]
             popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
             if not emulation:
@@ -113,7 +115,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
                        "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
                        "predicted_t1_ms": predicted[n].t1_ms, "predicted_t2_ms": predicted[n].t2_ms,
-                       "cpu_share": limits[n].share, "cpu_period_us": limits[n].period_us,
+                       **limits[n].provenance(),
                        "link_mbps": None if d.central else d.link_mbps}
                    for n, d in zip(names, plan.devices)},
         "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),
@@ -163,8 +165,9 @@ def _throughput(s: Streamed, r: dict[str, Any]) -> dict[str, Any]:
 
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
-    with open_backend("onnxruntime", path, threads=1) as engine, \
-            cpu_quota(cpu) if cpu else contextlib.nullcontext():
+    paced = cpu is not None and cpu.paced
+    with open_backend("onnxruntime", path, threads=1, cpu_share=cpu.share if paced else None) as engine, \
+            cpu_quota(cpu) if cpu and not paced else contextlib.nullcontext():
         for arrays in inputs[:10]:
             engine.run(arrays)
         times = []

@@ -2,8 +2,9 @@
 
 Each device gets its own network namespace with one veth into a private bridge; both directions
 of a worker's link (to central, as the plan's `link_mbps` means) are shaped with
-`tc ... tbf rate <link Mb/s>`, central's own interface is not; its process is held to the CPU share
-its latency table was measured under by a cgroup quota. Addresses are 10.77.0.0/24, used only
+`tc ... tbf rate <link Mb/s>`, central's own interface is not. Its process gets the CPU share its
+latency table was measured under: a paced share is the process's own (`cofc run --cpu-share`,
+given by the caller), an older table's cgroup quota is applied here. Addresses are 10.77.0.0/24, used only
 inside the namespaces and the bridge this creates. Everything made is removed on exit, also when
 interrupted. Needs root, `ip` and `tc`; where the machine refuses, `EmulationUnavailable` says
 why and the caller runs unshaped.
@@ -83,17 +84,19 @@ class Emulation:
                     _tc("qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms")
                     _tc("-n", ns, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
                         "latency", "400ms")
-                self.groups[d.name] = CpuGroup(d.cpu, f"{self.ns[d.name]}")
+                if not d.cpu.paced:
+                    self.groups[d.name] = CpuGroup(d.cpu, f"{self.ns[d.name]}")
         except BaseException:
             self.close()
             raise
         return self
 
     def spawn(self, device: str, argv: Sequence[str], **popen) -> subprocess.Popen:
-        """Start `argv` inside the device's namespace, held to its CPU share."""
+        """Start `argv` inside the device's namespace, in its cgroup where it has one."""
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns[device], *argv], **popen)
         self.procs.append(proc)
-        self.groups[device].add(proc.pid)
+        if device in self.groups:
+            self.groups[device].add(proc.pid)
         return proc
 
     def close(self) -> None:

@@ -34,10 +34,12 @@ FORMAT = "cofc-profile/1"
 WARMUP_S, MIN_S, MIN_RUNS, MAX_RUNS = 0.1, 0.3, 60, 3000
 
 
-def model_pool(base: TransformerSpec, count: int, seed: int = 0) -> list[SubModelSpec]:
-    """`count` distinct sub-model specs spread over the teacher's whole range: layers 1..L,
-    width in head-size steps, heads 1..h, MLP width in D/16 steps. One in four has ragged
-    per-layer heads and widths, so the predictor sees non-integer h̄ and D̄."""
+def model_pool(base: TransformerSpec, count: int, seed: int = 0,
+               max_flops: float | None = None) -> list[SubModelSpec]:
+    """`count` distinct sub-model specs spread over the teacher's range: layers 1..L, width in
+    head-size steps, heads 1..h, MLP width in D/16 steps. One in four has ragged per-layer heads
+    and widths, so the predictor sees non-integer h̄ and D̄. `max_flops` keeps the pool to the
+    specs a device's budget admits: the predictor's error is relative to where it is used."""
     rng = np.random.default_rng(seed)
     unit = max(1, base.mlp // 16)
     widths = np.arange(base.head_dim, base.dim + 1, base.head_dim)
@@ -52,7 +54,8 @@ def model_pool(base: TransformerSpec, count: int, seed: int = 0) -> list[SubMode
         mlp = rng.integers(1, base.mlp // unit + 1, size=per_layer) * unit
         spec = SubModelSpec(layers, int(rng.choice(widths)),
                             tuple(np.resize(heads, layers)), tuple(np.resize(mlp, layers)))
-        specs.setdefault(spec)
+        if max_flops is None or flops(spec, base) <= max_flops:
+            specs.setdefault(spec)
     return list(specs)
 
 
@@ -91,12 +94,12 @@ def _gpu_model() -> str | None:
 
 def provenance(device: str, backend: str, backend_version: str, precision: str, threads: int,
                teacher: Teacher, base: TransformerSpec, input_shapes: dict[str, list[int]],
-               cpu: CpuLimit | None = None) -> dict[str, Any]:
+               cpu: CpuLimit | None = None, max_flops: float | None = None) -> dict[str, Any]:
     return {
         "device": device, "host": socket.gethostname(), "cpu": cpu_model(), "gpu": _gpu_model(),
         "backend": backend, "backend_version": backend_version, "precision": precision,
-        "threads": threads, "cpu_share": cpu and cpu.share, "cpu_period_us": cpu and cpu.period_us,
-        "batch": 1, "inputs": input_shapes, "family": teacher.family,
+        "threads": threads, **(cpu.provenance() if cpu else CpuLimit.UNLIMITED),
+        "batch": 1, "inputs": input_shapes, "family": teacher.family, "max_flops": max_flops,
         "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "estimated": False,
@@ -117,8 +120,8 @@ def _resumable(out: Path, prov: dict[str, Any]) -> list[dict[str, Any]]:
         old = json.loads(out.read_text())
     except ValueError:
         raise CofcError(f"{out} exists and is not a latency table; move it away or pick another --out") from None
-    keys = ("device", "backend", "backend_version", "precision", "threads", "cpu_share", "cpu_period_us", "inputs",
-            "teacher")
+    keys = ("device", "backend", "backend_version", "precision", "threads", *CpuLimit.UNLIMITED, "inputs",
+            "teacher", "max_flops")
     if old.get("format") != FORMAT or any(old["provenance"].get(k) != prov[k] for k in keys):
         raise CofcError(f"{out} holds a table of another device, backend or teacher; "
                         "move it away or pick another --out")
@@ -139,8 +142,9 @@ def torch_cuda_call(module: torch.nn.Module, example: dict[str, torch.Tensor]) -
 
 def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxruntime",
                 threads: int = 1, precision: str = "fp32", count: int = 120, seed: int = 0,
-                cpu: CpuLimit | None = None, opset: int = 17) -> dict[str, Any]:
-    """Measure `count` pool specs (resuming a killed run) and return the finished table."""
+                cpu: CpuLimit | None = None, opset: int = 17, max_flops: float | None = None) -> dict[str, Any]:
+    """Measure `count` pool specs (resuming a killed run) and return the finished table. A paced
+    `cpu` limit paces each run here; a cgroup one is the caller's to apply to this process."""
     torch.set_num_threads(max(1, threads))
     adapter = get_adapter(teacher.family)
     base = adapter.spec(teacher.model)
@@ -148,10 +152,10 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
     feeds = {k: v.numpy() for k, v in example.items()}
     version = _backend_version(backend)
     prov = provenance(device, backend, version, precision, threads, teacher, base,
-                      {k: list(v.shape) for k, v in feeds.items()}, cpu)
+                      {k: list(v.shape) for k, v in feeds.items()}, cpu, max_flops)
     rows = _resumable(out, prov)
     done = {json.dumps(r["spec"], sort_keys=True) for r in rows}
-    todo = [s for s in model_pool(base, count, seed) if json.dumps(s.to_dict(), sort_keys=True) not in done]
+    todo = [s for s in model_pool(base, count, seed, max_flops) if json.dumps(s.to_dict(), sort_keys=True) not in done]
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         for spec in tqdm(todo, desc=f"profiling {device} ({backend})", initial=len(rows), total=len(rows) + len(todo)):
@@ -160,7 +164,8 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
                 timing = time_calls(torch_cuda_call(PooledBackbone(adapter, model, list(example)), example))
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
-                with open_backend(backend, onnx_path, threads=threads, precision=precision) as engine:
+                with open_backend(backend, onnx_path, threads=threads, precision=precision,
+                                  cpu_share=cpu.share if cpu and cpu.paced else None) as engine:
                     timing = time_calls(lambda: engine.run(feeds))
             rows.append({"spec": spec.to_dict(), **timing, "flops": flops(spec, base)})
             write_table(out, {"format": FORMAT, "provenance": prov, "rows": rows})

@@ -23,8 +23,18 @@ def available() -> list[str]:
     return found
 
 
-def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precision: str = "fp32") -> Backend:
-    """Load `model_path` (an ONNX file) with the named backend; close it (`with ... as backend:`)."""
+def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precision: str = "fp32",
+                 cpu_share: float | None = None) -> Backend:
+    """Load `model_path` (an ONNX file) with the named backend; close it (`with ... as backend:`).
+
+    `cpu_share` (onnxruntime, one thread) emulates a device with that share of this machine's
+    core: each run is paced to its CPU time / share (`cofc bench --emulate`, `cofc profile`)."""
+    if cpu_share is not None:
+        if name != "onnxruntime" or threads != 1:
+            raise CofcError("a cpu share emulates a one-thread CPU device: it needs --backend onnxruntime "
+                            "and --threads 1")
+        from cofc.runtime.backends._paced import Paced
+        return Paced(open_backend(name, model_path, threads=1), cpu_share)
     if name not in BACKENDS:
         raise CofcError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     if name not in available():

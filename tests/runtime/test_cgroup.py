@@ -1,5 +1,6 @@
-"""CPU limits that emulate slower devices: a table's limit is read back as it was measured, and a
-short period slows a single request after idle, where the kernel's 100 ms default does not."""
+"""CPU limits that emulate slower devices: a table's limit is read back as it was measured (paced,
+or a cgroup quota and its period), and a short period slows a single long request after idle,
+where the kernel's 100 ms default does not."""
 from __future__ import annotations
 
 import os
@@ -13,12 +14,23 @@ from cofc.runtime.cgroup import LEGACY_PERIOD_US, CpuLimit, cpu_quota
 
 def test_table_limit_is_read_as_measured():
     assert CpuLimit.of_table({"cpu_share": None}) is None
+    assert CpuLimit.of_table({"cpu_share": 0.3, "cpu_period_us": None, "cpu_emulation": "paced"}) == CpuLimit(0.3)
+    assert CpuLimit(0.3).paced and not CpuLimit(0.3, 10_000).paced
     assert CpuLimit.of_table({"cpu_share": 0.5, "cpu_period_us": 10_000}) == CpuLimit(0.5, 10_000)
     # Tables measured before periods were recorded ran under the kernel default.
     assert CpuLimit.of_table({"cpu_share": 0.35}) == CpuLimit(0.35, LEGACY_PERIOD_US)
+    for limit in (CpuLimit(0.3), CpuLimit(0.5, 10_000)):
+        assert CpuLimit.of_table(limit.provenance()) == limit
+    assert CpuLimit.of_table(CpuLimit.UNLIMITED) is None
 
 
-@pytest.mark.parametrize("share, period", [(0, 10_000), (0.5, 10), (0.5, 5_000_000)])
+def test_paced_limit_has_no_cgroup():
+    with pytest.raises(CofcError, match="paced"):
+        with cpu_quota(CpuLimit(0.5)):
+            pass
+
+
+@pytest.mark.parametrize("share, period", [(0, 10_000), (0.5, 10), (0.5, 5_000_000), (1.5, None)])
 def test_impossible_limit_is_refused(share, period):
     with pytest.raises(CofcError, match="cpu"):
         CpuLimit(share, period)

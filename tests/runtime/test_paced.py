@@ -1,0 +1,71 @@
+"""A paced backend emulates a device with a share of this core (issue #17, item 2): every run,
+the first after idle as much as back to back, lasts at least its CPU time / share, and answers
+exactly what the unpaced backend answers."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cofc.errors import CofcError
+from cofc.runtime.backends import open_backend
+
+DIM, DEPTH = 768, 48
+
+
+@pytest.fixture(scope="module")
+def chain_onnx(tmp_path_factory):
+    """48 dense 768x768 layers with tanh: about 57 MFLOPs, a few milliseconds on one core."""
+    w = np.random.default_rng(0).standard_normal((DIM, DIM)).astype(np.float32) / DIM ** 0.5
+    nodes, name = [], "x"
+    for i in range(DEPTH):
+        nodes += [helper.make_node("MatMul", [name, "W"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"h{i}"])]
+        name = f"h{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, DIM])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, DIM])],
+                              [numpy_helper.from_array(w, "W")])
+    path = tmp_path_factory.mktemp("onnx") / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def _median_ms(plain, paced, feeds, idle_s: float, runs: int = 15) -> tuple[float, float]:
+    """Median single-run times of both, their runs interleaved so that both see the same machine."""
+    times: dict[object, list[float]] = {plain: [], paced: []}
+    for _ in range(runs):
+        for engine in (plain, paced):
+            time.sleep(idle_s)
+            start = time.perf_counter()
+            engine.run(feeds)
+            times[engine].append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[plain]), statistics.median(times[paced])
+
+
+@pytest.mark.parametrize("idle_s", [0.0, 0.02], ids=["back-to-back", "after-idle"])
+def test_paced_run_lasts_cpu_time_over_share(chain_onnx, idle_s):
+    feeds = {"x": np.ones((1, DIM), np.float32)}
+    with open_backend("onnxruntime", chain_onnx) as plain, \
+            open_backend("onnxruntime", chain_onnx, cpu_share=0.25) as paced:
+        plain.run(feeds), paced.run(feeds)
+        full, slowed = _median_ms(plain, paced, feeds, idle_s)
+        np.testing.assert_array_equal(paced.run(feeds)[f"h{DEPTH - 1}"], plain.run(feeds)[f"h{DEPTH - 1}"])
+        assert paced.inputs == plain.inputs and paced.outputs == plain.outputs
+    # A quarter of a core: 4x (a cgroup quota gives ~1x after idle at these lengths); at least 3x
+    # leaves room for full-speed runs that were themselves disturbed.
+    assert slowed > 3 * full, (full, slowed)
+
+
+@pytest.mark.parametrize("share, threads", [(0.0, 1), (1.5, 1), (0.5, 2)])
+def test_impossible_pacing_is_refused(chain_onnx, share, threads):
+    with pytest.raises(CofcError, match="cpu share"):
+        open_backend("onnxruntime", chain_onnx, threads=threads, cpu_share=share)
+
+
+def test_closing_a_paced_backend_closes_its_engine(chain_onnx):
+    paced = open_backend("onnxruntime", chain_onnx, cpu_share=0.5)
+    paced.close()
+    assert paced.inner.closed
