@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.batches import preprocess_all, take
+from cofc.compiler.models.batches import preprocess_all, take, to_device
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.models.teacher import Teacher, atomic_torch_save, save_teacher
+from cofc.compiler.models.torch_device import CPU, describe, placed
 from cofc.errors import CofcError
 
 HEAD_LR_FACTOR = 20.0  # the head starts from random weights: it needs a larger step than the blocks
@@ -49,14 +50,14 @@ def trainable(teacher: Teacher, layers: int) -> dict[str, nn.Parameter]:
     return {name: p for name, p in teacher.model.named_parameters() if id(p) in chosen}
 
 
-def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: str = "cpu",
+def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: torch.device = CPU,
               resume: Path | None = None) -> None:
-    """Train the head and top blocks in place on cross-entropy with the split's labels. Dropout
-    stays off (the model stays in eval mode), so a run is a function of its seed and data. With
-    `resume`, the state after each epoch is kept in that file, and a run killed mid-way continues
-    from its last epoch."""
+    """Train the head and top blocks in place on cross-entropy with the split's labels, on
+    `device`. Dropout stays off (the model stays in eval mode), so a run is a function of its seed
+    and data. With `resume`, the state after each epoch is kept in that file, and a run killed
+    mid-way continues from its last epoch."""
     torch.manual_seed(config.seed)
-    model = teacher.model.to(device).eval()
+    model = teacher.model.eval()
     learn = trainable(teacher, config.layers)
     chosen = {id(p) for p in learn.values()}
     for p in model.parameters():
@@ -65,25 +66,24 @@ def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: str = "c
     inputs = preprocess_all(teacher, train.inputs)
     labels = torch.from_numpy(train.labels)
     steps_per_epoch = math.ceil(len(train) / config.batch)
-    opt, sched = _optimizer(teacher, learn, config, config.epochs * steps_per_epoch)
-    start = _resume(resume, config, learn, opt, sched, device) if resume is not None and resume.exists() else 0
-    for epoch in range(start, config.epochs):
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        bar = tqdm(range(steps_per_epoch), desc=f"fine-tuning, epoch {epoch + 1}/{config.epochs}")
-        for step in bar:
-            idx = order[step * config.batch:(step + 1) * config.batch]
-            x = {k: v.to(device) for k, v in take(inputs, idx).items()}
-            loss = F.cross_entropy(teacher.logits(x), labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if resume is not None:
-            atomic_torch_save(resume, {"config": asdict(config), "epoch": epoch + 1, "opt": opt.state_dict(),
-                                       "sched": sched.state_dict(),
-                                       "weights": {n: p.data for n, p in learn.items()}})
-    model.cpu()
+    with placed(device, model):
+        opt, sched = _optimizer(teacher, learn, config, config.epochs * steps_per_epoch)
+        start = _resume(resume, config, learn, opt, sched, device) if resume is not None and resume.exists() else 0
+        for epoch in range(start, config.epochs):
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+            bar = tqdm(range(steps_per_epoch), desc=f"fine-tuning, epoch {epoch + 1}/{config.epochs}")
+            for step in bar:
+                idx = order[step * config.batch:(step + 1) * config.batch]
+                loss = F.cross_entropy(teacher.logits(to_device(take(inputs, idx), device)), labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if resume is not None:
+                atomic_torch_save(resume, {"config": asdict(config), "epoch": epoch + 1, "opt": opt.state_dict(),
+                                           "sched": sched.state_dict(),
+                                           "weights": {n: p.data for n, p in learn.items()}})
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -103,7 +103,7 @@ def _optimizer(teacher: Teacher, learn: dict[str, nn.Parameter], config: FineTun
 
 
 def _resume(path: Path, config: FineTune, learn: dict[str, nn.Parameter], opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LRScheduler, device: str) -> int:
+            sched: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> int:
     """Load a killed run's last epoch into the model and optimiser; the epochs it finished."""
     state = torch.load(path, map_location=device, weights_only=True)
     if state["config"] != asdict(config):
@@ -127,16 +127,18 @@ def changed_weights(teacher: Teacher, layers: int) -> dict[str, torch.Tensor]:
 
 
 def make_teacher(teacher: Teacher, train: Split, test: Split, config: FineTune, out: Path,
-                 command: str, device: str = "cpu") -> dict[str, Any]:
-    """Fine-tune, measure on the test split, and write the teacher file with its provenance."""
+                 command: str, device: torch.device = CPU) -> dict[str, Any]:
+    """Fine-tune and measure on the test split on `device`, and write the teacher file with its
+    provenance."""
     start = time.time()
     resume = Path(f"{out}.resume")
     fine_tune(teacher, train, config, device, resume)
     record = dict(teacher.record)
     record["state_dict"] = changed_weights(teacher, config.layers)
     record["fine_tune"] = asdict(config)
-    record["test_accuracy"] = accuracy(teacher, test, batch=64, desc="test accuracy")
+    record["test_accuracy"] = accuracy(teacher, test, batch=64, device=device, desc="test accuracy")
     record["command"] = command
+    record["torch_device"] = describe(device)
     record["train_seconds"] = round(time.time() - start, 1)
     save_teacher(out, record)
     resume.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ A teacher file (`torch.save` of a plain dict, loadable with `weights_only=True`)
   state_dict   weights the file carries (the whole ViT; only the task head for a BERT whose
                backbone comes from an installed package, which keeps the file a few KB)
   preprocess   how raw inputs become model inputs (image mean/std, or tokenizer + max length)
-  dataset, classes, test_accuracy, command   provenance: what it was trained on and how
+  dataset, classes, test_accuracy, command, torch_device   provenance: what it was trained on and how
 """
 from __future__ import annotations
 
