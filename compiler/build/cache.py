@@ -8,6 +8,12 @@ Its key hashes those plan values, the upstream stages' keys, and the source of e
 it runs together with every cofc module those import (found by reading their imports, lazy ones
 included), so that editing `calibration/booster.py` reruns calibrate and what follows it, and
 editing a calibration setting leaves importance and search alone.
+
+The key also holds the kind of torch device the build computes on ("cpu" or "cuda"): CUDA rounds
+differently, so a stage computed on one kind is never reused by a build on the other, and a
+build's numbers all come from the device its report names. Every stage follows a torch stage, so
+all of them carry it. Like CPU models, GPU models are not told apart: a build moved to another GPU
+reuses its stages.
 """
 from __future__ import annotations
 
@@ -111,10 +117,11 @@ class StageCache:
     def __init__(self, folder: Path, force: bool):
         self.folder, self.force = folder, force
 
-    def key(self, plan: Plan, reads: Reads, upstream_keys: dict[str, str], stage_source: str) -> str:
-        """The hash of what a stage reads, and of the stage function's own source."""
+    def key(self, plan: Plan, reads: Reads, upstream_keys: dict[str, str], stage_source: str, device: str) -> str:
+        """The hash of what a stage reads, of the stage function's own source, and of the kind of
+        torch device it runs on."""
         spelled = {"plan": plan_fields(plan, reads.plan), "stages": {s: upstream_keys[s] for s in reads.stages},
-                   "code": source_digest(reads.code), "stage": stage_source}
+                   "code": source_digest(reads.code), "stage": stage_source, "device": device}
         return hashlib.sha256(json.dumps(spelled, sort_keys=True).encode()).hexdigest()
 
     def path(self, stage: str) -> Path:

@@ -1,5 +1,5 @@
 """What every stage of a build starts from: the checked plan, teacher and data, the data splits,
-and what the planner knows of each device."""
+what the planner knows of each device, and the torch device the stages compute on."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from cofc.compiler.latency.predictor import Predictor, fit_predictor, predictor_path
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
+from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.plan import Plan
 from cofc.compiler.plan.prepare import Prepared
 from cofc.compiler.planning.objective import DeviceModel
@@ -28,6 +30,7 @@ def log(message: str) -> None:
 class Context:
     prepared: Prepared
     out: Path
+    device: torch.device = CPU  # where torch runs (torch_device.py); ONNX export and Runtime stay on the CPU
     devices: list[DeviceModel] = field(init=False)
     cal: Split = field(init=False)  # ranks units (importance), and calibrates
     val: Split = field(init=False)  # scores policies in the search (eq. 7)

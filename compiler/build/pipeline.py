@@ -1,5 +1,6 @@
 """`cofc build`: run the stages in order, each reused from OUT/stages/ while what it reads is
-unchanged (cache.py), then write the report. `force` reruns every stage."""
+unchanged (cache.py), then write the report. `force` reruns every stage; `device` is where their
+torch work runs (torch_device.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,18 +16,19 @@ from cofc.compiler.build.context import Context, log
 from cofc.compiler.build.report import PLAN_COPY, Report, make_report, write_report
 from cofc.compiler.build.stages import STAGES, Built, Stage, skipped
 from cofc.compiler.models.adapters import adapter_module
+from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.plan import plan_yaml
 from cofc.compiler.plan.prepare import prepare
 from cofc.runtime._files import atomic_write
 from cofc.runtime._typed_json import from_json, to_json
 
 
-def build(plan_path: Path, out: Path | None = None, force: bool = False) -> Report:
+def build(plan_path: Path, out: Path | None = None, force: bool = False, device: torch.device = CPU) -> Report:
     prepared = prepare(plan_path)
     out = Path(out or prepared.plan.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / PLAN_COPY, plan_yaml(prepared.plan).encode())
-    ctx = Context(prepared, out)
+    ctx = Context(prepared, out, device)
     cache = StageCache(out / "stages", force)
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
@@ -44,7 +46,7 @@ def build(plan_path: Path, out: Path | None = None, force: bool = False) -> Repo
 def _run(stage: Stage, ctx: Context, cache: StageCache, results: dict[str, Any]) -> tuple[Any, float]:
     """A stage's result: stored, if it ran under the same key and its files are there; else run now."""
     reads = dataclasses.replace(stage.reads, code=(*stage.reads.code, adapter_module(ctx.teacher.family)))
-    key = ctx.keys[stage.name] = cache.key(ctx.plan, reads, ctx.keys, inspect.getsource(stage.run))
+    key = ctx.keys[stage.name] = cache.key(ctx.plan, reads, ctx.keys, inspect.getsource(stage.run), ctx.device.type)
     stored = cache.load(stage.name, key)
     if stored is not None and all((ctx.out / o).exists() for o in stage.outputs):
         log(f"stage {stage.name}: unchanged, reusing {cache.path(stage.name)}")

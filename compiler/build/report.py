@@ -13,6 +13,7 @@ from cofc.compiler.build.plots import plot_latency
 from cofc.compiler.build.context import Context
 from cofc.compiler.build.stages import Built, SearchSummary
 from cofc.compiler.export.onnx import Parity
+from cofc.compiler.models.torch_device import describe
 from cofc.compiler.planning.objective import latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
@@ -74,6 +75,7 @@ class Report:
     export: tuple[Parity, ...]
     test_samples: int
     stage_seconds: dict[str, float]  # how long each stage took when it ran
+    torch_device: str  # where the stages' torch work ran: "cpu", or "cuda (<GPU name>)"
 
 
 def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report:
@@ -93,7 +95,8 @@ def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report
                                  t1, t2, a, u)
                       for d, s, a, u, t1, t2 in zip(devices, found.policy, acc.submodels, acc.submodels_uncalibrated,
                                                     lat.t1, lat.t2)),
-        search=found, export=built.export.checks, test_samples=ort.samples, stage_seconds=seconds)
+        search=found, export=built.export.checks, test_samples=ort.samples, stage_seconds=seconds,
+        torch_device=describe(ctx.device))
 
 
 def write_report(out: Path, report: Report) -> None:
@@ -108,8 +111,11 @@ def load_report(build_dir: Path) -> Report:
     path = Path(build_dir) / REPORT
     if not path.is_file():
         raise CofcError(f"{build_dir} has no {REPORT}: run 'cofc build' first")
+    data = json.loads(path.read_text())
+    if isinstance(data, dict):  # reports from before `cofc build --device`: every one ran on the CPU
+        data.setdefault("torch_device", "cpu")
     try:
-        return from_json(Report, json.loads(path.read_text()))
+        return from_json(Report, data)
     except SchemaError as exc:
         raise CofcError(f"{path}: {exc}: written by another version of cofc; rebuild with 'cofc build'") from None
 
@@ -152,6 +158,6 @@ def markdown(r: Report) -> str:
               "Best Ψ = L_val + δ·T: " + ", ".join(f"{k} {v:.4f}" for k, v in r.search.best.items() if v is not None),
               "", "## Build time", "",
               ", ".join(f"{name} {s:.0f} s" for name, s in r.stage_seconds.items()) +
-              f" ({sum(r.stage_seconds.values()) / 60:.1f} min of stage time)", "",
+              f" ({sum(r.stage_seconds.values()) / 60:.1f} min of stage time, torch on {r.torch_device})", "",
               "![search](search.png) ![latency](latency.png)", ""]
     return "\n".join(lines)

@@ -11,6 +11,8 @@
 
 Each stage declares what it reads (`cache.Reads`); the results of the upstream stages it names
 arrive as its parameters, in that order. Results are typed and kept in OUT/stages/.
+The torch work of teacher, importance, search and calibrate runs on the build's device
+(`Context.device`); export and what follows run on the CPU, where those stages leave every module.
 """
 from __future__ import annotations
 
@@ -124,12 +126,13 @@ class OnnxAccuracy:
 # -- the stages --------------------------------------------------------------------------------
 @stage("teacher", Reads(plan=("teacher", *TEST), code=("cofc.compiler.models.metrics", PREPARE)))
 def measure_teacher(ctx: Context) -> TeacherResult:
-    return TeacherResult(ctx.base, accuracy(ctx.teacher, ctx.test, desc="teacher on the test split"))
+    return TeacherResult(ctx.base, accuracy(ctx.teacher, ctx.test, device=ctx.device,
+                                            desc="teacher on the test split"))
 
 
 @stage("importance", Reads(plan=("teacher", *SPLITS), code=("cofc.compiler.scoring.importance", PREPARE)))
 def rank(ctx: Context) -> Importance:
-    return rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed))
+    return rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed), device=ctx.device)
 
 
 @stage("search", Reads(plan=("teacher", *SPLITS, "devices", "objective", "calibration.feature"),
@@ -141,7 +144,7 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     from cofc.compiler.build.plots import plot_search
 
     o = ctx.plan.objective
-    proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature)
+    proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
     budget = o.initial + o.iterations
@@ -172,12 +175,12 @@ def _evaluated(result: SearchResult) -> tuple[Evaluated, ...]:
 def calibrate_policy(ctx: Context, importance: Importance, found: SearchSummary) -> AccuracyReport:
     train, fusion = ctx.prepared.calibration_sets()
     result = calibrate(ctx.teacher, found.policy, importance, train,
-                       CalibrationConfig.from_plan(ctx.plan.calibration, ctx.plan.objective.seed), fusion)
+                       CalibrationConfig.from_plan(ctx.plan.calibration, ctx.plan.objective.seed), fusion, ctx.device)
     torch.save({"submodels": [m.state_dict() for m in result.submodels],
                 "aggregator": result.aggregator.state_dict(),
                 "plain_aggregator": result.plain_aggregator.state_dict()}, ctx.out / "calibrated.pt")
     uncalibrated = decompose(ctx.teacher.adapter, ctx.teacher.model, found.policy, importance)
-    return accuracy_report(ctx.teacher, result, ctx.test, uncalibrated)
+    return accuracy_report(ctx.teacher, result, ctx.test, uncalibrated, ctx.device)
 
 
 def load_calibrated(ctx: Context, policy: tuple[SubModelSpec, ...]) -> Calibrated:

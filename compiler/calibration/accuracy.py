@@ -15,6 +15,7 @@ from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.fusion import Aggregator, average_logits, majority_vote, submodel_logits
 from cofc.compiler.models.teacher import Teacher
+from cofc.compiler.models.torch_device import CPU, placed
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,23 @@ class AccuracyReport:
 
 @torch.no_grad()
 def accuracy_report(teacher: Teacher, calibrated: Calibrated, split: Split,
-                    uncalibrated: Sequence[nn.Module] = ()) -> AccuracyReport:
+                    uncalibrated: Sequence[nn.Module] = (), device: torch.device = CPU) -> AccuracyReport:
+    """Every model runs on `device`; the logits and features come back to the CPU, where the
+    fusions and the aggregators, small, are applied."""
+    with placed(device, teacher.model, *calibrated.submodels, *uncalibrated):
+        return _report(teacher, calibrated, split, uncalibrated, device)
+
+
+def _report(teacher: Teacher, calibrated: Calibrated, split: Split, uncalibrated: Sequence[nn.Module],
+            device: torch.device) -> AccuracyReport:
     adapter, feature = teacher.adapter, calibrated.feature
     inputs = preprocess_all(teacher, split.inputs)
     y = torch.as_tensor(split.labels)
     acc = lambda logits: float((logits.argmax(-1) == y).float().mean())  # noqa: E731
-    alone = lambda m: batched(lambda x: submodel_logits(adapter, m, x, feature), inputs)  # noqa: E731
+    run = lambda fn: batched(fn, inputs, device=device)  # noqa: E731
+    alone = lambda m: run(lambda x: submodel_logits(adapter, m, x, feature))  # noqa: E731
     sub_logits = [alone(m) for m in calibrated.submodels]
-    feats = batched(FusedModel(adapter, calibrated.submodels, None, feature).features, inputs)
+    feats = run(FusedModel(adapter, calibrated.submodels, None, feature).features)
     n, devices = len(y), len(calibrated.submodels)
 
     def fused(agg: Aggregator, missing: int | None = None) -> float:
@@ -52,7 +62,7 @@ def accuracy_report(teacher: Teacher, calibrated: Calibrated, split: Split,
 
     return AccuracyReport(
         samples=n,
-        teacher=acc(batched(teacher.logits, inputs)),
+        teacher=acc(run(teacher.logits)),
         submodels=tuple(acc(logits) for logits in sub_logits),
         submodels_uncalibrated=tuple(acc(alone(m)) for m in uncalibrated),
         fused=fused(calibrated.aggregator),

@@ -28,7 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from cofc.compiler.models.adapters.base import Inputs
-from cofc.compiler.models.batches import take
+from cofc.compiler.models.batches import take, to_device
+from cofc.compiler.models.torch_device import CPU
 
 READINGS = ("up", "printed")
 CLIP = 5.0
@@ -84,8 +85,9 @@ def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor], distill: Distil
 
 def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
                    targets: Targets, weights: np.ndarray, config: TrainConfig, seed: int,
-                   desc: str) -> None:
-    """AdamW with a one-cycle schedule on a per-sample loss, weighted per sample."""
+                   desc: str, device: torch.device = CPU) -> None:
+    """AdamW with a one-cycle schedule on a per-sample loss, weighted per sample; `model` is on
+    `device`, the data on the CPU, and each batch moves to `device`."""
     n = len(labels)
     steps = config.epochs * math.ceil(n / config.batch)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
@@ -99,8 +101,9 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, config.batch):
             idx = order[i:i + config.batch]
-            per_sample = loss_fn(model, take(inputs, idx), labels[idx], take(targets, idx))
-            loss = (w[idx] * per_sample).mean()
+            per_sample = loss_fn(model, to_device(take(inputs, idx), device), labels[idx].to(device),
+                                 to_device(take(targets, idx), device))
+            loss = (w[idx].to(device) * per_sample).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -113,22 +116,25 @@ def train_weighted(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: to
 
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, loss_fn: LossFn, inputs: Inputs, labels: torch.Tensor,
-                    targets: Targets, batch: int = 512) -> np.ndarray:
+                    targets: Targets, batch: int = 512, device: torch.device = CPU) -> np.ndarray:
     model.eval()
-    out = [loss_fn(model, take(inputs, s), labels[s], take(targets, s))
+    out = [loss_fn(model, to_device(take(inputs, s), device), labels[s].to(device),
+                   to_device(take(targets, s), device)).cpu()
            for s in (slice(i, i + batch) for i in range(0, len(labels), batch))]
     return torch.cat(out).numpy()
 
 
 def boost(submodels: list[nn.Module], loss_fns: Sequence[LossFn], inputs: Inputs, labels: torch.Tensor,
-          targets: Targets, config: TrainConfig, reading: str = "up", seed: int = 0) -> list[np.ndarray]:
-    """Calibrate `submodels` in order (in place), each on its own loss in `loss_fns`; return the
-    sample weights each one was trained with."""
+          targets: Targets, config: TrainConfig, reading: str = "up", seed: int = 0,
+          device: torch.device = CPU) -> list[np.ndarray]:
+    """Calibrate `submodels` in order (in place, on `device`, where they must be), each on its own
+    loss in `loss_fns`; return the sample weights each one was trained with."""
     weights = np.ones(len(labels))
     history = []
     for n, (model, loss_fn) in enumerate(zip(submodels, loss_fns, strict=True)):
         history.append(weights)
         train_weighted(model, loss_fn, inputs, labels, targets, weights, config, seed + n,
-                       desc=f"calibrating sub-model {n + 1}/{len(submodels)}")
-        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, targets), reading)
+                       desc=f"calibrating sub-model {n + 1}/{len(submodels)}", device=device)
+        weights = update_weights(weights, per_sample_loss(model, loss_fn, inputs, labels, targets, device=device),
+                                 reading)
     return history

@@ -30,6 +30,7 @@ from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boo
 from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.models.fusion import Aggregator, device_feature, submodel_logits
+from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.planning.slices import Importance, plan_slices
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
@@ -81,10 +82,12 @@ def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torc
 
 
 def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                     config: CalibrationConfig, drop: float) -> Aggregator:
+                     config: CalibrationConfig, drop: float, device: torch.device = CPU) -> Aggregator:
     """Fit eq. 2's map on the devices' pooled features, each device's feature dropped with
-    probability `drop` (the config's feature dropout, or 0 for the report's contrast)."""
+    probability `drop` (the config's feature dropout, or 0 for the report's contrast). `agg` is
+    on `device`; the features, one small vector per sample, move there whole."""
     distill, epochs, batch, lr = config.distill, config.aggregator_epochs, AGGREGATOR_BATCH, AGGREGATOR_LR
+    features, labels, teacher_logits = features.to(device), labels.to(device), teacher_logits.to(device)
     gen = torch.Generator().manual_seed(config.seed)
     n, devices = len(labels), len(agg.dims)
     opt = torch.optim.AdamW(agg.parameters(), lr=lr, weight_decay=0.01)
@@ -95,7 +98,7 @@ def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tens
         for i in range(0, n, batch):
             idx = order[i:i + batch]
             mask = random_mask(len(idx), devices, drop, gen) if drop > 0 else torch.ones(len(idx), devices)
-            loss = distill(agg(features[idx], mask), labels[idx], teacher_logits[idx]).mean()
+            loss = distill(agg(features[idx], mask.to(device)), labels[idx], teacher_logits[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -117,7 +120,8 @@ class FusedModel(nn.Module):
 
     def forward(self, inputs: Inputs, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
-            mask = torch.ones(len(next(iter(inputs.values()))), len(self.submodels))
+            first = next(iter(inputs.values()))
+            mask = torch.ones(len(first), len(self.submodels), device=first.device)
         return self.aggregator(self.features(inputs), mask)
 
     def all_logits(self, inputs: Inputs, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -128,33 +132,34 @@ class FusedModel(nn.Module):
 
 
 def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Importance, train: Split,
-              config: CalibrationConfig, fusion: Split | None = None) -> Calibrated:
-    """Calibrate on `train`; fit the final aggregators on `fusion` when given (stacked
-    generalisation, above), else on the calibration samples."""
+              config: CalibrationConfig, fusion: Split | None = None, device: torch.device = CPU) -> Calibrated:
+    """Calibrate on `train`, training on `device`; fit the final aggregators on `fusion` when
+    given (stacked generalisation, above), else on the calibration samples. The modules come back
+    on the CPU."""
     torch.manual_seed(config.seed)
     adapter = teacher.adapter
     inputs = preprocess_all(teacher, train.inputs)
     y = torch.as_tensor(train.labels)
     distill = config.distill
     slices = plan_slices(policy, importance)
-    submodels = cut(adapter, teacher.model, slices)
+    submodels = [m.to(device) for m in cut(adapter, teacher.model, slices)]
     own_loss = eq14(lambda m, x: submodel_logits(adapter, m, x, config.feature), distill)
     losses = [own_loss] * len(slices)
     layers: list[int] = []
     if config.layer_distill:
         layers = sorted({j for s in slices for j in s.layers})
         losses = [with_layer_distill(adapter, s, config.layer_distill, own_loss) for s in slices]
-    targets = teacher_targets(adapter, teacher.model, inputs, layers)
+    targets = teacher_targets(adapter, teacher.model, inputs, layers, device=device)
     t_logits = targets["logits"]
-    boost(submodels, losses, inputs, y, targets, config.boost, config.reading, config.seed)
+    boost(submodels, losses, inputs, y, targets, config.boost, config.reading, config.seed, device)
     del targets  # the teacher's block outputs: most of the memory, and boosting is their only use
 
     def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
-        feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x)
+        feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x, device=device)
         dims = [m_spec.dim for m_spec in policy]
-        fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model))  # noqa: E731
-        return (train_aggregator(fresh(), feats, y, t, config, config.drop),
-                train_aggregator(fresh(), feats, y, t, config, 0.0))
+        fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model)).to(device)  # noqa: E731
+        return (train_aggregator(fresh(), feats, y, t, config, config.drop, device),
+                train_aggregator(fresh(), feats, y, t, config, 0.0, device))
 
     aggregator, plain = fit_aggregators(inputs, y, t_logits)
     if config.joint is not None:
@@ -165,17 +170,17 @@ def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Impo
             """Fused loss plus the mean of each sub-model's own loss, so that their own heads (used
             alone, averaged, voted) follow their backbones; the feature dropout stays on, with a
             fresh random mask every batch."""
-            mask = random_mask(len(y), len(policy), config.drop, gen)
+            mask = random_mask(len(y), len(policy), config.drop, gen).to(y.device)
             fused_logits, own = model.all_logits(x, mask)
             logits = t["logits"]
             return distill(fused_logits, y, logits) + sum(distill(o, y, logits) for o in own) / len(own)
 
         train_weighted(fused, joint_loss, inputs, y, {"logits": t_logits}, np.ones(len(y)), config.joint,
-                       config.seed, desc="fine-tuning sub-models and aggregator jointly")
+                       config.seed, desc="fine-tuning sub-models and aggregator jointly", device=device)
     if fusion is not None:
         x = preprocess_all(teacher, fusion.inputs)
-        t_fusion = teacher_targets(adapter, teacher.model, x, [])["logits"]
+        t_fusion = teacher_targets(adapter, teacher.model, x, [], device=device)["logits"]
         aggregator, plain = fit_aggregators(x, torch.as_tensor(fusion.labels), t_fusion)
     elif config.joint is not None:
         _, plain = fit_aggregators(inputs, y, t_logits)  # the contrast sees the fine-tuned features too
-    return Calibrated(tuple(policy), submodels, aggregator, plain, config.feature)
+    return Calibrated(tuple(policy), [m.cpu() for m in submodels], aggregator.cpu(), plain.cpu(), config.feature)

@@ -28,7 +28,8 @@ from cofc.compiler.models.adapters.base import ModelAdapter
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.calibration.booster import LossFn, Targets
-from cofc.compiler.models.batches import take
+from cofc.compiler.models.batches import take, to_device
+from cofc.compiler.models.torch_device import CPU, placed
 
 
 def block_key(layer: int) -> str:
@@ -54,20 +55,22 @@ def block_outputs(adapter: ModelAdapter, model: nn.Module) -> Iterator[list[torc
 
 @torch.no_grad()
 def teacher_targets(adapter: ModelAdapter, teacher: nn.Module, inputs: Inputs, layers: Sequence[int],
-                    batch: int = 512) -> Targets:
+                    batch: int = 512, device: torch.device = CPU) -> Targets:
     """The teacher's logits for every sample and, from the same pass, its output tokens of each
-    block in `layers` in fp16."""
+    block in `layers` in fp16; the teacher runs on `device`, the targets are kept on the CPU."""
     n = len(next(iter(inputs.values())))
     logits, kept = [], {}
     teacher.eval()
-    for start in tqdm(range(0, n, batch), desc="running the teacher for its targets", leave=False):
-        with block_outputs(adapter, teacher) as outputs:
-            logits.append(adapter.logits(teacher, take(inputs, slice(start, start + batch))))
-        for j in layers:
-            out = outputs[j]
-            if j not in kept:  # allocated once: the targets are most of the calibration's memory
-                kept[j] = torch.empty((n, *out.shape[1:]), dtype=torch.float16)
-            kept[j][start:start + len(out)] = out.half()
+    with placed(device, teacher):
+        for start in tqdm(range(0, n, batch), desc="running the teacher for its targets", leave=False):
+            x = to_device(take(inputs, slice(start, start + batch)), device)
+            with block_outputs(adapter, teacher) as outputs:
+                logits.append(adapter.logits(teacher, x).cpu())
+            for j in layers:
+                out = outputs[j]
+                if j not in kept:  # allocated once: the targets are most of the calibration's memory
+                    kept[j] = torch.empty((n, *out.shape[1:]), dtype=torch.float16)
+                kept[j][start:start + len(out)] = out.half().cpu()
     return {"logits": torch.cat(logits)} | {block_key(j): t for j, t in kept.items()}
 
 
@@ -82,9 +85,9 @@ def with_layer_distill(adapter: ModelAdapter, slices: WeightSlices, beta: float,
         if len(outputs) != len(slices.layers):
             raise ValueError(f"{len(outputs)} block outputs from a sub-model of {len(slices.layers)} blocks: "
                              "the base loss must run the model exactly once")
-        errors = []
+        errors, index = [], channels.to(base.device)
         for student, j in zip(outputs, slices.layers):
-            target = targets[block_key(j)].index_select(-1, channels).float()
+            target = targets[block_key(j)].index_select(-1, index).float()
             errors.append((student - target).square().flatten(1).sum(1) / target.square().flatten(1).sum(1))
         return base + beta * torch.stack(errors).mean(0)
 

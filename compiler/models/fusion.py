@@ -51,7 +51,7 @@ class Aggregator(nn.Module):
 
     def expand(self, mask: torch.Tensor) -> torch.Tensor:
         """Presence mask (batch, N) -> per-channel mask (batch, d_agg)."""
-        return mask.repeat_interleave(torch.as_tensor(self.dims), dim=1)
+        return mask.repeat_interleave(torch.as_tensor(self.dims, device=mask.device), dim=1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """features (batch, d_agg), the devices' pooled vectors concatenated; mask (batch, N) of 0/1."""

@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cofc.compiler.models.batches import to_device
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
+from cofc.compiler.models.torch_device import CPU, placed
 from cofc.compiler.planning.slices import Importance
 
 
@@ -40,13 +42,14 @@ def ranking_samples(split: Split, seed: int) -> Split:
     return split.take(RANKING_SAMPLES, seed=seed)
 
 
-def rank_units(teacher: Teacher, data: Split, batch: int = 64) -> Importance:
-    """Score every head, neuron, channel and layer of the teacher on labelled calibration data."""
+def rank_units(teacher: Teacher, data: Split, batch: int = 64, device: torch.device = CPU) -> Importance:
+    """Score every head, neuron, channel and layer of the teacher on labelled calibration data,
+    running it on `device`."""
     adapter, model, spec = teacher.adapter, teacher.model, teacher.spec
     blocks = adapter.blocks(model)
-    head_masks = [torch.ones(spec.heads, requires_grad=True) for _ in blocks]
-    neuron_masks = [torch.ones(spec.mlp, requires_grad=True) for _ in blocks]
-    channel_masks = [torch.ones(spec.dim, requires_grad=True) for _ in blocks]
+    head_masks = [torch.ones(spec.heads, device=device, requires_grad=True) for _ in blocks]
+    neuron_masks = [torch.ones(spec.mlp, device=device, requires_grad=True) for _ in blocks]
+    channel_masks = [torch.ones(spec.dim, device=device, requires_grad=True) for _ in blocks]
     handles = []
     for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks):
         handles.append(block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
@@ -59,13 +62,15 @@ def rank_units(teacher: Teacher, data: Split, batch: int = 64) -> Importance:
     was_training = model.training
     model.eval()
     try:
-        for i in tqdm(range(0, len(data), batch), desc="ranking heads and neurons", leave=False):
-            inputs = teacher.preprocess(data.inputs[i:i + batch])
-            loss = F.cross_entropy(teacher.logits(inputs), torch.as_tensor(data.labels[i:i + batch]))
-            grads = torch.autograd.grad(loss, head_masks + neuron_masks + channel_masks)
-            n = len(blocks)
-            for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:])):
-                scores[key] += np.abs(torch.stack(part).numpy())
+        with placed(device, model):
+            for i in tqdm(range(0, len(data), batch), desc="ranking heads and neurons", leave=False):
+                inputs = to_device(teacher.preprocess(data.inputs[i:i + batch]), device)
+                labels = torch.as_tensor(data.labels[i:i + batch], device=device)
+                grads = torch.autograd.grad(F.cross_entropy(teacher.logits(inputs), labels),
+                                            head_masks + neuron_masks + channel_masks)
+                n = len(blocks)
+                for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:])):
+                    scores[key] += np.abs(torch.stack(part).cpu().numpy())
     finally:
         for h in handles:
             h.remove()

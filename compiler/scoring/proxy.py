@@ -10,7 +10,8 @@ features still carry. It ranks capacity monotonically on the example teachers an
 hundred milliseconds per policy.
 
 Everything that does not depend on the policy is done once (inputs preprocessed up front), and
-each policy's value is cached.
+each policy's value is cached. The sub-models run on the build's device; the refit, small and
+iterative, runs on the CPU, where it rounds the same on every host.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
+from cofc.compiler.models.torch_device import CPU, placed
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec
 
@@ -53,8 +55,10 @@ def refit_head_loss(features: torch.Tensor, labels: torch.Tensor, classes: int) 
 
 
 class ValidationLoss:
-    def __init__(self, teacher: Teacher, importance: Importance, val: Split, feature: str):
+    def __init__(self, teacher: Teacher, importance: Importance, val: Split, feature: str,
+                 device: torch.device = CPU):
         self.adapter, self.teacher, self.importance, self.feature = teacher.adapter, teacher.model, importance, feature
+        self.device = device
         self.inputs = preprocess_all(teacher, val.inputs)
         self.labels = torch.as_tensor(val.labels)
         self.classes = teacher.spec.classes
@@ -65,7 +69,9 @@ class ValidationLoss:
         if key not in self.cache:
             losses = []
             for model in decompose(self.adapter, self.teacher, key, self.importance):
-                feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs)
+                with placed(self.device, model):
+                    feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs,
+                                    device=self.device)
                 losses.append(refit_head_loss(feats, self.labels, self.classes))
             self.cache[key] = float(np.mean(losses))
         return self.cache[key]

@@ -76,7 +76,7 @@ def pool_tokens(kind: str, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor
         return tokens[:, 0]
     if kind == "last":  # texts are padded on the right: the last real token is at mask sum - 1
         last = inputs["attention_mask"].sum(1).clamp_min(1) - 1
-        return tokens[torch.arange(tokens.shape[0]), last]
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), last]
     raise ValueError(f"unknown pooling {kind!r}; known: {', '.join(POOLINGS)}")
 
 
