@@ -9,6 +9,7 @@ inputs; a graph past tolerance fails the build. Graphs over 2 GB keep their weig
 external data file beside the .onnx."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -59,12 +60,29 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
     return path
 
 
+@contextlib.contextmanager
+def _ort_warnings_off():
+    """graphsurgeon folds constants by running the foldable part of the graph in ONNX Runtime,
+    whose optimiser then warns about that partial graph ("UnsqueezeElimination cannot remove node
+    /backbone/embeddings/Unsqueeze", an Unsqueeze of a constant that feeds two nodes): nothing is
+    wrong with the exported graph, and a user should not see it."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
+
+
 def _clean(src: Path, dst: Path) -> None:
     import onnx
     import onnx_graphsurgeon as gs
 
     graph = gs.import_onnx(onnx.load(str(src)))
-    graph.fold_constants().cleanup().toposort()
+    with _ort_warnings_off():
+        graph.fold_constants()
+    graph.cleanup().toposort()
     model = gs.export_onnx(graph)
     model.opset_import[0].version = onnx.load(str(src), load_external_data=False).opset_import[0].version
     onnx.checker.check_model(model)
