@@ -115,7 +115,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
                        "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
                        "predicted_t1_ms": predicted[n].t1_ms, "predicted_t2_ms": predicted[n].t2_ms,
-                       **limits[n].provenance(),
+                       **limits[n].provenance(), "nice": emulation.nice[n] if emulation else None,
                        "link_mbps": None if d.central else d.link_mbps}
                    for n, d in zip(names, plan.devices)},
         "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),

@@ -4,10 +4,16 @@ Each device gets its own network namespace with one veth into a private bridge; 
 of a worker's link (to central, as the plan's `link_mbps` means) are shaped with
 `tc ... tbf rate <link Mb/s>`, central's own interface is not. Its process gets the CPU share its
 latency table was measured under: a paced share is the process's own (`cofc run --cpu-share`,
-given by the caller), an older table's cgroup quota is applied here. Addresses are 10.77.0.0/24, used only
-inside the namespaces and the bridge this creates. Everything made is removed on exit, also when
-interrupted. Needs root, `ip` and `tc`; where the machine refuses, `EmulationUnavailable` says
-why and the caller runs unshaped.
+given by the caller), an older table's cgroup quota is applied here. Addresses are 10.77.0.0/24,
+used only inside the namespaces and the bridge this creates. Everything made is removed on exit,
+also when interrupted. Needs root, `ip` and `tc`; where the machine refuses,
+`EmulationUnavailable` says why and the caller runs unshaped.
+
+The devices share this machine's cores, which real devices do not, and all of them start
+computing when a request arrives. So that the sharing costs as little as it can, a device with a
+smaller share runs at a lower priority (`nice`, NICE_STEP per rank): a paced device whose compute
+is delayed loses nothing while its CPU time / share is still ahead (its pacing sleeps less), so
+the slack lies with the small shares, and the largest share, which has the least, goes first.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from cofc.errors import CofcError
 from cofc.runtime.cgroup import CpuGroup, CpuLimit
 
 SUBNET = "10.77.0"
+NICE_STEP = 5
 
 
 class EmulationUnavailable(CofcError):
@@ -61,6 +68,8 @@ class Emulation:
         self.ns = {d.name: f"cofc-{tag}-{i}" for i, d in enumerate(self.devices)}
         self.veth = {d.name: f"cofc{tag}v{i}" for i, d in enumerate(self.devices)}
         self.addr = {d.name: f"{SUBNET}.{10 + i}" for i, d in enumerate(self.devices)}
+        ranked = sorted({d.cpu.share for d in self.devices}, reverse=True)
+        self.nice = {d.name: NICE_STEP * ranked.index(d.cpu.share) for d in self.devices}
         self.groups: dict[str, CpuGroup] = {}
         self.procs: list[subprocess.Popen] = []
 
@@ -92,8 +101,9 @@ class Emulation:
         return self
 
     def spawn(self, device: str, argv: Sequence[str], **popen) -> subprocess.Popen:
-        """Start `argv` inside the device's namespace, in its cgroup where it has one."""
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[device], *argv], **popen)
+        """Start `argv` inside the device's namespace, at its priority, in its cgroup where it has one."""
+        proc = subprocess.Popen(["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv],
+                                **popen)
         self.procs.append(proc)
         if device in self.groups:
             self.groups[device].add(proc.pid)

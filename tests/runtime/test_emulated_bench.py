@@ -44,8 +44,9 @@ def test_emulated_bench_paces_each_device_to_its_tables_share(built, tmp_path):
     assert not loopback["emulated"] and emulated["emulated"], emulated["note"]
     phase = emulated["phases"]["nano"]
     assert (phase["cpu_share"], phase["cpu_emulation"]) == (0.25, "paced")
-    # The estimated tables record no share: those devices run at a full core.
-    assert {p["cpu_share"] for n, p in emulated["phases"].items() if n != "nano"} == {1.0}
+    # The estimated tables record no share: those devices run at a full core, first in line.
+    assert {(p["cpu_share"], p["nice"]) for n, p in emulated["phases"].items() if n != "nano"} == {(1.0, 0)}
+    assert phase["nice"] > 0 and loopback["phases"]["nano"]["nice"] is None
     # A quarter of a core: about 4x its loopback compute time.
     assert phase["t1_ms"] > 2.5 * loopback["phases"]["nano"]["t1_ms"], (phase, loopback["phases"]["nano"])
     assert emulated["accuracy"] == loopback["accuracy"]
