@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measure the latency tables that ship in profiles/ for a teacher on this host (ONNX Runtime CPU):
-# one and two threads on the whole machine, and one thread held to 60% and 35% of a core by a
-# cgroup quota (needs root). Run on a quiet machine: anything else running skews the timings.
+# one and two threads on the whole machine, and one thread as a device with 60% and 35% of a core
+# (paced, as `cofc bench --emulate` runs it; the shipped cpu-60/cpu-35 tables predate pacing and were
+# measured under a cgroup quota). Run on a quiet machine: anything else running skews the timings.
 #   bash tools/capture_profiles.sh examples/teachers/vit_fashion_mnist.pt vit-fmnist
 set -euo pipefail
 teacher=$1 tag=$2
