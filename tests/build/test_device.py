@@ -34,11 +34,13 @@ def test_cuda_asked_for_where_there_is_none_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_reports_from_before_the_choice_load_as_cpu_builds():
-    """Every committed report was built on a CPU, before the report said so."""
-    committed = sorted((REPO / "docs" / "reports").glob(f"*/{REPORT}"))
-    assert committed and all("torch_device" not in json.loads(p.read_text()) for p in committed)
-    assert {load_report(p.parent).torch_device for p in committed} == {"cpu"}
+def test_reports_from_before_the_choice_load_as_cpu_builds(tmp_path):
+    """Every report written before the report said where torch ran was built on a CPU."""
+    for committed in sorted((REPO / "docs" / "reports").glob(f"*/{REPORT}")):
+        data = json.loads(committed.read_text())
+        data.pop("torch_device", None)
+        (tmp_path / REPORT).write_text(json.dumps(data))
+        assert load_report(tmp_path).torch_device == "cpu", committed
 
 
 def _rebuild(folder: Path, *args: str) -> tuple[set[str], set[str]]:
