@@ -71,12 +71,11 @@ def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, thr
             cpu_period_ms: float | None, max_mflops: float | None, out: Path | None) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
-    import contextlib
     import socket
 
     from cofc.compiler.latency.predictor import fit_predictor, predictor_path
     from cofc.compiler.latency.profile import run_profile, write_table
-    from cofc.runtime.cgroup import CpuLimit, cpu_quota
+    from cofc.runtime.cgroup import CpuLimit
 
     if (teacher_path is None) == (plan_path is None):
         raise click.UsageError("give one of --teacher and --plan")
@@ -91,9 +90,8 @@ def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, thr
     if cpu_period_ms is not None and cpu_share is None:
         raise click.UsageError("--cpu-period-ms needs --cpu-share")
     cpu = CpuLimit(cpu_share, None if cpu_period_ms is None else round(cpu_period_ms * 1000)) if cpu_share else None
-    with cpu_quota(cpu) if cpu and not cpu.paced else contextlib.nullcontext():
-        table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
-                            count, seed, cpu, max_flops=max_mflops and max_mflops * 1e6)
+    table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
+                        count, seed, cpu, max_flops=max_mflops and max_mflops * 1e6)
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
     table["predictor"] = predictor.scores

@@ -46,6 +46,11 @@ class CpuLimit:
     def paced(self) -> bool:
         return self.period_us is None
 
+    @property
+    def pace(self) -> float | None:
+        """The share each inference is paced to (`open_backend`'s cpu_share); None under a quota."""
+        return self.share if self.paced else None
+
     @classmethod
     def of_table(cls, provenance: dict[str, Any]) -> "CpuLimit | None":
         """The limit a latency table was measured under (None: a whole, unlimited machine)."""
@@ -104,6 +109,11 @@ class CpuGroup:
                     (self.root / "cgroup.procs").write_text(pid)
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+def held_to(limit: CpuLimit | None) -> contextlib.AbstractContextManager:
+    """The body under `limit`'s cgroup quota; nothing to hold where it is paced, or None."""
+    return cpu_quota(limit) if limit is not None and not limit.paced else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
-from cofc.runtime.cgroup import CpuLimit, cpu_quota
+from cofc.runtime.cgroup import CpuLimit, held_to
 from cofc.runtime.client import Client
 from cofc.runtime.preprocess import Preprocessor
 
@@ -77,8 +77,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         for name, bundle in bundles.items():
             role = ["--bind" if name == central.device else "--connect", str(endpoint)]
             argv = [*COFC, "run", "--bundle", str(bundle.path), *role]
-            if emulation and limits[name].paced:
-                argv += ["--cpu-share", str(limits[name].share)]
+            if emulation and limits[name].pace:
+                argv += ["--cpu-share", str(limits[name].pace)]
             popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
             if not emulation:
@@ -165,9 +165,7 @@ def _throughput(s: Streamed, r: dict[str, Any]) -> dict[str, Any]:
 
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
-    paced = cpu is not None and cpu.paced
-    with open_backend("onnxruntime", path, threads=1, cpu_share=cpu.share if paced else None) as engine, \
-            cpu_quota(cpu) if cpu and not paced else contextlib.nullcontext():
+    with open_backend("onnxruntime", path, threads=1, cpu_share=cpu and cpu.pace) as engine, held_to(cpu):
         for arrays in inputs[:10]:
             engine.run(arrays)
         times = []

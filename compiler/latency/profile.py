@@ -28,7 +28,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
-from cofc.runtime.cgroup import CpuLimit
+from cofc.runtime.cgroup import CpuLimit, held_to
 
 FORMAT = "cofc-profile/1"
 WARMUP_S, MIN_S, MIN_RUNS, MAX_RUNS = 0.1, 0.3, 60, 3000
@@ -143,8 +143,8 @@ def torch_cuda_call(module: torch.nn.Module, example: dict[str, torch.Tensor]) -
 def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxruntime",
                 threads: int = 1, precision: str = "fp32", count: int = 120, seed: int = 0,
                 cpu: CpuLimit | None = None, opset: int = 17, max_flops: float | None = None) -> dict[str, Any]:
-    """Measure `count` pool specs (resuming a killed run) and return the finished table. A paced
-    `cpu` limit paces each run here; a cgroup one is the caller's to apply to this process."""
+    """Measure `count` pool specs (resuming a killed run) and return the finished table, under
+    `cpu`: each run paced, or this process held to its cgroup quota."""
     torch.set_num_threads(max(1, threads))
     adapter = get_adapter(teacher.family)
     base = adapter.spec(teacher.model)
@@ -157,7 +157,7 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
     done = {json.dumps(r["spec"], sort_keys=True) for r in rows}
     todo = [s for s in model_pool(base, count, seed, max_flops) if json.dumps(s.to_dict(), sort_keys=True) not in done]
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, held_to(cpu):
         for spec in tqdm(todo, desc=f"profiling {device} ({backend})", initial=len(rows), total=len(rows) + len(todo)):
             model = adapter.build_submodel(teacher.model, spec).eval()
             if backend == "torch-cuda":
@@ -165,7 +165,7 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
                 with open_backend(backend, onnx_path, threads=threads, precision=precision,
-                                  cpu_share=cpu.share if cpu and cpu.paced else None) as engine:
+                                  cpu_share=cpu and cpu.pace) as engine:
                     timing = time_calls(lambda: engine.run(feeds))
             rows.append({"spec": spec.to_dict(), **timing, "flops": flops(spec, base)})
             write_table(out, {"format": FORMAT, "provenance": prov, "rows": rows})

@@ -27,7 +27,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.batches import batched, preprocess_all
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
-from cofc.compiler.models.torch_device import CPU, placed
+from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec
 
@@ -69,9 +69,9 @@ class ValidationLoss:
         if key not in self.cache:
             losses = []
             for model in decompose(self.adapter, self.teacher, key, self.importance):
-                with placed(self.device, model):
-                    feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs,
-                                    device=self.device)
+                model.to(self.device)  # a fresh cut, dropped after: nothing to move back
+                feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs,
+                                device=self.device)
                 losses.append(refit_head_loss(feats, self.labels, self.classes))
             self.cache[key] = float(np.mean(losses))
         return self.cache[key]

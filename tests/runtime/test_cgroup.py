@@ -9,13 +9,14 @@ import time
 import pytest
 
 from cofc.errors import CofcError
-from cofc.runtime.cgroup import LEGACY_PERIOD_US, CpuLimit, cpu_quota
+from cofc.runtime.cgroup import LEGACY_PERIOD_US, CpuLimit, cpu_quota, held_to
 
 
 def test_table_limit_is_read_as_measured():
     assert CpuLimit.of_table({"cpu_share": None}) is None
     assert CpuLimit.of_table({"cpu_share": 0.3, "cpu_period_us": None, "cpu_emulation": "paced"}) == CpuLimit(0.3)
     assert CpuLimit(0.3).paced and not CpuLimit(0.3, 10_000).paced
+    assert CpuLimit(0.3).pace == 0.3 and CpuLimit(0.3, 10_000).pace is None
     assert CpuLimit.of_table({"cpu_share": 0.5, "cpu_period_us": 10_000}) == CpuLimit(0.5, 10_000)
     # Tables measured before periods were recorded ran under the kernel default.
     assert CpuLimit.of_table({"cpu_share": 0.35}) == CpuLimit(0.35, LEGACY_PERIOD_US)
@@ -28,6 +29,9 @@ def test_paced_limit_has_no_cgroup():
     with pytest.raises(CofcError, match="paced"):
         with cpu_quota(CpuLimit(0.5)):
             pass
+    for nothing_to_hold in (None, CpuLimit(0.5)):
+        with held_to(nothing_to_hold) as held:
+            assert held is None  # no group was made: pacing is the backend's
 
 
 @pytest.mark.parametrize("share, period", [(0, 10_000), (0.5, 10), (0.5, 5_000_000), (1.5, None)])
@@ -48,7 +52,7 @@ def _burst_ms(work_s: float) -> float:
 
 def _limited_ms(limit: CpuLimit) -> float:
     try:
-        with cpu_quota(limit):
+        with held_to(limit):
             return min(_burst_ms(0.02) for _ in range(3))
     except CofcError as exc:
         pytest.skip(f"this machine cannot cap CPU: {exc}")
