@@ -4,20 +4,24 @@ columns, .txt lines; and a bad file is one line naming it, before anything start
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tokenizers import Tokenizer
 
+from cofc.compiler.models.adapters._hf import resolve_source
 from cofc.compiler.models.data import Expects, load_data
+from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.plan.loader import DatasetPlan
 from cofc.errors import DataError
 from cofc.runtime.images import ImageInput
-from cofc.runtime.manifest import ImagePreprocess
+from cofc.runtime.manifest import ImagePreprocess, TextPreprocess
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.texts import read_texts
 
-from tests.helpers import run_cofc
+from tests.helpers import TOKENIZER, run_cofc
 
 IMAGE = ImageInput(3, (32, 32), "bicubic", 0.875)
 
@@ -90,3 +94,44 @@ def test_cofc_run_refuses_a_bad_input_file_in_one_line(name, content, words, bui
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"cofc: error: {path}") and words in lines[0], result.stderr
+
+
+def _trained_tokenizers(tmp_path, texts: list[str]) -> dict[str, str]:
+    """A byte-level BPE (GPT-2, RoBERTa) and a Metaspace unigram (SentencePiece) tokenizer, trained
+    here on the texts, beside the MiniLM WordPiece one: the three ways words are split."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    files = {"wordpiece": str(Path(resolve_source(TOKENIZER)) / "tokenizer.json")}
+    for name, model, pre, trainer in [
+            ("bytelevel", models.BPE(), pre_tokenizers.ByteLevel(add_prefix_space=False),
+             trainers.BpeTrainer(vocab_size=1000, special_tokens=["<pad>"])),
+            ("metaspace", models.Unigram(), pre_tokenizers.Metaspace(),
+             trainers.UnigramTrainer(vocab_size=1000, special_tokens=["<pad>", "<unk>"], unk_token="<unk>"))]:
+        tokenizer = Tokenizer(model)
+        tokenizer.pre_tokenizer = pre
+        tokenizer.train_from_iterator(texts, trainer)
+        files[name] = str(tmp_path / f"{name}.json")
+        tokenizer.save(files[name])
+    return files
+
+
+@pytest.mark.parametrize("max_length", [16, 128])
+def test_a_texts_head_gives_the_whole_texts_tokens(max_length, tmp_path):
+    """Devices tokenize a head of each text where that keeps the same tokens: checked against the
+    tokenizer on whole texts, for 20 Newsgroups posts and texts made to cut a word at every head
+    length, end a head in spaces, join words across a control character or have no space, for
+    WordPiece, byte-level BPE and Metaspace tokenizers."""
+    posts = list(load_dataset("20newsgroups").test.inputs[:1500])
+    made = ["x " * n + "supercalifragilisticexpialidocious" * 9 + " tail" for n in range(0, 400, 7)]
+    made += ["word " * 300, "word  " * 300, "a" * 5000, "ab\x1ccd " * 500, "Ünïcödé ÀÉÎ 日本語のテキスト " * 200,
+             " " * 3000 + "late words", "short"]
+    for name, file in _trained_tokenizers(tmp_path, posts[:500]).items():
+        spec = TextPreprocess(max_length, Path(file).name, 0, "[PAD]" if name == "wordpiece" else "<pad>")
+        device = Preprocessor(spec, Path(file).parent)
+        whole = Tokenizer.from_file(file)
+        whole.enable_truncation(max_length=max_length)
+        whole.enable_padding(length=max_length, pad_id=0, pad_token=spec.pad_token)
+        expected = whole.encode_batch(posts + made)
+        got = device(posts + made)
+        np.testing.assert_array_equal(got["input_ids"], [e.ids for e in expected], err_msg=name)
+        np.testing.assert_array_equal(got["attention_mask"], [e.attention_mask for e in expected], err_msg=name)
