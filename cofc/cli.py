@@ -229,10 +229,14 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
               help="Central: endpoint to bind, overriding tcp://*:<port>.")
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
 @click.option("--cpu-share", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Emulate a slower device (`cofc bench --emulate`): each inference lasts its CPU time / "
-                   "this share of one core.")
+              help="Emulate a slower device (`cofc bench --emulate`): each step of a request lasts its CPU "
+                   "time / this share of one core.")
+@click.option("--emulated-link-mbps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Worker with --cpu-share, on central's own host (`cofc bench --emulate`): pace each request "
+                   "from when central sent it plus its transfer at this rate, not from when it is read.")
 def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, threads: int,
-        connect: Endpoint | None, bind: Endpoint | None, insecure: bool, cpu_share: float | None) -> None:
+        connect: Endpoint | None, bind: Endpoint | None, insecure: bool, cpu_share: float | None,
+        emulated_link_mbps: float | None) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
     import logging
@@ -247,10 +251,12 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
                    "names they claim: any peer that reaches the port can send requests, pass for a worker, "
                    "receive its requests and forge its features (the key-based identity protection is OFF). "
                    "Never use this outside a debugging session.", err=True)
+    if emulated_link_mbps is not None and (loaded.role != "worker" or cpu_share is None):
+        raise click.UsageError("--emulated-link-mbps is for a worker run with --cpu-share")
     if loaded.role == "worker":
         if input_path is not None:
             raise click.UsageError("--input is for the central device; this is a worker bundle")
-        run_worker(loaded, backend, threads, insecure, connect, cpu_share)
+        run_worker(loaded, backend, threads, insecure, connect, cpu_share, emulated_link_mbps)
     else:
         run_central(loaded, backend, threads, insecure, bind, input_path, text_column, cpu_share)
 

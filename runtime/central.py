@@ -38,6 +38,7 @@ from cofc.runtime._closing import Closing
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.pace import DeviceClock
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
@@ -125,7 +126,8 @@ class Pending:
 
 class Central(Closing):
     """Owns its two backends from construction to `close()`: use `with Central(...) as central:`.
-    `cpu_share` paces both like a slower device (runtime/backends/_paced.py)."""
+    `cpu_share` paces it like a slower device (runtime/pace.py): a request's preprocessing and
+    sub-model from when it is read, the fusion from when it starts."""
 
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
                  insecure: bool = False, bind: Endpoint | None = None, cpu_share: float | None = None):
@@ -143,9 +145,10 @@ class Central(Closing):
         self.stragglers = Stragglers(self.workers, m.central.straggler_window, m.central.probe_every,
                                      m.central.slow_factor * m.central.deadline_ms, self.deadline_s)
         self.prep = Preprocessor.for_bundle(bundle)
+        self.cpu_share = cpu_share
         with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
             self.engine = opened.enter_context(open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                                            precision=m.precision, cpu_share=cpu_share))
+                                                            precision=m.precision))
             self.aggregator = opened.enter_context(open_backend(backend, bundle.file("aggregator.onnx"),
                                                                 threads=threads, precision=m.precision,
                                                                 cpu_share=cpu_share))
@@ -259,8 +262,10 @@ class Central(Closing):
         return {n for n, t in self.last_seen.items() if now - t < ALIVE_S}
 
     def _infer(self, sock: zmq.Socket, client: bytes, msg: Message) -> None:
+        clock = DeviceClock(self.cpu_share)
         try:
-            feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
+            with clock.step():
+                feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
         except WireError as exc:
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
@@ -268,17 +273,21 @@ class Central(Closing):
         targets, excluded, probed = self.stragglers.plan(self.alive())
         pending = Pending(client, msg.id, now, now + self.deadline_s, set(targets), excluded=excluded)
         self.pending[rid] = pending
-        request = encode(Message("request", rid, msg.arrays))  # the raw input: each device preprocesses
         pending.sent = time.monotonic()
+        # The raw input: each device preprocesses. The send time lets a worker emulated on this
+        # host count from it (runtime/pace.py).
+        request = encode(Message("request", rid, msg.arrays, {"sent_s": pending.sent}))
         for name in targets:
             pending.sent_to[name] = self.route[name]
             sock.send_multipart([self.route[name], *request], copy=False)
         for name in probed:
             self.probes.setdefault(rid, {})[name] = (self.route[name], pending.sent)
             sock.send_multipart([self.route[name], *request], copy=False)
-        start = time.perf_counter()
-        pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
-        pending.t1[self.bundle.device] = (time.perf_counter() - start) * 1e3
+        ready = clock.now
+        with clock.step():
+            pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
+        clock.wait()
+        pending.t1[self.bundle.device] = (clock.now - ready) * 1e3
         pending.t2[self.bundle.device] = 0.0
         if not pending.waiting:
             self._finish(sock, rid)

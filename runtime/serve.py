@@ -21,8 +21,8 @@ log = logging.getLogger("cofc.central")
 
 
 def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: Endpoint | None,
-               cpu_share: float | None = None) -> None:
-    with Worker(bundle, backend, threads, insecure, connect, cpu_share) as worker:
+               cpu_share: float | None = None, emulated_link_mbps: float | None = None) -> None:
+    with Worker(bundle, backend, threads, insecure, connect, cpu_share, emulated_link_mbps) as worker:
         try:
             worker.serve()
         except KeyboardInterrupt:

@@ -19,9 +19,10 @@ import zmq
 from cofc.errors import CofcError
 from cofc.runtime._closing import Closing
 from cofc.runtime._sockets import client_socket
-from cofc.runtime.backends import open_backend
+from cofc.runtime.backends import check_pacable, open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.endpoint import Endpoint
+from cofc.runtime.pace import DeviceClock, arrival
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
@@ -31,10 +32,13 @@ log = logging.getLogger("cofc.worker")
 
 class Worker(Closing):
     """Owns its backend from construction to `close()`: use `with Worker(...) as worker:`.
-    `cpu_share` paces it like a slower device (runtime/backends/_paced.py)."""
+    `cpu_share` paces each request like a slower device (runtime/pace.py), from its arrival: when
+    central sent it plus its transfer at `emulated_link_mbps` where the worker is emulated on
+    central's host, else when it is read."""
 
     def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, endpoint: Endpoint | None = None, cpu_share: float | None = None):
+                 insecure: bool = False, endpoint: Endpoint | None = None, cpu_share: float | None = None,
+                 emulated_link_mbps: float | None = None):
         if bundle.role != "worker":
             raise CofcError(f"{bundle.path} is the {bundle.role} bundle, not a worker's")
         self.bundle = bundle
@@ -43,8 +47,11 @@ class Worker(Closing):
         self.insecure = insecure
         self.rejected = Rejections(log)
         self.served = 0
+        if cpu_share is not None:
+            check_pacable(backend, threads)
+        self.cpu_share, self.link_mbps = cpu_share, emulated_link_mbps
         self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                   precision=bundle.manifest.precision, cpu_share=cpu_share)
+                                   precision=bundle.manifest.precision)
 
     def close(self) -> None:
         """Release the backend (idempotent); `serve` closes its own socket."""
@@ -86,7 +93,7 @@ class Worker(Closing):
                     self.rejected.add(exc.kind, str(exc))
                     continue
                 if msg.type == "request":
-                    self._answer(sock, msg)
+                    self._answer(sock, msg, self._arrival(msg, sum(len(f) for f in frames)))
                 elif msg.type == "refuse":
                     raise CofcError(f"central refused this worker: {msg.meta.get('reason', 'no reason given')}")
                 elif msg.type != "welcome":
@@ -97,15 +104,26 @@ class Worker(Closing):
             sock.close(0)
             ctx.term()
 
-    def _answer(self, sock: zmq.Socket, msg: Message) -> None:
+    def _arrival(self, msg: Message, request_bytes: int) -> float | None:
+        """When the request reached this device: None (now) unless emulated on central's host."""
+        sent = msg.meta.get("sent_s")
+        if self.link_mbps is None or not isinstance(sent, float):
+            return None
+        return arrival(sent, request_bytes, self.link_mbps)
+
+    def _answer(self, sock: zmq.Socket, msg: Message, arrived: float | None) -> None:
+        clock = DeviceClock(self.cpu_share, arrived)
         try:
-            feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
+            with clock.step():
+                feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
         except WireError as exc:
             self.rejected.add(exc.kind, str(exc))
             return
-        start = time.perf_counter()
-        feature = next(iter(self.engine.run(feeds).values()))
-        t1 = (time.perf_counter() - start) * 1e3
+        ready = clock.now
+        with clock.step():
+            feature = next(iter(self.engine.run(feeds).values()))
+        clock.wait()
+        t1 = (clock.now - ready) * 1e3
         out = Message("feature", msg.id, {"feature": np.ascontiguousarray(feature, np.float32)}, {"t1_ms": t1})
         sock.send_multipart(encode(out), copy=False)
         self.served += 1

@@ -61,6 +61,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     test = load_data(plan.dataset, Expects.of_manifest(central.manifest)).test.take(requests, seed=1)
     inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
     limits = {d.name: table_cpu_limit(d.profile) for d in plan.devices}
+    links = {d.name: d.link_mbps for d in plan.devices}
     note = None
     with contextlib.ExitStack() as stack:
         emulation = None
@@ -79,6 +80,8 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
             argv = [*COFC, "run", "--bundle", str(bundle.path), *role]
             if emulation and limits[name].pace:
                 argv += ["--cpu-share", str(limits[name].pace)]
+                if name != central.device:  # one host, one clock: pace from central's send time
+                    argv += ["--emulated-link-mbps", str(links[name])]
             popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
             if not emulation:

@@ -23,6 +23,13 @@ def available() -> list[str]:
     return found
 
 
+def check_pacable(name: str, threads: int) -> None:
+    """Pacing counts the calling thread's CPU time: ONNX Runtime with one intra-op thread only."""
+    if name != "onnxruntime" or threads != 1:
+        raise CofcError("a cpu share emulates a one-thread CPU device: it needs --backend onnxruntime "
+                        "and --threads 1")
+
+
 def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precision: str = "fp32",
                  cpu_share: float | None = None) -> Backend:
     """Load `model_path` (an ONNX file) with the named backend; close it (`with ... as backend:`).
@@ -30,9 +37,7 @@ def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precisi
     `cpu_share` (onnxruntime, one thread) emulates a device with that share of this machine's
     core: each run is paced to its CPU time / share (`cofc bench --emulate`, `cofc profile`)."""
     if cpu_share is not None:
-        if name != "onnxruntime" or threads != 1:
-            raise CofcError("a cpu share emulates a one-thread CPU device: it needs --backend onnxruntime "
-                            "and --threads 1")
+        check_pacable(name, threads)
         from cofc.runtime.backends._paced import Paced
         return Paced(open_backend(name, model_path, threads=1), cpu_share)
     if name not in BACKENDS:
@@ -46,4 +51,4 @@ def open_backend(name: str, model_path: str | Path, *, threads: int = 1, precisi
     return TensorRTBackend(model_path, precision=precision)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendClosedError", "TensorSpec", "available", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendClosedError", "TensorSpec", "available", "check_pacable", "open_backend"]

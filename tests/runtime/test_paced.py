@@ -13,6 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
+from cofc.runtime.pace import DeviceClock, arrival
+
+from tests.helpers import run_cofc
 
 DIM, DEPTH = 768, 48
 
@@ -69,3 +72,45 @@ def test_closing_a_paced_backend_closes_its_engine(chain_onnx):
     paced = open_backend("onnxruntime", chain_onnx, cpu_share=0.5)
     paced.close()
     assert paced.inner.closed
+
+
+def _burn(cpu_s: float) -> None:
+    start = time.thread_time()
+    while time.thread_time() - start < cpu_s:
+        pass
+
+
+def test_a_wait_before_the_request_is_read_is_absorbed_by_the_devices_pace():
+    """A device of a quarter core that received a request 3 ms ago and spends 2 ms of CPU on it
+    finishes 8 ms after it arrived, 5 from now, not 8 from now; one that received it 20 ms ago
+    has no pace left to absorb the wait and finishes as soon as it really does."""
+    start = time.monotonic()
+    clock = DeviceClock(0.25, arrived=start - 0.003)
+    with clock.step():
+        _burn(0.002)
+    clock.wait()
+    assert 0.005 <= clock.now - start < 0.0055  # the burn's CPU time is 2 ms or a little over
+    assert 0.005 <= time.monotonic() - start < 0.0075  # paced from now: 8 ms
+
+    start = time.monotonic()
+    late = DeviceClock(0.25, arrived=start - 0.020)
+    with late.step():
+        _burn(0.002)
+    late.wait()
+    assert 0.002 <= late.now - start < 0.006 and time.monotonic() - start < 0.006  # paced from now: 8 ms
+
+
+def test_a_shared_clock_adds_the_requests_transfer_and_refuses_another_hosts_clock():
+    sent = time.monotonic()
+    assert arrival(sent, 125_000, 1.0) == pytest.approx(sent + 1.0)  # 1 Mbit over 1 Mb/s
+    with pytest.raises(CofcError, match="--emulated-link-mbps emulates a device on central's own host"):
+        arrival(sent - 3600.0, 1000, 50.0)
+
+
+@pytest.mark.parametrize("device, options", [("orin", ["--cpu-share", "0.5", "--emulated-link-mbps", "10"]),
+                                             ("tx2", ["--emulated-link-mbps", "10"])])
+def test_cofc_run_refuses_a_shared_clock_it_cannot_use(device, options, built):
+    """Only a paced worker counts from central's send time: central has no request to count from,
+    and without a share there is no pace to absorb a wait."""
+    result = run_cofc("run", "--bundle", str(built / "bundle" / device), *options)
+    assert result.returncode == 2 and "--emulated-link-mbps is for a worker run with --cpu-share" in result.stderr

@@ -135,3 +135,4 @@ def test_a_texts_head_gives_the_whole_texts_tokens(max_length, tmp_path):
         got = device(posts + made)
         np.testing.assert_array_equal(got["input_ids"], [e.ids for e in expected], err_msg=name)
         np.testing.assert_array_equal(got["attention_mask"], [e.attention_mask for e in expected], err_msg=name)
+
