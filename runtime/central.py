@@ -283,11 +283,10 @@ class Central(Closing):
         for name in probed:
             self.probes.setdefault(rid, {})[name] = (self.route[name], pending.sent)
             sock.send_multipart([self.route[name], *request], copy=False)
-        ready = clock.now
+        ready = clock.due
         with clock.step():
             pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
-        clock.wait()
-        pending.t1[self.bundle.device] = (clock.now - ready) * 1e3
+        pending.t1[self.bundle.device] = (clock.wait() - ready) * 1e3
         pending.t2[self.bundle.device] = 0.0
         if not pending.waiting:
             self._finish(sock, rid)

@@ -1,10 +1,10 @@
 """A device's own time, when this machine emulates a slower one (`cofc bench --emulate`).
 
-Every step of handling a request (preprocessing, the sub-model, the fusion) lasts its thread's CPU
-time divided by the device's share of a core, counted from where the previous step ended on the
-device: so a step slowed here by a wait for a core (the emulated devices share this machine's
-cores, which real devices do not) costs nothing while the device's own pace is still behind, and
-a step is never made shorter than it really took. ONNX Runtime with one intra-op thread computes
+Every step of handling a request (preprocessing, the sub-model, the fusion) takes its thread's
+CPU time divided by the device's share of a core, one after the other from the request's
+arrival, and the answer leaves when the last is due: so a wait here for a core (the emulated
+devices share this machine's cores, which real devices do not) costs nothing while the device's
+own schedule is still ahead, and an answer is never sent sooner than it was really computed. ONNX Runtime with one intra-op thread computes
 on the calling thread, so its CPU time is the thread's.
 
 Why not a cgroup quota: CFS enforces a quota at scheduler ticks (4 ms at this kernel's HZ=250)
@@ -27,28 +27,30 @@ SHARED_CLOCK_SKEW_S = 5.0  # a send time further than this from now was not take
 
 
 class DeviceClock:
-    """The time on a device with `share` of a core (None: this machine's own pace, measured only),
-    which received the request at `arrived` (time.monotonic())."""
+    """The schedule of a device with `share` of a core (None: this machine's own pace, measured
+    only), which received a request at `arrived` (time.monotonic()): `due` is when it finishes
+    the steps it has been given."""
 
     def __init__(self, share: float | None, arrived: float | None = None):
         if share is not None and not 0 < share <= 1:
             raise CofcError(f"cpu share {share} must be above 0 and at most 1 (a full core)")
         self.share = share
-        self.now = time.monotonic() if arrived is None else arrived
+        self.due = time.monotonic() if arrived is None else arrived
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
-        """One step of the device's work; afterwards `now` is when the device finished it."""
+        """One step of the device's work: it takes the step's CPU time / share after the last."""
         cpu = time.thread_time()
         yield
-        done = time.monotonic()
-        self.now = done if self.share is None else max(done, self.now + (time.thread_time() - cpu) / self.share)
+        self.due = time.monotonic() if self.share is None else self.due + (time.thread_time() - cpu) / self.share
 
-    def wait(self) -> None:
-        """Sleep until the device would have finished (at once if it already has)."""
-        left = self.now - time.monotonic()
-        if left > 0:
-            time.sleep(left)
+    def wait(self) -> float:
+        """Sleep until the device is done; when that was, or now where this machine was slower."""
+        now = time.monotonic()
+        if self.due <= now:
+            return now
+        time.sleep(self.due - now)
+        return self.due
 
 
 def arrival(sent_s: float, request_bytes: int, link_mbps: float) -> float:

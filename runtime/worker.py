@@ -119,11 +119,10 @@ class Worker(Closing):
         except WireError as exc:
             self.rejected.add(exc.kind, str(exc))
             return
-        ready = clock.now
+        ready = clock.due
         with clock.step():
             feature = next(iter(self.engine.run(feeds).values()))
-        clock.wait()
-        t1 = (clock.now - ready) * 1e3
+        t1 = (clock.wait() - ready) * 1e3
         out = Message("feature", msg.id, {"feature": np.ascontiguousarray(feature, np.float32)}, {"t1_ms": t1})
         sock.send_multipart(encode(out), copy=False)
         self.served += 1

@@ -88,16 +88,30 @@ def test_a_wait_before_the_request_is_read_is_absorbed_by_the_devices_pace():
     clock = DeviceClock(0.25, arrived=start - 0.003)
     with clock.step():
         _burn(0.002)
-    clock.wait()
-    assert 0.005 <= clock.now - start < 0.0055  # the burn's CPU time is 2 ms or a little over
+    done = clock.wait()
+    assert 0.005 <= done - start < 0.0055  # the burn's CPU time is 2 ms or a little over
     assert 0.005 <= time.monotonic() - start < 0.0075  # paced from now: 8 ms
 
     start = time.monotonic()
     late = DeviceClock(0.25, arrived=start - 0.020)
     with late.step():
         _burn(0.002)
-    late.wait()
-    assert 0.002 <= late.now - start < 0.006 and time.monotonic() - start < 0.006  # paced from now: 8 ms
+    done = late.wait()
+    assert 0.002 <= done - start < 0.006 and time.monotonic() - start < 0.006  # paced from now: 8 ms
+
+
+def test_a_wait_inside_one_step_is_absorbed_by_the_whole_requests_pace():
+    """Preprocessing kept waiting 3 ms for a core, then 0.5 ms of CPU, then 1 ms of compute, at a
+    quarter core: the device is due 2 + 4 ms after the request arrived, as if it had never waited
+    (counting the compute from the late preprocessing's end would make it 7.5)."""
+    start = time.monotonic()
+    clock = DeviceClock(0.25, arrived=start)
+    with clock.step():
+        time.sleep(0.003)
+        _burn(0.0005)
+    with clock.step():
+        _burn(0.001)
+    assert 0.006 <= clock.wait() - start < 0.0065
 
 
 def test_a_shared_clock_adds_the_requests_transfer_and_refuses_another_hosts_clock():
