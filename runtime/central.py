@@ -10,10 +10,11 @@ only when it comes with that worker's key from the connection its request went t
 keys may submit requests; a client key never receives a request nor delivers a feature. With
 --insecure there are no keys, and names are all there is: this protection is off.
 
-Per request: send the raw input to every live worker, compute the central feature meanwhile,
-gather features until all live workers answered or the deadline passed, fuse with the presence
-mask, answer. A worker persistently slower than the deadline allows (its p90 t1+t2 over the last
-requests) is not waited for: central answers from the others at once, still sends it every k-th
+Per request: relay the input (the raw pixels, or the text's token ids: runtime/preprocess.py) to
+every live worker, compute the central feature meanwhile, gather features until all live workers
+answered or the deadline passed, fuse with the presence mask, answer. A worker persistently slower
+than the deadline allows (its p90 t1+t2 over the last requests) is not waited for: central
+answers from the others at once, still sends it every k-th
 request as a probe (timed, not waited for), and waits for it again once its probes are fast.
 Every request gets exactly one answer: degraded (saying which devices were missing, and which
 were left out as slow) when features are missing, an explicit error below `min_devices`.
@@ -265,7 +266,9 @@ class Central(Closing):
         clock = DeviceClock(self.cpu_share)
         try:
             with clock.step():
-                feeds = match_inputs(self.prep.unpack(msg.arrays), self.engine.inputs)
+                inputs = self.prep.unpack(msg.arrays)
+                feeds = match_inputs(inputs, self.engine.inputs)
+                relayed = self.prep.relay(msg.arrays, inputs)
         except WireError as exc:
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
@@ -274,9 +277,8 @@ class Central(Closing):
         pending = Pending(client, msg.id, now, now + self.deadline_s, set(targets), excluded=excluded)
         self.pending[rid] = pending
         pending.sent = time.monotonic()
-        # The raw input: each device preprocesses. The send time lets a worker emulated on this
-        # host count from it (runtime/pace.py).
-        request = encode(Message("request", rid, msg.arrays, {"sent_s": pending.sent}))
+        # The send time lets a worker emulated on this host count from it (runtime/pace.py).
+        request = encode(Message("request", rid, relayed, {"sent_s": pending.sent}))
         for name in targets:
             pending.sent_to[name] = self.route[name]
             sock.send_multipart([self.route[name], *request], copy=False)

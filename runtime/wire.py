@@ -18,7 +18,7 @@ import numpy as np
 
 VERSION = 1
 TYPES = ("hello", "welcome", "refuse", "request", "feature", "infer", "answer", "ping")
-DTYPES = ("float32", "float16", "int64", "int32", "uint8")
+DTYPES = ("float32", "float16", "int64", "int32", "uint16", "uint8")
 MAX_HEADER = 4096
 MAX_RANK = 6
 MAX_BYTES = 64 << 20

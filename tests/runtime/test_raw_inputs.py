@@ -20,6 +20,7 @@ from cofc.runtime.images import ImageInput
 from cofc.runtime.manifest import ImagePreprocess, TextPreprocess
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.texts import read_texts
+from cofc.runtime.wire import WireError
 
 from tests.helpers import TOKENIZER, run_cofc
 
@@ -136,3 +137,27 @@ def test_a_texts_head_gives_the_whole_texts_tokens(max_length, tmp_path):
         np.testing.assert_array_equal(got["input_ids"], [e.ids for e in expected], err_msg=name)
         np.testing.assert_array_equal(got["attention_mask"], [e.attention_mask for e in expected], err_msg=name)
 
+
+
+def test_central_relays_token_ids_that_give_the_workers_the_same_inputs():
+    """Central tokenizes a text once and relays the real tokens' ids: a worker pads them back into
+    exactly the inputs central computed, from fewer bytes than the text; anything else is refused."""
+    spec = TextPreprocess(128, "tokenizer.json", 0, "[PAD]")
+    prep = Preprocessor(spec, Path(resolve_source(TOKENIZER)))
+    texts = list(load_dataset("20newsgroups").test.inputs[:300]) + ["short", "a " * 400]
+    packed = prep.pack(texts)
+    inputs = prep.unpack(packed)
+    relayed = prep.relay(packed, inputs)
+    assert relayed["token_ids"].dtype == np.uint16  # a 30522-word vocabulary
+    assert relayed["token_ids"].nbytes + relayed["token_counts"].nbytes < packed["utf8"].nbytes
+    for key, value in prep.unpack(relayed).items():
+        np.testing.assert_array_equal(value, inputs[key], err_msg=key)
+
+    ids, counts = relayed["token_ids"][:5], np.array([2, 3], np.int64)
+    for bad in [{"token_ids": ids.astype(np.uint8), "token_counts": counts},
+                {"token_ids": ids, "token_counts": np.array([2, 2], np.int64)},  # counts != ids
+                {"token_ids": np.array([30522], np.uint16), "token_counts": np.array([1], np.int64)},
+                {"token_ids": ids[:0], "token_counts": np.array([0], np.int64)},
+                {"token_ids": np.zeros(129, np.uint16), "token_counts": np.array([129], np.int64)}]:
+        with pytest.raises(WireError, match="bad-input"):
+            prep.unpack(bad)
