@@ -14,8 +14,8 @@ Per request: relay the input (the raw pixels, or the text's token ids: runtime/p
 every live worker, compute the central feature meanwhile, gather features until all live workers
 answered or the deadline passed, fuse with the presence mask, answer. A worker persistently slower
 than the deadline allows (its p90 t1+t2 over the last requests) is not waited for: central
-answers from the others at once, still sends it every k-th
-request as a probe (timed, not waited for), and waits for it again once its probes are fast.
+answers from the others at once, still sends it every k-th request as a probe (timed, not waited
+for), and waits for it again once its probes are fast.
 Every request gets exactly one answer: degraded (saying which devices were missing, and which
 were left out as slow) when features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
