@@ -174,7 +174,8 @@ def _head_holds_every_kept_token(head: str, enc: Encoding) -> bool:
 
 def packed_request_bytes(kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0) -> int:
     """Bytes of one request central relays to a worker: the pixels, or the planned length of
-    token ids at 2 bytes each plus its count. The evaluator's t2 counts these."""
+    token ids at 2 bytes each (4 past a 65,536-word vocabulary) plus its count. The evaluator's t2
+    counts these."""
     if kind == "image":
         return int(np.prod(image_shape))
     return 2 * max_length + 8
