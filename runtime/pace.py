@@ -26,14 +26,19 @@ from cofc.errors import CofcError
 SHARED_CLOCK_SKEW_S = 5.0  # a send time further than this from now was not taken on this host's clock
 
 
+def check_share(share: float) -> None:
+    if not 0 < share <= 1:
+        raise CofcError(f"cpu share {share} must be above 0 and at most 1 (a full core)")
+
+
 class DeviceClock:
     """The schedule of a device with `share` of a core (None: this machine's own pace, measured
     only), which received a request at `arrived` (time.monotonic()): `due` is when it finishes
     the steps it has been given."""
 
     def __init__(self, share: float | None, arrived: float | None = None):
-        if share is not None and not 0 < share <= 1:
-            raise CofcError(f"cpu share {share} must be above 0 and at most 1 (a full core)")
+        if share is not None:
+            check_share(share)
         self.share = share
         self.due = time.monotonic() if arrived is None else arrived
 

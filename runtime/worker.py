@@ -93,7 +93,7 @@ class Worker(Closing):
                     self.rejected.add(exc.kind, str(exc))
                     continue
                 if msg.type == "request":
-                    self._answer(sock, msg, self._arrival(msg, sum(len(f) for f in frames)))
+                    self._answer(sock, msg, self._arrival(msg, frames))
                 elif msg.type == "refuse":
                     raise CofcError(f"central refused this worker: {msg.meta.get('reason', 'no reason given')}")
                 elif msg.type != "welcome":
@@ -104,12 +104,12 @@ class Worker(Closing):
             sock.close(0)
             ctx.term()
 
-    def _arrival(self, msg: Message, request_bytes: int) -> float | None:
+    def _arrival(self, msg: Message, frames: list[zmq.Frame]) -> float | None:
         """When the request reached this device: None (now) unless emulated on central's host."""
         sent = msg.meta.get("sent_s")
         if self.link_mbps is None or not isinstance(sent, float):
             return None
-        return arrival(sent, request_bytes, self.link_mbps)
+        return arrival(sent, sum(len(f) for f in frames), self.link_mbps)
 
     def _answer(self, sock: zmq.Socket, msg: Message, arrived: float | None) -> None:
         clock = DeviceClock(self.cpu_share, arrived)

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 
 from cofc.runtime.backends._base import Backend
-from cofc.runtime.pace import DeviceClock
+from cofc.runtime.pace import DeviceClock, check_share
 
 
 class Paced(Backend):
     """`inner`, as a device with `share` of this machine's core would run it (0 < share <= 1)."""
 
     def __init__(self, inner: Backend, share: float):
-        DeviceClock(share)  # refuses a share out of range before anything is kept
+        check_share(share)
         super().__init__(inner.model_path)
         self.inner, self.share = inner, share
         self.name = inner.name
