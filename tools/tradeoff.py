@@ -6,7 +6,8 @@ built and measured through the runtime, side by side.
 
 Each `--vary AXIS=V1,V2,...` adds one variant per value to the plan as it is, one axis at a time
 (not their product). Axes:
-  devices    the plan's central device and its first N-1 workers
+  devices    the plan's central device and its first N-1 workers; beyond the plan's devices,
+             copies of its last worker (same table and link)
   link_mbps  every device's link rate
   delta      objective.delta (Ψ = L_val + δ·T)
   ship       whose best policy is calibrated and shipped: debo, uniform or random
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cofc.compiler.plan import load_plan
-from cofc.compiler.plan.loader import Plan, plan_yaml
+from cofc.compiler.plan.loader import DevicePlan, Plan, plan_yaml
 
 AXES = ("devices", "link_mbps", "delta", "ship")
 
@@ -48,6 +49,12 @@ def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
     return [Variant(None, None)] + [Variant(axis, value) for axis, values in axes for value in values]
 
 
+def extra_workers(workers: list[DevicePlan], count: int) -> list[DevicePlan]:
+    """`count` more devices like the plan's last worker (same table, link and limits), named
+    `<its name>-2`, `-3`, ...: a larger cluster out of measured tables only."""
+    return [dataclasses.replace(workers[-1], name=f"{workers[-1].name}-{k}") for k in range(2, count + 2)]
+
+
 def apply(plan: Plan, variant: Variant, out: Path) -> Plan:
     """The plan with the variant's one change, building into `out`."""
     changed = dataclasses.replace(plan, name=f"{plan.name}-{variant.name}", output=out)
@@ -55,9 +62,10 @@ def apply(plan: Plan, variant: Variant, out: Path) -> Plan:
         n = int(variant.value)
         central = [d for d in plan.devices if d.central]
         workers = [d for d in plan.devices if not d.central]
-        if not 1 <= n <= len(plan.devices):
-            raise ValueError(f"devices={n}: the plan has {len(plan.devices)} devices")
-        return dataclasses.replace(changed, devices=tuple(central + workers[:n - 1]))
+        if n < 1 or (n > len(plan.devices) and not workers):
+            raise ValueError(f"devices={n}: expected 1 to {len(plan.devices)}, or more when the plan has a worker to copy")
+        kept = central + workers[:n - 1]
+        return dataclasses.replace(changed, devices=tuple(kept + extra_workers(workers, n - len(plan.devices))))
     if variant.axis == "link_mbps":
         return dataclasses.replace(changed, devices=tuple(dataclasses.replace(d, link_mbps=float(variant.value))
                                                           for d in plan.devices))
