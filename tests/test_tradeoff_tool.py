@@ -40,10 +40,10 @@ def test_each_variant_changes_its_one_setting(tmp_path):
     assert [d.name for d in two.devices] == ["orin", "tx2"] and two.output == out
     assert two.name == "small-vit-devices-2" and two.objective == plan.objective
     assert [d.name for d in tradeoff.apply(plan, Variant("devices", "1"), out).devices] == ["orin"]
-    four = tradeoff.apply(plan, Variant("devices", "5"), out)
-    assert [d.name for d in four.devices] == ["orin", "tx2", "nano", "nano-2", "nano-3"]
-    assert four.devices[3].profile == four.devices[4].profile == plan.devices[2].profile
-    assert four.devices[3].link_mbps == plan.devices[2].link_mbps and not four.devices[4].central
+    five = tradeoff.apply(plan, Variant("devices", "5"), out)
+    assert [d.name for d in five.devices] == ["orin", "tx2", "nano", "nano-2", "nano-3"]
+    assert five.devices[3].profile == five.devices[4].profile == plan.devices[2].profile
+    assert five.devices[3].link_mbps == plan.devices[2].link_mbps and not five.devices[4].central
     with pytest.raises(ValueError, match="devices=0"):
         tradeoff.apply(plan, Variant("devices", "0"), out)
 
