@@ -118,7 +118,7 @@ class Preprocessor:
             return raw
         counts = inputs["attention_mask"].sum(axis=1)
         ids = inputs["input_ids"][inputs["attention_mask"].astype(bool)]  # right padding: a prefix of each row
-        return {"token_ids": ids.astype(np.uint16 if self.tokenizer.get_vocab_size() <= 1 << 16 else np.int32),
+        return {"token_ids": ids.astype(token_id_dtype(self.tokenizer.get_vocab_size())),
                 "token_counts": counts.astype(np.int64)}
 
     def unpack(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -172,10 +172,15 @@ def _head_holds_every_kept_token(head: str, enc: Encoding) -> bool:
     return bool(enc.overflowing) and bool(kept_ends) and max(kept_ends) <= last_space
 
 
-def packed_request_bytes(kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0) -> int:
+def token_id_dtype(vocab_size: int) -> type[np.integer]:
+    """What central relays token ids as: 2 bytes while the vocabulary fits, else 4."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.int32
+
+
+def packed_request_bytes(kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0,
+                         vocab_size: int = 0) -> int:
     """Bytes of one request central relays to a worker: the pixels, or the planned length of
-    token ids at 2 bytes each (4 past a 65,536-word vocabulary) plus its count. The evaluator's t2
-    counts these."""
+    token ids (`token_id_dtype` of the vocabulary) plus its count. The evaluator's t2 counts these."""
     if kind == "image":
         return int(np.prod(image_shape))
-    return 2 * max_length + 8
+    return np.dtype(token_id_dtype(vocab_size)).itemsize * max_length + 8

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from cofc.compiler.latency.predictor import Predictor, fit_predictor, predictor_path
+from cofc.compiler.models.adapters._hf import tokenizer_file
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.torch_device import CPU
@@ -59,7 +61,9 @@ class Context:
         image = self.teacher.expects.image
         if image is not None:
             return packed_request_bytes("image", image.shape)
-        return packed_request_bytes("text", max_length=self.teacher.model.seq_len)
+        tokenizer = Tokenizer.from_file(str(tokenizer_file(self.teacher.record)))  # the one the bundles carry
+        return packed_request_bytes("text", max_length=self.teacher.model.seq_len,
+                                    vocab_size=tokenizer.get_vocab_size())
 
 
 def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:

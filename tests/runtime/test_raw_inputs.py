@@ -18,7 +18,7 @@ from cofc.compiler.plan.loader import DatasetPlan
 from cofc.errors import DataError
 from cofc.runtime.images import ImageInput
 from cofc.runtime.manifest import ImagePreprocess, TextPreprocess
-from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.preprocess import Preprocessor, packed_request_bytes
 from cofc.runtime.texts import read_texts
 from cofc.runtime.wire import WireError
 
@@ -161,3 +161,25 @@ def test_central_relays_token_ids_that_give_the_workers_the_same_inputs():
                 {"token_ids": np.zeros(129, np.uint16), "token_counts": np.array([129], np.int64)}]:
         with pytest.raises(WireError, match="bad-input"):
             prep.unpack(bad)
+
+
+@pytest.mark.parametrize("words", [30522, 70000])
+def test_the_planned_request_bytes_are_what_central_relays_for_a_full_length_text(words, tmp_path):
+    """The evaluator's t2 counts a request at the bytes central really relays for a text of the
+    planned length: 2 bytes a token id for MiniLM's vocabulary, 4 past 65,536 words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    if words == 30522:
+        folder, vocab = Path(resolve_source(TOKENIZER)), words
+    else:
+        tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i for i in range(2, words)}},
+                                               unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.save(str(tmp_path / "tokenizer.json"))
+        folder, vocab = tmp_path, tokenizer.get_vocab_size()
+    prep = Preprocessor(TextPreprocess(128, "tokenizer.json", 0, "[PAD]"), folder)
+    packed = prep.pack([" ".join(f"w{i}" for i in range(60000, 60300))])
+    relayed = prep.relay(packed, prep.unpack(packed))
+    assert relayed["token_counts"].tolist() == [128]
+    sent = relayed["token_ids"].nbytes + relayed["token_counts"].nbytes
+    assert sent == packed_request_bytes("text", max_length=128, vocab_size=vocab) == (264 if words < 1 << 16 else 520)
