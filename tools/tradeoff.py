@@ -63,7 +63,8 @@ def apply(plan: Plan, variant: Variant, out: Path) -> Plan:
         central = [d for d in plan.devices if d.central]
         workers = [d for d in plan.devices if not d.central]
         if n < 1 or (n > len(plan.devices) and not workers):
-            raise ValueError(f"devices={n}: expected 1 to {len(plan.devices)}, or more when the plan has a worker to copy")
+            raise ValueError(f"devices={n}: expected 1 to {len(plan.devices)}, "
+                             "or more when the plan has a worker to copy")
         kept = central + workers[:n - 1]
         return dataclasses.replace(changed, devices=tuple(kept + extra_workers(workers, n - len(plan.devices))))
     if variant.axis == "link_mbps":
