@@ -24,6 +24,7 @@ def test_variants_are_the_plan_then_one_axis_value_at_a_time():
     assert tradeoff.variants(axes) == [Variant(None, None), Variant("devices", "2"), Variant("devices", "3"),
                                        Variant("delta", "0.5")]
     assert [v.name for v in tradeoff.variants(axes)] == ["plan", "devices-2", "devices-3", "delta-0.5"]
+    assert [v.name for v in tradeoff.variants(axes, with_plan=False)] == ["devices-2", "devices-3", "delta-0.5"]
 
 
 @pytest.mark.parametrize("text", ["depth=2", "devices", "devices="])

@@ -16,7 +16,8 @@ Every variant is built into OUT/<variant>/ (default: build/tradeoff-<plan name>)
 printed and written to OUT/tradeoff.json, has each variant's accuracy through the runtime and its
 end-to-end median against the teacher alone on the fastest device, both from its own bench run.
 A rerun reuses what a variant's build folder already holds, and keeps the rows of variants it
-does not run again, so the table can grow one axis at a time.
+does not run again, so the table can grow one axis at a time. `--no-plan` leaves the plan's own
+row out, for a plan whose build is benched already (a flagship's hour is not spent twice).
 """
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ class Variant:
         return "plan" if self.axis is None else f"{self.axis}-{self.value}"
 
 
-def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
-    """The plan itself, then one variant per axis value, in the order given."""
-    return [Variant(None, None)] + [Variant(axis, value) for axis, values in axes for value in values]
+def variants(axes: list[tuple[str, list[str]]], with_plan: bool = True) -> list[Variant]:
+    """The plan itself (unless left out), then one variant per axis value, in the order given."""
+    plan = [Variant(None, None)] if with_plan else []
+    return plan + [Variant(axis, value) for axis, values in axes for value in values]
 
 
 def extra_workers(workers: list[DevicePlan], count: int) -> list[DevicePlan]:
@@ -117,6 +119,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("-n", "--requests", type=int, default=500)
     parser.add_argument("--emulate", action="store_true")
+    parser.add_argument("--no-plan", action="store_true",
+                        help="leave the plan's own row out (its build is benched already, e.g. a committed flagship)")
     args = parser.parse_args()
 
     from cofc.compiler.build.pipeline import build
@@ -127,7 +131,7 @@ def main() -> None:
     out = (args.out or Path("build") / f"tradeoff-{plan.name}").resolve()
     table = out / "tradeoff.json"
     rows = json.loads(table.read_text())["rows"] if table.is_file() else []
-    for variant in variants(args.vary):
+    for variant in variants(args.vary, with_plan=not args.no_plan):
         folder = out / variant.name
         changed = apply(plan, variant, folder)
         folder.mkdir(parents=True, exist_ok=True)
