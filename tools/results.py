@@ -245,7 +245,8 @@ def tradeoff_section(folder: Path, root: Path) -> list[str]:
              r["ship"], pct(r["accuracy"]), pct(r["teacher_accuracy"]), ms(r["end_to_end_ms"]),
              ms(r["teacher_ms"]), times(r["speedup"])]
             for r in json.loads((folder / "tradeoff.json").read_text())["rows"]]
-    return [f"## Trade-offs: {folder.name}", "", provenance(source["tradeoff"], folder, "tradeoff.json", root), "",
+    note = ["", str(source["note"])] if source.get("note") else []
+    return [f"## Trade-offs: {folder.name}", *note, "", provenance(source["tradeoff"], folder, "tradeoff.json", root), "",
             "Variants of one plan, one setting changed at a time, each built and benchmarked on its own: "
             "the accuracy of the runtime's answers, and the measured end-to-end median against the teacher "
             "alone on the fastest device in the same bench run.", "",
