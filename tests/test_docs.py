@@ -81,6 +81,16 @@ def test_check_fails_when_a_committed_report_changes(tmp_path):
     assert results.stale(tmp_path) == [results.RESULTS]
 
 
+def test_a_tradeoff_note_is_shown_above_its_table(tmp_path):
+    copy_sources(tmp_path)
+    folder = tmp_path / rel(results.tradeoff_folders(REPO)[0])
+    source = json.loads((folder / "source.json").read_text())
+    (folder / "source.json").write_text(json.dumps({**source, "note": "Measured while the fan was off."}))
+    page = results.expected(tmp_path)[results.RESULTS]
+    section = page.split(f"## Trade-offs: {folder.name}\n", 1)[1]
+    assert section.startswith("\nMeasured while the fan was off.\n")
+
+
 def test_every_committed_report_names_its_command_machine_and_date():
     for folder in results.report_folders(REPO) + results.tradeoff_folders(REPO):
         results.read_source(folder, REPO, results.sources(folder))  # raises when incomplete
