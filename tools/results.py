@@ -143,9 +143,7 @@ def plan_section(folder: Path, root: Path) -> list[str]:
     source = read_source(folder, root, sources(folder))
     r = load_report(folder)
     head = provenance(source["build"], folder, "report.json", root)
-    out = [f"## {r.plan.name} (`{rel}/`)"]
-    if source.get("note"):
-        out += ["", str(source["note"])]
+    out = [f"## {r.plan.name} (`{rel}/`)", *note_lines(source)]
 
     out += ["", "### Chosen decomposition", "", head, ""]
     rows = [[f"{d.name}{' (central)' if d.central else ''}", str(d.spec.layers), str(d.spec.dim),
@@ -192,6 +190,11 @@ def plan_section(folder: Path, root: Path) -> list[str]:
     if bench_path.is_file():
         out += ["", *bench_section(json.loads(bench_path.read_text()), source["bench"], folder, root)]
     return out
+
+
+def note_lines(source: dict[str, Any]) -> list[str]:
+    """A source.json's optional note, as the paragraph under a section's heading."""
+    return ["", str(source["note"])] if source.get("note") else []
 
 
 def provenance(source: dict[str, str], folder: Path, name: str, root: Path) -> str:
@@ -245,8 +248,8 @@ def tradeoff_section(folder: Path, root: Path) -> list[str]:
              r["ship"], pct(r["accuracy"]), pct(r["teacher_accuracy"]), ms(r["end_to_end_ms"]),
              ms(r["teacher_ms"]), times(r["speedup"])]
             for r in json.loads((folder / "tradeoff.json").read_text())["rows"]]
-    note = ["", str(source["note"])] if source.get("note") else []
-    return [f"## Trade-offs: {folder.name}", *note, "", provenance(source["tradeoff"], folder, "tradeoff.json", root), "",
+    return [f"## Trade-offs: {folder.name}", *note_lines(source), "",
+            provenance(source["tradeoff"], folder, "tradeoff.json", root), "",
             "Variants of one plan, one setting changed at a time, each built and benchmarked on its own: "
             "the accuracy of the runtime's answers, and the measured end-to-end median against the teacher "
             "alone on the fastest device in the same bench run.", "",
