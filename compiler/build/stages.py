@@ -145,7 +145,7 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
 
     o = ctx.plan.objective
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)
-    evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes)
+    evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes, o.max_ms)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
@@ -154,6 +154,9 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
                    "random": random_search(space, evaluator, budget, o.seed, progress=tick),
                    "uniform": uniform_search(space, evaluator)}
     if not results["debo"].history:
+        if o.max_ms is not None:
+            raise ctx.plan.error("objective.max_ms", f"no decomposition satisfies C1–C6 and answers within "
+                                 f"{o.max_ms:g} ms on these devices; raise max_ms, or use faster devices")
         raise ctx.plan.error("devices", "no decomposition satisfies C1–C6 for these devices; "
                              "raise memory_mb or max_mflops, or use fewer devices")
     if not results[o.ship].history:

@@ -166,6 +166,7 @@ class ObjectivePlan:
     seed: int
     min_layers: int = 1
     ship: str = "debo"  # whose best policy ships: debo, uniform or random
+    max_ms: float | None = None  # deadline on T (eq. 3); None: none
 
 
 @dataclass(frozen=True)

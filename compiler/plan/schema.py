@@ -128,6 +128,9 @@ SCHEMA = {
         # Whose best policy is calibrated and shipped: DeBo's, or a baseline's, to measure what the
         # search earns (tools/tradeoff.py --vary ship=debo,uniform).
         "ship": Field(STR, required=False, default="debo", check=_one_of("debo", "uniform", "random")),
+        # A deadline in ms: policies whose predicted end-to-end time T (eq. 3) exceeds it are
+        # infeasible, like those that break C1–C6. Unset: T only enters Ψ through δ.
+        "max_ms": Field(NUM + (type(None),), required=False, check=_positive_or_null),
     },
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),

@@ -122,24 +122,42 @@ class Evaluation:
 
 class Evaluator:
     """Ψ(C) = L_val(C) + δ·T(C) for feasible policies; refuses infeasible ones (they must never
-    be evaluated: the search filters them first)."""
+    be evaluated: the search filters them first). With `deadline_ms`, a policy whose T (eq. 3)
+    exceeds it is infeasible too: a latency target as a constraint beside C1–C6, for a user with
+    a deadline and for the single-model baseline that must answer as fast as a cluster."""
 
     def __init__(self, devices: Sequence[DeviceModel], base: TransformerSpec,
-                 val_loss: Callable[[Policy], float], delta: float, input_bytes: int = 0):
+                 val_loss: Callable[[Policy], float], delta: float, input_bytes: int = 0,
+                 deadline_ms: float | None = None):
         self.devices, self.base, self.val_loss, self.delta = tuple(devices), base, val_loss, delta
-        self.input_bytes = input_bytes
+        self.input_bytes, self.deadline_ms = input_bytes, deadline_ms
         self.calls = 0
 
+    def violations(self, policy: Sequence[SubModelSpec]) -> list[str]:
+        """`violations` (C1–C6), then the deadline, each named."""
+        found = violations(policy, self.devices, self.base)
+        if not found and self.deadline_ms is not None:
+            total = latency(policy, self.devices, self.base, self.input_bytes).total
+            if total > self.deadline_ms:
+                found.append(f"deadline: T = {total:.2f} ms > {self.deadline_ms:g} ms")
+        return found
+
     def feasible(self, policy: Sequence[SubModelSpec]) -> bool:
-        return not violations(policy, self.devices, self.base)
+        return not self.violations(policy)
 
     def feasible_uniform(self, layers: np.ndarray, dims: np.ndarray, heads: np.ndarray,
                          mlp: np.ndarray) -> np.ndarray:
-        """`feasible` for many uniform-layer policies at once (see `feasible_uniform`)."""
-        return feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
+        """`feasible` for many uniform-layer policies at once: C1–C6 over the arrays (see
+        `feasible_uniform`), then the deadline for the policies that pass them."""
+        ok = feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
+        if self.deadline_ms is not None:
+            for i in np.flatnonzero(ok):
+                policy = tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i]))
+                ok[i] = latency(policy, self.devices, self.base, self.input_bytes).total <= self.deadline_ms
+        return ok
 
     def __call__(self, policy: Sequence[SubModelSpec]) -> Evaluation:
-        problems = violations(policy, self.devices, self.base)
+        problems = self.violations(policy)
         if problems:
             raise ValueError("infeasible policy reached the evaluator: " + "; ".join(problems))
         self.calls += 1

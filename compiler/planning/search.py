@@ -55,8 +55,7 @@ class SearchSpace:
 
     def decode(self, x: Sequence[int]) -> Policy:
         layers, dims, heads, mlp = (c[0] for c in self.columns(x))
-        return tuple(SubModelSpec(int(l), int(d), (int(h),) * int(l), (int(m),) * int(l))
-                     for l, d, h, m in zip(layers, dims, heads, mlp))
+        return tuple(SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp))
 
     def encode(self, policy: Policy) -> np.ndarray:
         return np.array([[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit]

@@ -64,6 +64,11 @@ class SubModelSpec:
         return {"layers": self.layers, "dim": self.dim, "heads": list(self.heads), "mlp": list(self.mlp)}
 
     @classmethod
+    def uniform(cls, layers: int, dim: int, heads: int, mlp: int) -> "SubModelSpec":
+        """The same head count and MLP width in every layer (the search's encoding)."""
+        return cls(int(layers), int(dim), (int(heads),) * int(layers), (int(mlp),) * int(layers))
+
+    @classmethod
     def from_dict(cls, data: dict) -> "SubModelSpec":
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 

@@ -80,6 +80,7 @@ BAD = [
     ("teacher given twice", ("checkpoint: teacher.pt", "checkpoint: teacher.pt\n  family: vit"), "teacher.family", 4, "either"),
     ("duplicate key", ("  test: 1000\n", "  test: 1000\n  test: 10\n"), "dataset.test", 9, "twice"),
     ("list for a scalar", ("delta: 0.01", "delta: [0.01]"), "objective.delta", 22, "must be a number, not a list"),
+    ("zero deadline", ("delta: 0.01", "delta: 0.01\n  max_ms: 0"), "objective.max_ms", 23, "positive"),
     ("bad device name", ("name: fast", "name: 'my device'"), "devices[0].name", 10, "not a usable name"),
     ("not YAML", ("  name: fashion-mnist\n", "  name: [fashion-mnist\n"), "plan", 6, "not valid YAML"),
 ]
@@ -130,6 +131,7 @@ def test_defaults_apply(plan_dir):
     text = GOOD.replace("export:\n  precision: fp16\n  opset: 17\n", "export: {}\n")
     plan = load_plan(_write(plan_dir, text.replace("  test: 1000\n", "")))
     assert (plan.export.precision, plan.export.opset, plan.dataset.test) == ("fp32", 17, None)
+    assert plan.objective.max_ms is None
 
 
 SPEC = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,

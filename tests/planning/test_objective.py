@@ -1,9 +1,11 @@
-"""Evaluator: eq. 3–6 on a hand-worked example, and each of C1–C6 caught by name."""
+"""Evaluator: eq. 3–6 on a hand-worked example, each of C1–C6 caught by name, and the deadline."""
 from __future__ import annotations
 
 import pytest
 
 from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, violations
+import numpy as np
+
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
@@ -60,3 +62,19 @@ def test_feasible_policy_has_no_violations_and_infeasible_never_evaluates():
     with pytest.raises(ValueError, match="C2"):
         ev((SubModelSpec(1, 64, (1,), (8,)), B))
     assert ev.calls == 0
+
+
+def test_a_deadline_refuses_policies_predicted_past_it_by_name():
+    # T of (A, B) on these devices is 8.512 ms + t3 (test above): a deadline of 8.5 ms refuses it,
+    # one of 8.6 ms admits it; the array screen agrees with the one-policy check.
+    devices = [device("a", 5.0, 10.0, central=True, g=2e6), device("b", 8.0, 2.0)]
+    tight = Evaluator(devices, BASE, val_loss=lambda p: 0.0, delta=1.0, deadline_ms=8.5)
+    loose = Evaluator(devices, BASE, val_loss=lambda p: 0.0, delta=1.0, deadline_ms=8.6)
+    assert tight.violations((A, B)) == ["deadline: T = 8.52 ms > 8.5 ms"]
+    assert loose.violations((A, B)) == [] and loose((A, B)).latency.total < 8.6
+    with pytest.raises(ValueError, match="deadline"):
+        tight((A, B))
+    assert tight.calls == 0
+    columns = [np.array([[2, 2]]), np.array([[32, 32]]), np.array([[2, 2]]), np.array([[64, 64]])]  # (A, A)
+    assert tight.feasible_uniform(*columns).tolist() == [False]
+    assert loose.feasible_uniform(*columns).tolist() == [True]

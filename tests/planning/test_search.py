@@ -30,7 +30,7 @@ class StrictEvaluator(Evaluator):
     """Fails the test if the search ever hands it an infeasible policy."""
 
     def __call__(self, policy):
-        assert not violations(policy, self.devices, self.base), "infeasible policy was evaluated"
+        assert not self.violations(policy), "infeasible policy was evaluated"
         return super().__call__(policy)
 
 
@@ -137,3 +137,17 @@ def test_uniform_policy_splits_evenly():
     assert len({(s.dim, s.heads[0], s.mlp[0], s.layers) for s in policy}) == 1
     assert policy[0].dim == 32 and policy[0].heads[0] == 2 and policy[0].mlp[0] == 60
     assert len(uniform_search(space, ev).history) == 1
+
+
+def test_every_search_keeps_to_a_deadline():
+    """With objective.max_ms, DeBo, random search and the uniform split evaluate only policies
+    predicted within it (StrictEvaluator checks each), and DeBo still finds some."""
+    space = SearchSpace(BASE, 3)
+    free = StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5)
+    totals = [e.latency.total for e in random_search(space, free, budget=40, seed=0).history]
+    deadline = float(np.median(totals))  # about half of what the search would try breaks it
+    ev = StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5, deadline_ms=deadline)
+    found = debo(space, ev, initial=5, iterations=5, seed=0)
+    assert len(found.history) == 10
+    tried = found.history + random_search(space, ev, budget=20, seed=1).history + uniform_search(space, ev).history
+    assert all(e.latency.total <= deadline for e in tried)
