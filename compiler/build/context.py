@@ -85,5 +85,5 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
             predictor.save(path)
         throughput = statistics.median(r["flops"] / r["ms"] for r in table["rows"])
         models.append(DeviceModel(d.name, predictor, d.link_mbps, d.max_mflops * 1e6, d.memory_mb * 2 ** 20,
-                                  throughput, d.central))
+                                  throughput, d.central, predictor.predict))
     return models

@@ -34,6 +34,13 @@ class DeviceModel:
     memory_bytes: float  # Φ_n
     flops_per_ms: float  # g, effective throughput (used for the central device's t3)
     central: bool = False
+    predict_batch: Callable[[Sequence[SubModelSpec]], np.ndarray] | None = None  # t1 of many specs in one call
+
+    def predict_many(self, specs: Sequence[SubModelSpec]) -> np.ndarray:
+        """t1 of each spec: one batched prediction where the predictor offers it."""
+        if self.predict_batch is not None:
+            return np.asarray(self.predict_batch(specs), dtype=float)
+        return np.array([self.predict_ms(s) for s in specs], dtype=float)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,20 @@ def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base
     t2 = tuple(0.0 if d.central else transfer_ms(input_bytes + s.dim * FEATURE_BYTES, d.link_mbps)
                for s, d in zip(policy, devices))
     return Latency(t1, t2, aggregation_flops(policy, base) / central.flops_per_ms)
+
+
+def total_latency(policies: Sequence[Policy], devices: Sequence[DeviceModel], base: TransformerSpec,
+                  input_bytes: int = 0) -> np.ndarray:
+    """Eq. 3's T of many policies at once (`latency(...).total` of each), every device's t1 from
+    one batched prediction: the deadline screen of a thousand candidates costs one pass each."""
+    central = next(d for d in devices if d.central)
+    slowest = np.zeros(len(policies))
+    for n, d in enumerate(devices):
+        specs = [p[n] for p in policies]
+        t2 = 0.0 if d.central else transfer_ms(input_bytes + np.array([s.dim for s in specs]) * FEATURE_BYTES,
+                                                d.link_mbps)
+        slowest = np.maximum(slowest, d.predict_many(specs) + t2)
+    return slowest + np.array([aggregation_flops(p, base) for p in policies]) / central.flops_per_ms
 
 
 def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> list[str]:
@@ -137,7 +158,7 @@ class Evaluator:
         """`violations` (C1–C6), then the deadline, each named."""
         found = violations(policy, self.devices, self.base)
         if not found and self.deadline_ms is not None:
-            total = latency(policy, self.devices, self.base, self.input_bytes).total
+            total = float(total_latency([tuple(policy)], self.devices, self.base, self.input_bytes)[0])
             if total > self.deadline_ms:
                 found.append(f"deadline: T = {total:.2f} ms > {self.deadline_ms:g} ms")
         return found
@@ -150,10 +171,10 @@ class Evaluator:
         """`feasible` for many uniform-layer policies at once: C1–C6 over the arrays (see
         `feasible_uniform`), then the deadline for the policies that pass them."""
         ok = feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
-        if self.deadline_ms is not None:
-            for i in np.flatnonzero(ok):
-                policy = tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i]))
-                ok[i] = latency(policy, self.devices, self.base, self.input_bytes).total <= self.deadline_ms
+        rows = np.flatnonzero(ok)
+        if self.deadline_ms is not None and len(rows):
+            policies = [tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i])) for i in rows]
+            ok[rows] = total_latency(policies, self.devices, self.base, self.input_bytes) <= self.deadline_ms
         return ok
 
     def __call__(self, policy: Sequence[SubModelSpec]) -> Evaluation:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, violations
+from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, total_latency, violations
 import numpy as np
 
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
@@ -78,3 +78,15 @@ def test_a_deadline_refuses_policies_predicted_past_it_by_name():
     columns = [np.array([[2, 2]]), np.array([[32, 32]]), np.array([[2, 2]]), np.array([[64, 64]])]  # (A, A)
     assert tight.feasible_uniform(*columns).tolist() == [False]
     assert loose.feasible_uniform(*columns).tolist() == [True]
+
+
+def test_total_latency_of_many_policies_is_each_ones_eq_3():
+    """The batched T (the deadline screen's) against `latency` one policy at a time: t1 from a
+    batch predictor on one device and spec by spec on the other, t2 and t3 from the widths."""
+    t1 = lambda s: 0.5 + s.dim / 16 + sum(s.heads) / 3  # noqa: E731
+    central = DeviceModel("a", t1, 10.0, 1e12, 1e12, 2e6, True, lambda specs: np.array([t1(s) for s in specs]))
+    devices = [central, device("b", 3.0, 2.0)]
+    policies = [(A, B), (B, A), (SubModelSpec(1, 16, (1,), (8,)), SubModelSpec(3, 48, (3,) * 3, (100,) * 3))]
+    want = [latency(p, devices, BASE, input_bytes=784).total for p in policies]
+    assert total_latency(policies, devices, BASE, input_bytes=784) == pytest.approx(want, rel=1e-12)
+    assert len(set(want)) > 1
