@@ -10,8 +10,9 @@ the most accurate sub-model within that time).
 
 The time limit is the plan's `objective.max_ms`, a deadline on the search's predicted T (eq. 3):
 the search screens sub-models by the same latency model that planned the cluster. (An earlier
-version capped FLOPs at a straight line through the device's table, which sized the single model
-smaller than that time allows: its table makes heads dearer than their FLOPs.)
+version capped FLOPs where a straight line through the device's table reaches that time: a cap
+that admits sub-models slower than the time, and keeps out faster ones with more FLOPs, since
+the tables make heads dearer than their FLOPs.)
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-
 
 from cofc.compiler.build.report import PLAN_COPY
 from cofc.compiler.cluster.bench import table_cpu_limit

@@ -186,6 +186,8 @@ def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int
 
     for x in sample_feasible(space, evaluator, rng, initial):
         evaluate(x)
+    if not xs:
+        return result  # nothing feasible was found to model; the caller says why
     for _ in range(iterations):
         y = np.array([e.objective for e in result.history])
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e1), nu=1.5)

@@ -1,4 +1,5 @@
-"""`cofc build` end to end on a small plan: the report, and resuming after kill -9."""
+"""`cofc build` end to end on a small plan: the report, resuming after kill -9, and a deadline no
+policy meets."""
 from __future__ import annotations
 
 import signal
@@ -12,7 +13,7 @@ import pytest
 from cofc.compiler.build.report import load_report
 from cofc.compiler.plan import load_plan
 
-from tests.helpers import make_plan
+from tests.helpers import make_plan, run_cofc
 
 
 def test_report_has_what_the_issue_names(built):
@@ -60,3 +61,16 @@ def test_killed_build_resumes(tmp_path):
     assert (tmp_path / "out" / "report.json").exists()
     forced = subprocess.run(cmd + ["--force"], capture_output=True, text=True, timeout=600)
     assert forced.returncode == 0 and "unchanged" not in forced.stderr
+
+
+@pytest.mark.e2e
+def test_a_deadline_no_policy_meets_is_one_line_naming_it(tmp_path):
+    plan = make_plan(tmp_path)
+    plan.write_text(plan.read_text().replace("iterations: 2}", "iterations: 2, max_ms: 0.001}"))
+    result = run_cofc("build", str(plan))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cofc: error: {plan}:8: objective.max_ms: no decomposition satisfies C1–C6 and answers within "
+        "0.001 ms on these devices; raise max_ms, or use faster devices")
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out" / "report.json").exists()

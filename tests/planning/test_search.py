@@ -151,3 +151,11 @@ def test_every_search_keeps_to_a_deadline():
     assert len(found.history) == 10
     tried = found.history + random_search(space, ev, budget=20, seed=1).history + uniform_search(space, ev).history
     assert all(e.latency.total <= deadline for e in tried)
+
+
+def test_debo_with_nothing_feasible_evaluates_nothing():
+    """No policy meets the deadline: DeBo returns an empty history (the build stage then names the
+    field) instead of modelling an empty set."""
+    ev = StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5, deadline_ms=1e-3)
+    assert debo(SearchSpace(BASE, 3), ev, initial=3, iterations=2, seed=0).history == []
+    assert ev.calls == 0
