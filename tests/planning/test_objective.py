@@ -1,11 +1,10 @@
 """Evaluator: eq. 3–6 on a hand-worked example, each of C1–C6 caught by name, and the deadline."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, total_latency, violations
-import numpy as np
-
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
