@@ -65,27 +65,33 @@ def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> 
     return 2 * d_agg * base.dim + 2 * base.dim * base.classes
 
 
+def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int) -> float | np.ndarray:
+    """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): the raw input
+    forwarded to it and its pooled feature back over its link (module docstring); central: none."""
+    return 0.0 if device.central else transfer_ms(input_bytes + dim * FEATURE_BYTES, device.link_mbps)
+
+
+def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> float:
+    """Eq. 6: the aggregation at the central device's throughput."""
+    return aggregation_flops(policy, base) / next(d for d in devices if d.central).flops_per_ms
+
+
 def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec,
             input_bytes: int = 0) -> Latency:
-    central = next(d for d in devices if d.central)
     t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices))
-    t2 = tuple(0.0 if d.central else transfer_ms(input_bytes + s.dim * FEATURE_BYTES, d.link_mbps)
-               for s, d in zip(policy, devices))
-    return Latency(t1, t2, aggregation_flops(policy, base) / central.flops_per_ms)
+    t2 = tuple(t2_ms(d, s.dim, input_bytes) for s, d in zip(policy, devices))
+    return Latency(t1, t2, t3_ms(policy, devices, base))
 
 
 def total_latency(policies: Sequence[Policy], devices: Sequence[DeviceModel], base: TransformerSpec,
                   input_bytes: int = 0) -> np.ndarray:
     """Eq. 3's T of many policies at once (`latency(...).total` of each), every device's t1 from
     one batched prediction: the deadline screen of a thousand candidates costs one pass each."""
-    central = next(d for d in devices if d.central)
     slowest = np.zeros(len(policies))
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
-        t2 = 0.0 if d.central else transfer_ms(input_bytes + np.array([s.dim for s in specs]) * FEATURE_BYTES,
-                                                d.link_mbps)
-        slowest = np.maximum(slowest, d.predict_many(specs) + t2)
-    return slowest + np.array([aggregation_flops(p, base) for p in policies]) / central.flops_per_ms
+        slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, np.array([s.dim for s in specs]), input_bytes))
+    return slowest + np.array([t3_ms(p, devices, base) for p in policies])
 
 
 def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> list[str]:
