@@ -20,3 +20,14 @@ def test_the_baseline_plan_is_the_fastest_device_alone_with_a_deadline(tmp_path)
     assert single.objective.max_ms == 6.88 and single.objective.delta < 1e-3
     assert (single.calibration, single.dataset, single.teacher) == (plan.calibration, plan.dataset, plan.teacher)
     assert single.output == tmp_path and single.name == f"{plan.name}-single"
+
+
+def test_a_single_model_within_five_percent_of_coformer_is_kept():
+    assert baseline.retimed_deadline(6.15, target_ms=6.15, measured_ms=6.28) is None  # 2% slower
+    assert baseline.retimed_deadline(6.15, target_ms=6.15, measured_ms=5.90) is None  # 4% faster
+
+
+def test_a_single_model_that_measured_slow_or_fast_is_rebuilt_with_the_deadline_scaled():
+    # the stronger teacher's case: predicted within 6.88 ms, measured 8.68 ms against CoFormer's 6.88 ms
+    assert baseline.retimed_deadline(6.88, target_ms=6.88, measured_ms=8.68) == 5.45  # 6.88 · 6.88 / 8.68
+    assert baseline.retimed_deadline(5.0, target_ms=6.0, measured_ms=5.0) == 6.0  # too fast: more time
