@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cofc.compiler.cluster.bench_result import BenchResult
+from cofc.runtime._typed_json import SchemaError, to_json
 from tests.helpers import REPO
 
 spec = importlib.util.spec_from_file_location("results_tool", REPO / "tools" / "results.py")
@@ -94,6 +96,27 @@ def test_a_tradeoff_note_is_shown_above_its_table(tmp_path):
 def test_every_committed_report_names_its_command_machine_and_date():
     for folder in results.report_folders(REPO) + results.tradeoff_folders(REPO):
         results.read_source(folder, REPO, results.sources(folder))  # raises when incomplete
+
+
+def test_every_committed_bench_reads_back_typed_and_unchanged():
+    benches = sorted((REPO / "docs" / "reports").glob("*/bench.json"))
+    assert benches
+    for path in benches:
+        data = json.loads(path.read_text())
+        result = BenchResult.load(path.parent)
+        assert set(result.phases) == set(data["phases"]), path
+        if all("nice" in p for p in data["phases"].values()):  # since paced emulation: every field as it was
+            assert to_json(result) == {**data, "stream": data.get("stream")}, path
+    vit = BenchResult.load(REPO / "docs" / "reports" / "vit")  # before paced emulation: cgroup quotas, no nice
+    assert {(p.cpu_emulation, p.nice) for p in vit.phases.values()} == {("cgroup", None)}
+
+
+def test_a_mistyped_bench_field_is_refused_by_its_path(tmp_path):
+    data = json.loads((REPO / "docs" / "reports" / "minilm-20ng" / "bench.json").read_text())
+    data["phases"]["mid"]["t1_ms"] = "4.8"
+    (tmp_path / "bench.json").write_text(json.dumps(data))
+    with pytest.raises(SchemaError, match=r"^phases\.mid\.t1_ms: expected a number, got a string$"):
+        BenchResult.load(tmp_path)
 
 
 def test_readme_keeps_the_generated_block():

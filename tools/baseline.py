@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from cofc.compiler.build.report import PLAN_COPY
 from cofc.compiler.cluster.bench import table_cpu_limit
+from cofc.compiler.cluster.bench_result import BenchResult
 from cofc.compiler.plan import load_plan
 from cofc.compiler.plan.loader import Plan, plan_yaml
 
@@ -59,9 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("build_dir", type=Path, help="a CoFormer build folder with its bench.json")
     args = parser.parse_args()
-    coformer = json.loads((args.build_dir / "bench.json").read_text())
+    coformer = BenchResult.load(args.build_dir)
     plan = load_plan(args.build_dir / PLAN_COPY)
-    target = coformer["end_to_end_ms"]["median"]
+    target = coformer.end_to_end_ms.median
     out = args.build_dir.with_name(args.build_dir.name + "-single").resolve()
     path = args.build_dir / "baseline.yaml"
 
@@ -75,10 +75,10 @@ def main() -> None:
         print(f"CoFormer measured {target:.2f} ms end to end. Build {attempt}/{BUILDS}: the single model on "
               f"{single.devices[0].name}, predicted within {single.objective.max_ms:g} ms -> {path}")
         report = build(path, None, False)
-        measured = bench(out, coformer["requests"], emulate=True)
-        ms = measured["end_to_end_ms"]["median"]
+        measured = bench(out, coformer.requests, emulate=True)
+        ms = measured.end_to_end_ms.median
         print(f"single compressed model: measured {ms:.2f} ms end to end ({ms / target:.2f}× CoFormer's), "
-              f"{measured['accuracy']:.4f} through the runtime; CoFormer {coformer['accuracy']:.4f}, "
+              f"{measured.accuracy:.4f} through the runtime; CoFormer {coformer.accuracy:.4f}, "
               f"teacher {report.teacher.accuracy:.4f}")
         retimed = retimed_deadline(single.objective.max_ms, target, ms)
         if retimed is None:

@@ -27,7 +27,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cofc.compiler.cluster.bench_result import BenchResult
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path("docs/results.md")
@@ -137,6 +140,7 @@ def teachers_table(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> li
 
 def plan_section(folder: Path, root: Path) -> list[str]:
     from cofc.compiler.build.report import SEARCHES, load_report
+    from cofc.compiler.cluster.bench_result import BenchResult
 
     rel = folder.relative_to(root).as_posix()
     bench_path = folder / "bench.json"
@@ -188,7 +192,7 @@ def plan_section(folder: Path, root: Path) -> list[str]:
             "", *table(["stage", "seconds"], rows)]
 
     if bench_path.is_file():
-        out += ["", *bench_section(json.loads(bench_path.read_text()), source["bench"], folder, root)]
+        out += ["", *bench_section(BenchResult.load(folder), source["bench"], folder, root)]
     return out
 
 
@@ -204,41 +208,40 @@ def provenance(source: dict[str, str], folder: Path, name: str, root: Path) -> s
     return f"*`{source['command']}` on {source['machine']}, {source['date']}: [`{rel}`]({link})*"
 
 
-def bench_section(bench: dict[str, Any], source: dict[str, str], folder: Path, root: Path) -> list[str]:
+def bench_section(bench: BenchResult, source: dict[str, str], folder: Path, root: Path) -> list[str]:
     head = provenance(source, folder, "bench.json", root)
-    mode = "an emulated cluster" if bench.get("emulated") else "loopback processes, unshaped"
+    mode = "an emulated cluster" if bench.emulated else "loopback processes, unshaped"
     out = [f"### Measured on {mode}", "",
-           f"{bench['requests']:,} real test inputs, one request at a time; each device's t1 and t2 are "
+           f"{bench.requests:,} real test inputs, one request at a time; each device's t1 and t2 are "
            "medians over the requests."]
-    if bench.get("note"):
-        out += ["", f"Note recorded by the run: {bench['note']}"]
+    if bench.note:
+        out += ["", f"Note recorded by the run: {bench.note}"]
     out += ["", head]
     rows = []
-    for name, p in bench["phases"].items():
-        link_rate = "—" if p.get("link_mbps") is None else f"{p['link_mbps']:g} Mb/s"
-        rows.append([name, f"{p['cpu_share']:.2f}", link_rate, ms(p["t1_ms"]), ms(p["predicted_t1_ms"]),
-                     ms(p["t2_ms"]), ms(p["predicted_t2_ms"])])
+    for name, p in bench.phases.items():
+        link_rate = "—" if p.link_mbps is None else f"{p.link_mbps:g} Mb/s"
+        rows.append([name, f"{p.cpu_share:.2f}", link_rate, ms(p.t1_ms), ms(p.predicted_t1_ms),
+                     ms(p.t2_ms), ms(p.predicted_t2_ms)])
     out += ["", *table(["device", "CPU share", "link", "t1 measured", "t1 predicted", "t2 measured",
                         "t2 predicted"], rows)]
-    e, teacher = bench["end_to_end_ms"], bench["teacher"]
-    rows = [["end to end, median", ms(e["median"])],
-            ["end to end, p90", ms(e["p90"])],
-            ["end to end, predicted", ms(bench["predicted_ms"])],
-            ["seen by the client, median (socket hops included)", ms(bench["client_ms"]["median"])],
-            ["aggregation t3, median", ms(bench["t3_ms"])],
-            ["runtime overhead: end to end / (max(t1 + t2) + t3), median", f"{bench['overhead_ratio']:.3f}"],
-            ["runtime overhead, median", ms(bench["overhead_ms"]["median"])],
-            [f"teacher alone on {teacher['device']}, same backend, median", ms(teacher["median_ms"])],
-            ["speed-up vs the teacher alone", times(bench["speedup_vs_teacher"])],
-            [f"accuracy of the answers on these {bench['requests']:,} inputs", pct(bench["accuracy"])],
-            ["degraded answers", str(bench["degraded"])]]
-    if "stream" in bench:
-        s = bench["stream"]
-        rows += [[f"pipelined stream of {s['answers']:,} (window {s['window']}), answers per second",
-                  f"{s['answers_per_s']:.1f}"],
-                 [f"bound 1 / slowest stage ({s['slowest_stage']}, {ms(s['slowest_stage_ms'])})",
-                  f"{s['bound_per_s']:.1f}"],
-                 ["stream throughput / bound", f"{s['ratio']:.2f}"]]
+    e, teacher = bench.end_to_end_ms, bench.teacher
+    rows = [["end to end, median", ms(e.median)],
+            ["end to end, p90", ms(e.p90)],
+            ["end to end, predicted", ms(bench.predicted_ms)],
+            ["seen by the client, median (socket hops included)", ms(bench.client_ms.median)],
+            ["aggregation t3, median", ms(bench.t3_ms)],
+            ["runtime overhead: end to end / (max(t1 + t2) + t3), median", f"{bench.overhead_ratio:.3f}"],
+            ["runtime overhead, median", ms(bench.overhead_ms.median)],
+            [f"teacher alone on {teacher.device}, same backend, median", ms(teacher.median_ms)],
+            ["speed-up vs the teacher alone", times(bench.speedup_vs_teacher)],
+            [f"accuracy of the answers on these {bench.requests:,} inputs", pct(bench.accuracy)],
+            ["degraded answers", str(bench.degraded)]]
+    if (s := bench.stream) is not None:
+        rows += [[f"pipelined stream of {s.answers:,} (window {s.window}), answers per second",
+                  f"{s.answers_per_s:.1f}"],
+                 [f"bound 1 / slowest stage ({s.slowest_stage}, {ms(s.slowest_stage_ms)})",
+                  f"{s.bound_per_s:.1f}"],
+                 ["stream throughput / bound", f"{s.ratio:.2f}"]]
     return out + ["", head, "", *table(["measured", "value"], rows)]
 
 
@@ -285,18 +288,19 @@ def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
 def measured_table(root: Path) -> list[str]:
     """One row per benchmarked build: what `cofc bench` measured through the runtime."""
     from cofc.compiler.build.report import load_report
+    from cofc.compiler.cluster.bench_result import BenchResult
 
     rows = []
     for folder in report_folders(root):
         if not (folder / "bench.json").is_file():
             continue
-        b = json.loads((folder / "bench.json").read_text())
+        b = BenchResult.load(folder)
         source = read_source(folder, root, sources(folder))
         build_s = sum(load_report(folder).stage_seconds.values())
-        rows.append([f"[{folder.name}](docs/results.md)", f"{b['requests']:,}",
-                     f"{pct(b['accuracy'])} (teacher {pct(b['teacher']['accuracy'])})",
-                     f"{ms(b['end_to_end_ms']['median'])} / {ms(b['teacher']['median_ms'])}",
-                     f"**{times(b['speedup_vs_teacher'])}**", f"`{source['bench']['command']}`",
+        rows.append([f"[{folder.name}](docs/results.md)", f"{b.requests:,}",
+                     f"{pct(b.accuracy)} (teacher {pct(b.teacher.accuracy)})",
+                     f"{ms(b.end_to_end_ms.median)} / {ms(b.teacher.median_ms)}",
+                     f"**{times(b.speedup_vs_teacher)}**", f"`{source['bench']['command']}`",
                      f"{build_s / 60:.0f} min (`{source['build']['command']}`)"])
     if not rows:
         return []

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cofc.compiler.cluster.bench_result import BenchResult
 from cofc.compiler.plan import load_plan
 from cofc.compiler.plan.loader import DevicePlan, Plan, plan_yaml
 
@@ -85,14 +86,14 @@ def parse_vary(text: str) -> tuple[str, list[str]]:
     return axis, values.split(",")
 
 
-def row(variant: Variant, plan: Plan, report: Any, bench: dict[str, Any]) -> dict[str, Any]:
+def row(variant: Variant, plan: Plan, report: Any, bench: BenchResult) -> dict[str, Any]:
     return {"variant": variant.name, "devices": len(plan.devices),
             "link_mbps": [d.link_mbps for d in plan.devices], "delta": plan.objective.delta,
             "ship": plan.objective.ship, "policy": [d.spec.to_dict() for d in report.devices],
-            "teacher_accuracy": report.teacher.accuracy, "accuracy": bench["accuracy"],
-            "requests": bench["requests"], "end_to_end_ms": bench["end_to_end_ms"]["median"],
-            "p90_ms": bench["end_to_end_ms"]["p90"], "teacher_ms": bench["teacher"]["median_ms"],
-            "speedup": bench["speedup_vs_teacher"], "emulated": bench["emulated"]}
+            "teacher_accuracy": report.teacher.accuracy, "accuracy": bench.accuracy,
+            "requests": bench.requests, "end_to_end_ms": bench.end_to_end_ms.median,
+            "p90_ms": bench.end_to_end_ms.p90, "teacher_ms": bench.teacher.median_ms,
+            "speedup": bench.speedup_vs_teacher, "emulated": bench.emulated}
 
 
 def merged(kept: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,16 +21,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cofc.compiler.build.report import PLAN_COPY, load_report
+from cofc.compiler.cluster.bench_result import BenchResult, Phase, Spread, StreamRate, TeacherTiming
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
 from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
-from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.cgroup import CpuLimit, held_to
@@ -41,17 +40,13 @@ COFC = [sys.executable, "-m", "cofc.cli"]
 JOIN_TIMEOUT_S = 30.0
 
 
-def _pct(values, q) -> float:
-    return float(np.percentile(values, q))
-
-
 def table_cpu_limit(profile: Path) -> CpuLimit:
     """The CPU limit a device's latency table was measured under (a full core when none)."""
     return CpuLimit.of_table(json.loads(profile.read_text())["provenance"]) or CpuLimit(1.0)
 
 
 def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10,
-          stream: bool = False, window: int = 8) -> dict[str, Any]:
+          stream: bool = False, window: int = 8) -> BenchResult:
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     plan = load_plan(build_dir / PLAN_COPY)
@@ -110,29 +105,30 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs,
                              limits[fastest.name] if emulate else None)
     predicted = {d.name: d for d in report.devices}
-    result = {
-        "requests": len(answers), "emulated": bool(emulate and note is None), "note": note,
-        "accuracy": sum(correct) / len(correct), "degraded": sum(a.degraded for a in answers),
-        "end_to_end_ms": {"median": statistics.median(e2e), "p90": _pct(e2e, 90)},
-        "client_ms": {"median": statistics.median(client_ms), "p90": _pct(client_ms, 90)},
-        "phases": {n: {"t1_ms": statistics.median(a.timings["t1_ms"][n] for a in answers),
-                       "t2_ms": statistics.median(a.timings["t2_ms"][n] for a in answers),
-                       "predicted_t1_ms": predicted[n].t1_ms, "predicted_t2_ms": predicted[n].t2_ms,
-                       **limits[n].provenance(), "nice": emulation.nice[n] if emulation else None,
-                       "link_mbps": None if d.central else d.link_mbps}
-                   for n, d in zip(names, plan.devices)},
-        "t3_ms": statistics.median(a.timings["t3_ms"] for a in answers),
-        "critical_path_ms": statistics.median(critical),
-        "overhead_ms": {"median": statistics.median(overhead), "p90": _pct(overhead, 90)},
-        "overhead_ratio": statistics.median(e / c for e, c in zip(e2e, critical)),
-        "predicted_ms": report.fused.predicted_ms,
-        "teacher": {"device": fastest.name, "median_ms": teacher_ms, "accuracy": report.teacher.accuracy},
-    }
-    result["speedup_vs_teacher"] = teacher_ms / result["end_to_end_ms"]["median"]
-    if streamed is not None:
-        result["stream"] = _throughput(streamed, result)
-    atomic_write_json(build_dir / "bench.json", result)
+    phases = {n: Phase(t1_ms=statistics.median(a.timings["t1_ms"][n] for a in answers),
+                       t2_ms=statistics.median(a.timings["t2_ms"][n] for a in answers),
+                       predicted_t1_ms=predicted[n].t1_ms, predicted_t2_ms=predicted[n].t2_ms,
+                       **limits[n].provenance(), nice=emulation.nice[n] if emulation else None,
+                       link_mbps=None if d.central else d.link_mbps)
+              for n, d in zip(names, plan.devices)}
+    t3_ms = statistics.median(a.timings["t3_ms"] for a in answers)
+    end_to_end = _spread(e2e)
+    result = BenchResult(
+        requests=len(answers), emulated=bool(emulate and note is None), note=note,
+        accuracy=sum(correct) / len(correct), degraded=sum(a.degraded for a in answers),
+        end_to_end_ms=end_to_end, client_ms=_spread(client_ms), phases=phases, t3_ms=t3_ms,
+        critical_path_ms=statistics.median(critical), overhead_ms=_spread(overhead),
+        overhead_ratio=statistics.median(e / c for e, c in zip(e2e, critical)),
+        predicted_ms=report.fused.predicted_ms,
+        teacher=TeacherTiming(fastest.name, teacher_ms, report.teacher.accuracy),
+        speedup_vs_teacher=teacher_ms / end_to_end.median,
+        stream=_throughput(streamed, phases, t3_ms) if streamed is not None else None)
+    result.save(build_dir)
     return result
+
+
+def _spread(values: list[float]) -> Spread:
+    return Spread(statistics.median(values), float(np.percentile(values, 90)))
 
 
 @dataclass(frozen=True)
@@ -153,17 +149,16 @@ def _stream(client: Client, inputs: list[dict], window: int) -> Streamed:
                     sum(a.degraded for a in answers), seconds)
 
 
-def _throughput(s: Streamed, r: dict[str, Any]) -> dict[str, Any]:
+def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRate:
     """Answers per second against 1 / (slowest stage): each device's t1+t2 and the fusion t3 are
     stages that can overlap across requests, so the slowest one bounds the rate."""
-    stages = {n: p["t1_ms"] + p["t2_ms"] for n, p in r["phases"].items()}
-    stages["t3 (fuse)"] = r["t3_ms"]
+    stages = {n: p.t1_ms + p.t2_ms for n, p in phases.items()}
+    stages["t3 (fuse)"] = t3_ms
     slowest = max(stages, key=stages.get)
-    rate = s.answers / s.seconds
-    bound = 1e3 / stages[slowest]
-    return {"window": s.window, "answers": s.answers, "errors": s.errors, "degraded": s.degraded,
-            "seconds": s.seconds, "answers_per_s": rate, "slowest_stage": slowest,
-            "slowest_stage_ms": stages[slowest], "bound_per_s": bound, "ratio": rate / bound}
+    rate, bound = s.answers / s.seconds, 1e3 / stages[slowest]
+    return StreamRate(s.window, s.answers, s.errors, s.degraded, s.seconds, answers_per_s=rate,
+                      slowest_stage=slowest, slowest_stage_ms=stages[slowest], bound_per_s=bound,
+                      ratio=rate / bound)
 
 
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
@@ -179,28 +174,27 @@ def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     return statistics.median(times)
 
 
-def format_table(r: dict[str, Any]) -> str:
-    lines = [f"{r['requests']} requests ({'emulated cluster' if r['emulated'] else 'loopback, unshaped'}); "
-             f"accuracy {r['accuracy']:.4f}, {r['degraded']} degraded",
+def format_table(r: BenchResult) -> str:
+    lines = [f"{r.requests} requests ({'emulated cluster' if r.emulated else 'loopback, unshaped'}); "
+             f"accuracy {r.accuracy:.4f}, {r.degraded} degraded",
              f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t1/pred':>7s} "
              f"{'t2 ms':>8s} {'pred t2':>8s}"]
-    for name, p in r["phases"].items():
-        link = "-" if p["link_mbps"] is None else f"{p['link_mbps']:.1f}"
-        lines.append(f"{name:10s} {p['cpu_share']:5.2f} {link:>6s} {p['t1_ms']:8.3f} {p['predicted_t1_ms']:8.3f} "
-                     f"{p['t1_ms'] / p['predicted_t1_ms']:7.2f} {p['t2_ms']:8.3f} {p['predicted_t2_ms']:8.3f}")
-    e = r["end_to_end_ms"]
-    lines += [f"t3 (fuse) {r['t3_ms']:.3f} ms; end to end median {e['median']:.3f} ms, p90 {e['p90']:.3f} ms "
-              f"(predicted {r['predicted_ms']:.3f} ms; client-side median {r['client_ms']['median']:.3f} ms)",
-              f"runtime overhead: end to end / (max(t1+t2)+t3) = {r['overhead_ratio']:.3f}, "
-              f"{r['overhead_ms']['median']:.3f} ms median",
-              f"teacher alone on {r['teacher']['device']}: {r['teacher']['median_ms']:.3f} ms -> "
-              f"CoFormer speed-up {r['speedup_vs_teacher']:.2f}x"]
-    if "stream" in r:
-        s = r["stream"]
-        lines.append(f"stream of {s['answers']} (window {s['window']}): {s['answers_per_s']:.1f} answers/s; "
-                     f"slowest stage {s['slowest_stage']} {s['slowest_stage_ms']:.3f} ms allows "
-                     f"{s['bound_per_s']:.1f}/s -> ratio {s['ratio']:.2f} ({s['degraded']} degraded, "
-                     f"{s['errors']} errors)")
-    if r["note"]:
-        lines.append(f"note: {r['note']}")
+    for name, p in r.phases.items():
+        link = "-" if p.link_mbps is None else f"{p.link_mbps:.1f}"
+        lines.append(f"{name:10s} {p.cpu_share:5.2f} {link:>6s} {p.t1_ms:8.3f} {p.predicted_t1_ms:8.3f} "
+                     f"{p.t1_over_predicted:7.2f} {p.t2_ms:8.3f} {p.predicted_t2_ms:8.3f}")
+    e = r.end_to_end_ms
+    lines += [f"t3 (fuse) {r.t3_ms:.3f} ms; end to end median {e.median:.3f} ms, p90 {e.p90:.3f} ms "
+              f"(predicted {r.predicted_ms:.3f} ms; client-side median {r.client_ms.median:.3f} ms)",
+              f"runtime overhead: end to end / (max(t1+t2)+t3) = {r.overhead_ratio:.3f}, "
+              f"{r.overhead_ms.median:.3f} ms median",
+              f"teacher alone on {r.teacher.device}: {r.teacher.median_ms:.3f} ms -> "
+              f"CoFormer speed-up {r.speedup_vs_teacher:.2f}x"]
+    if (s := r.stream) is not None:
+        lines.append(f"stream of {s.answers} (window {s.window}): {s.answers_per_s:.1f} answers/s; "
+                     f"slowest stage {s.slowest_stage} {s.slowest_stage_ms:.3f} ms allows "
+                     f"{s.bound_per_s:.1f}/s -> ratio {s.ratio:.2f} ({s.degraded} degraded, "
+                     f"{s.errors} errors)")
+    if r.note:
+        lines.append(f"note: {r.note}")
     return "\n".join(lines)

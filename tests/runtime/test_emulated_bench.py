@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cofc.compiler.cluster.bench_result import BenchResult
 from tests.helpers import run_cofc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("tc")),
@@ -26,10 +27,10 @@ def _paced_copy(table, folder, share: float):
     return folder / table.name
 
 
-def _bench(build, *flags) -> dict:
+def _bench(build, *flags) -> BenchResult:
     result = run_cofc("bench", str(build), "-n", "40", *flags)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((build / "bench.json").read_text())
+    return BenchResult.load(build)
 
 
 def test_emulated_bench_paces_each_device_to_its_tables_share(built, tmp_path):
@@ -41,12 +42,12 @@ def test_emulated_bench_paces_each_device_to_its_tables_share(built, tmp_path):
     (build / "plan.yaml").write_text(yaml.safe_dump(plan))
 
     loopback, emulated = _bench(build), _bench(build, "--emulate")
-    assert not loopback["emulated"] and emulated["emulated"], emulated["note"]
-    phase = emulated["phases"]["nano"]
-    assert (phase["cpu_share"], phase["cpu_emulation"]) == (0.25, "paced")
+    assert not loopback.emulated and emulated.emulated, emulated.note
+    phase = emulated.phases["nano"]
+    assert (phase.cpu_share, phase.cpu_emulation) == (0.25, "paced")
     # The estimated tables record no share: those devices run at a full core, first in line.
-    assert {(p["cpu_share"], p["nice"]) for n, p in emulated["phases"].items() if n != "nano"} == {(1.0, 0)}
-    assert phase["nice"] > 0 and loopback["phases"]["nano"]["nice"] is None
+    assert {(p.cpu_share, p.nice) for n, p in emulated.phases.items() if n != "nano"} == {(1.0, 0)}
+    assert phase.nice > 0 and loopback.phases["nano"].nice is None
     # A quarter of a core: about 4x its loopback compute time.
-    assert phase["t1_ms"] > 2.5 * loopback["phases"]["nano"]["t1_ms"], (phase, loopback["phases"]["nano"])
-    assert emulated["accuracy"] == loopback["accuracy"]
+    assert phase.t1_ms > 2.5 * loopback.phases["nano"].t1_ms, (phase, loopback.phases["nano"])
+    assert emulated.accuracy == loopback.accuracy
