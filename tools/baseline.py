@@ -16,8 +16,9 @@ the tables make heads dearer than their FLOPs.)
 Equal latency is then checked, not assumed: the tool benches the single model as CoFormer was
 benched (emulated, as many requests) and, while its measured median misses CoFormer's by more
 than 5%, scales the deadline by their ratio and builds again (at most three builds). A table
-can be off by a quarter for a sparsely sampled shape: on the stronger teacher, a single model
-predicted at 6.61 ms measured 8.68 ms end to end against CoFormer's 6.88 ms.
+can be well off for a sparsely sampled shape, and a bench moves between runs: on the stronger
+teacher, a single model predicted at 6.61 ms measured 8.68 ms end to end in one run and 7.41 ms
+in another, against CoFormer's 6.88 ms.
 """
 from __future__ import annotations
 
