@@ -276,10 +276,11 @@ def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: i
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
     from cofc.compiler.cluster.bench import bench as run_bench, format_table
+    from cofc.compiler.cluster.bench_result import BENCH
 
     result = run_bench(build_dir, requests, emulate, stream=stream, window=window)
     click.echo(format_table(result))
-    click.echo(f"written {build_dir / 'bench.json'}")
+    click.echo(f"written {build_dir / BENCH}")
 
 
 @cli.command()
