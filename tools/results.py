@@ -271,7 +271,10 @@ def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
            "there). Accuracies are top-1 on the test split; a predicted latency comes from the plan's "
            "latency tables, a measured one from `cofc bench`.", "",
            "## Example teachers", "",
-           "Each teacher file records its test accuracy (whole test split) and the command that trained it.",
+           "Each teacher file records its test accuracy (whole test split) and the command that trained it. "
+           "These files were made before `cofc teacher` drew the new head's first weights from `--seed`, so "
+           "the same command now makes a file of its own, some tenths of a point away (the stronger "
+           "teacher's command in examples/minilm_20ng_strong.yaml made 85.06% once and 84.79% on a second run).",
            "", *teachers_table(root, records)]
     if not folders:
         out += ["", "## Builds", "",
