@@ -157,13 +157,11 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
     write a teacher file that keeps only the changed weights (fp16) and how it was made."""
     import shlex
 
-    import torch
-
     from cofc.compiler.models.data import Expects
     from cofc.compiler.models.data.texts import classes_in_files, read_text_files
     from cofc.compiler.models.datasets import load_dataset
     from cofc.compiler.models.finetune import FineTune, make_teacher
-    from cofc.compiler.models.teacher import Teacher, pretrained_record
+    from cofc.compiler.models.teacher import pretrained_record, seeded_teacher
     from cofc.compiler.models.torch_device import resolve
 
     if (dataset_name is None) == (text_file is None):
@@ -181,8 +179,7 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
     record.update(dataset=dataset_name or str(text_file), classes=list(data.classes))
     config = FineTune(layers, epochs, lr, batch, seed, train_samples)
     command = "cofc teacher " + shlex.join(sys.argv[2:])
-    torch.manual_seed(seed)  # the new head's first weights are drawn here: the seed names the whole run
-    made = make_teacher(Teacher.from_record(record), data.train, data.test, config, out, command, device)
+    made = make_teacher(seeded_teacher(record, seed), data.train, data.test, config, out, command, device)
     click.echo(f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
                f"{made['train_seconds']:.0f} s on {made['torch_device']}")
 

@@ -125,14 +125,20 @@ def pretrained_record(family: str, source: str, num_classes: int | None, input_s
             "preprocess": {"kind": "image" if family == "vit" else "text", size_key: input_size}}
 
 
-def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
-    """The teacher a record made from the plan describes (the adapter fills in what it reads). A
-    fresh task head's first weights come from the plan's seed, so that every process that loads
-    the plan (a resumed build, its bundles' export) holds the same teacher."""
-    record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
+def seeded_teacher(record: dict[str, Any], seed: int) -> Teacher:
+    """`Teacher.from_record`, with a fresh task head's first weights drawn from `seed` (the global
+    random state is left as it was), so that every process given the same record and seed (a
+    resumed build, a rerun of `cofc teacher`) holds the same teacher."""
     with torch.random.fork_rng():
-        torch.manual_seed(plan.objective.seed)
-        teacher = Teacher.from_record(record)
+        torch.manual_seed(seed)
+        return Teacher.from_record(record)
+
+
+def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
+    """The teacher a record made from the plan describes (the adapter fills in what it reads), a
+    fresh head drawn from the plan's seed."""
+    record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
+    teacher = seeded_teacher(record, plan.objective.seed)
     record.setdefault("classes", [str(i) for i in range(record["arch"]["num_classes"])])  # a head without names
     return teacher
 
