@@ -105,6 +105,18 @@ def raw_inputs(family: str, n: int = 3):
     return texts[:n]
 
 
+def load_tool(name: str):
+    """tools/NAME.py as a module (the tools are scripts, not a package), registered under its name
+    so that its dataclasses can look their module up."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cofc(*args: str, env: dict | None = None, cwd: Path = REPO):
     """Run the installed `cofc` console script as a user would."""
     import subprocess

@@ -1,14 +1,10 @@
 """tools/baseline.py: the single compressed model on the plan's fastest device, within CoFormer's time."""
 from __future__ import annotations
 
-import importlib.util
-
 from cofc.compiler.plan import load_plan
-from tests.helpers import REPO
+from tests.helpers import REPO, load_tool
 
-spec = importlib.util.spec_from_file_location("baseline_tool", REPO / "tools" / "baseline.py")
-baseline = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(baseline)
+baseline = load_tool("baseline")
 
 
 def test_the_baseline_plan_is_the_fastest_device_alone_with_a_deadline(tmp_path):

@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from cofc.compiler.plan import load_plan
 
-from tests.helpers import REPO, make_plan
+from tests.helpers import load_tool, make_plan
 
-spec = importlib.util.spec_from_file_location("tradeoff_tool", REPO / "tools" / "tradeoff.py")
-tradeoff = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = tradeoff  # its dataclasses look their module up by name
-spec.loader.exec_module(tradeoff)
+tradeoff = load_tool("tradeoff")
 Variant = tradeoff.Variant
 
 

@@ -14,6 +14,10 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
 
 `--seeds 1,2` reruns the plan's own settings with other seeds (the build used objective.seed):
 how far apart two runs of the same settings land, which a variant's difference has to beat.
+`--epochs 5,10` reruns them with other boosting epoch counts (`calibration.epochs`): run on a
+cluster's build and on its single-model baseline's (tools/baseline.py), it shows whether a longer
+calibration budget widens or closes the gap between them. `--device cuda` runs the torch work on a
+GPU, as `cofc build --device` does.
 
 Results are merged into BUILD/compare.json by variant name, so `--variants` can add one later.
 """
@@ -29,10 +33,12 @@ from cofc.compiler.build.cache import read_stored
 from cofc.compiler.build.stages import SearchSummary
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
 from cofc.compiler.calibration.calibrate import CalibrationConfig, calibrate
+from cofc.compiler.models.torch_device import describe, resolve
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.plan.schema import SCHEMA
 from cofc.compiler.planning.slices import Importance
+from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime._typed_json import from_json, to_json
 
@@ -40,6 +46,40 @@ from cofc.runtime._typed_json import from_json, to_json
 # sets it, back to the schema's default. The plan's own result is the build's.
 VARIANTS = {"reading": "printed", "feature": "first", "soft_labels": 1.0, "joint_lr": 1.5e-3, "weight_decay": 0.0,
             "layer_distill": 1.0, "held_out_fusion": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    name: str  # the key in compare.json: every VARIANTS setting, then what else differs from the plan
+    calibration: CalibrationPlan
+    seed: int
+
+
+def name_of(c: CalibrationPlan) -> str:
+    return " ".join(f"{k}={getattr(c, k)}" for k in VARIANTS)
+
+
+def runs(planned: CalibrationPlan, plan_seed: int, settings: list[str], seeds: list[int],
+         epochs: list[int]) -> list[Run]:
+    """What to calibrate: each setting flipped alone (to VARIANTS' value, or back to the schema's
+    default where the plan sets that value), then the plan's settings at each other seed, then at
+    each other boosting epoch count."""
+    out = []
+    for setting in settings:
+        default = SCHEMA["calibration"][setting].default
+        change = dataclasses.replace(planned, **{setting: VARIANTS[setting] if getattr(planned, setting) == default
+                                                 else default})
+        out.append(Run(name_of(change), change, plan_seed))
+    out += [Run(f"{name_of(planned)} seed={seed}", planned, seed) for seed in seeds]
+    out += [Run(f"{name_of(planned)} epochs={n}", dataclasses.replace(planned, epochs=n), plan_seed) for n in epochs]
+    return out
+
+
+def _integers(parser: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s]
+    except ValueError:
+        parser.error(f"{flag} must be integers separated by commas, not {text!r}")
 
 
 def main() -> None:
@@ -52,14 +92,21 @@ def main() -> None:
     parser.add_argument("--seeds", default="",
                         help="also rerun the plan's own settings with these seeds (comma-separated): the "
                              "spread between runs that a variant's difference has to beat")
+    parser.add_argument("--epochs", default="",
+                        help="also rerun the plan's own settings with these boosting epoch counts (comma-separated)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where the torch work runs, as `cofc build --device` (auto: CUDA where torch sees one)")
     args = parser.parse_args()
     settings = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in settings if v not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    seeds, epochs = _integers(parser, "--seeds", args.seeds), _integers(parser, "--epochs", args.epochs)
+    if any(n < 1 for n in epochs):
+        parser.error(f"--epochs must be at least 1, not {args.epochs!r}")
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s]
-    except ValueError:
-        parser.error(f"--seeds must be integers separated by commas, not {args.seeds!r}")
+        device = resolve(args.device)
+    except CofcError as exc:
+        parser.error(str(exc))
     prepared = prepare(args.plan)
     plan = prepared.plan
 
@@ -69,9 +116,6 @@ def main() -> None:
     policy = stage("search", SearchSummary).policy
     test = prepared.splits()[3]
     planned = plan.calibration
-
-    def name_of(c) -> str:
-        return " ".join(f"{k}={getattr(c, k)}" for k in VARIANTS)
 
     def show(name: str, r: AccuracyReport) -> None:
         print(f"{name:45s} fused {r.fused:.4f}  average {r.average:.4f}  best single "
@@ -90,25 +134,18 @@ def main() -> None:
 
     save()
 
-    def run(name: str, calibration: CalibrationPlan, seed: int) -> None:
+    for run in runs(planned, plan.objective.seed, settings, seeds, epochs):
         start = time.time()
         # held_out_fusion decides which images calibrate, so they follow the variant's settings
-        train, fusion = dataclasses.replace(prepared, plan=dataclasses.replace(plan, calibration=calibration)
+        train, fusion = dataclasses.replace(prepared, plan=dataclasses.replace(plan, calibration=run.calibration)
                                             ).calibration_sets()
         calibrated = calibrate(prepared.teacher, policy, importance, train,
-                               CalibrationConfig.from_plan(calibration, seed), fusion)
-        report = accuracy_report(prepared.teacher, calibrated, test)
-        results[name] = to_json(report) | {"calibration_seconds": round(time.time() - start, 1)}
-        show(name, report)
+                               CalibrationConfig.from_plan(run.calibration, run.seed), fusion, device=device)
+        report = accuracy_report(prepared.teacher, calibrated, test, device=device)
+        results[run.name] = to_json(report) | {"calibration_seconds": round(time.time() - start, 1),
+                                               "torch_device": describe(device)}
+        show(run.name, report)
         save()
-
-    for setting in settings:
-        default = SCHEMA["calibration"][setting].default
-        other = VARIANTS[setting] if getattr(planned, setting) == default else default
-        change = dataclasses.replace(planned, **{setting: other})
-        run(name_of(change), change, plan.objective.seed)
-    for seed in seeds:
-        run(f"{name_of(planned)} seed={seed}", planned, seed)
     print(f"teacher {built.teacher:.4f}; written {out}")
 
 
