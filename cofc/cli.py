@@ -188,8 +188,8 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build folder (default: the plan's `output`).")
-@click.option("--check", is_flag=True, help="Validate the plan against its teacher, measure the "
-              "teacher on the test split, and stop.")
+@click.option("--check", is_flag=True, help="Validate the plan against its teacher, predict how soon "
+              "its devices could answer at best, measure the teacher on the test split, and stop.")
 @click.option("--force", is_flag=True, help="Redo every stage instead of resuming.")
 @torch_device_option
 def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_device: str) -> None:
@@ -197,8 +197,8 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
     builder is present, and write one bundle folder per device plus a report. Torch runs on
     --device; ONNX export and ONNX Runtime run on the CPU."""
     if check:
-        from cofc.compiler.plan.prepare import check_plan
-        click.echo(check_plan(plan_path, measure=True))
+        from cofc.compiler.build.check import check_plan
+        click.echo(check_plan(plan_path))
         return
     from cofc.compiler.build.pipeline import build as run_build
     from cofc.compiler.models.torch_device import resolve

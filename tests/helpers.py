@@ -155,9 +155,7 @@ def _plan_files() -> Path:
     import torch
 
     from cofc.compiler.models.adapters import get_adapter
-    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
-    from cofc.compiler.latency.profile import model_pool, write_table
-    from cofc.compiler.latency.roofline import BOARDS, estimated_table
+    from cofc.compiler.latency.roofline import BOARDS
     from cofc.compiler.models.teacher import save_teacher
 
     folder = Path(tempfile.mkdtemp(prefix="cofc-small-plan-"))
@@ -172,12 +170,22 @@ def _plan_files() -> Path:
     record["state_dict"] = model.state_dict()
     save_teacher(folder / "teacher.pt", record)
     base = adapter.spec(model)
-    pool = model_pool(base, 40)
     for board in BOARDS.values():
-        table = estimated_table("vit", base, board, pool)
-        fit_predictor(table).save(predictor_path(folder / f"{board.name}.json"))
-        write_table(folder / f"{board.name}.json", table)
+        estimated_profile(folder / f"{board.name}.json", "vit", base, board.name)
     return folder
+
+
+def estimated_profile(path: Path, family: str, base, board: str = "orin-nano") -> Path:
+    """A latency table for a teacher of `base`'s shape at `path`, estimated for a Jetson board
+    (compiler/latency/roofline.py: says so in every row), with its fitted predictor beside it."""
+    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
+    from cofc.compiler.latency.profile import model_pool, write_table
+    from cofc.compiler.latency.roofline import BOARDS, estimated_table
+
+    table = estimated_table(family, base, BOARDS[board], model_pool(base, 40))
+    fit_predictor(table).save(predictor_path(path))
+    write_table(path, table)
+    return path
 
 
 def free_port() -> int:

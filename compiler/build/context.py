@@ -71,7 +71,11 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
     models = []
     for i, d in enumerate(plan.devices):
         table = json.loads(d.profile.read_text())
-        if TransformerSpec(**table["provenance"]["teacher"]) != base:
+        measured = table.get("provenance", {}).get("teacher")
+        if not isinstance(measured, dict):
+            raise plan.error(f"devices[{i}].profile", f"{d.profile} does not say which teacher it measured "
+                             "(provenance.teacher); capture it with 'cofc profile'")
+        if TransformerSpec(**measured) != base:
             raise plan.error(f"devices[{i}].profile", f"{d.profile} was profiled for another teacher or "
                              "input size; profile this teacher on this device")
         if table["provenance"].get("estimated"):

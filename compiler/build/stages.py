@@ -34,6 +34,7 @@ from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.planning.floor import fastest_answer
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.planning.slices import Importance
@@ -147,6 +148,10 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes, o.max_ms)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
+    floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
+    if o.max_ms is not None and floor is not None and o.max_ms < floor.total_ms:
+        raise ctx.plan.error("objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, "
+                             "or use faster devices")
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
         tick = lambda _: bar.update()  # noqa: E731

@@ -1,5 +1,5 @@
-"""`cofc build --check`: load a plan, its teacher and its data, check that they fit together,
-and say what the compiler will work with (the first stage of every build)."""
+"""Load a plan, its teacher and its data, and check that they fit together: what every stage of
+a build starts from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,10 +8,9 @@ from pathlib import Path
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import Dataset, Split
 from cofc.errors import DataError
-from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan
 from cofc.compiler.plan.loader import DATA_SOURCES
-from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes, parameters
+from cofc.compiler.planning.spec import TransformerSpec
 from cofc.compiler.models.teacher import Teacher, teacher_from_plan
 
 
@@ -76,25 +75,3 @@ def _data(plan: Plan, teacher: Teacher) -> Dataset:
         raise plan.error(f"dataset.{source}", f"{data.name} has {len(data.classes)} classes, "
                          f"the teacher's head has {teacher.num_classes}")
     return data
-
-
-def check_plan(plan_path: Path, measure: bool) -> str:
-    """Validate the plan against its teacher and data set; return a readable summary."""
-    p = prepare(plan_path)
-    plan, teacher, spec, data = p.plan, p.teacher, p.base, p.data
-    full = spec.full()
-    lines = [
-        f"plan {plan.name}: {len(plan.devices)} devices, central {plan.central.name}",
-        f"teacher {teacher.family}: L={spec.layers} d={spec.dim} h={spec.heads} D={spec.mlp} "
-        f"S={spec.tokens}, {parameters(full, spec) / 1e6:.2f} M params, "
-        f"{flops(full, spec) / 1e6:.1f} MFLOPs/request, {memory_bytes(full, spec) / 2 ** 20:.1f} MB",
-        f"dataset {data.name}: {len(data.train)} train, {len(data.test)} test, {len(data.classes)} classes",
-    ]
-    for d in plan.devices:
-        lines.append(f"  device {d.name}: {d.memory_mb} MB, {d.max_mflops} MFLOPs, "
-                     f"{d.link_mbps} Mb/s{' (central)' if d.central else ''}, profile {d.profile}")
-    if measure:
-        test = p.splits()[3]
-        acc = accuracy(teacher, test, desc="teacher on the test split")
-        lines.append(f"teacher accuracy on {len(test)} test samples: {acc:.4f}")
-    return "\n".join(lines)

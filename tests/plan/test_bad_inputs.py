@@ -12,7 +12,10 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from tests.helpers import TOKENIZER, hf_model, run_cofc, save_folder, timm_checkpoint
+from cofc.compiler.models.teacher import teacher_from_plan
+from cofc.compiler.plan import load_plan
+
+from tests.helpers import TOKENIZER, estimated_profile, hf_model, run_cofc, save_folder, timm_checkpoint
 
 PLAN = """\
 name: bad-input
@@ -168,10 +171,14 @@ def snapshot(*roots: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for root in roots for p in root.rglob("*")}
 
 
-def check(case: Path, good: Path, teacher: str, dataset: str):
+def write_plan(case: Path, teacher: str, dataset: str, profile: Path) -> Path:
     plan = case / "plan.yaml"
-    plan.write_text(PLAN.replace("{TEACHER}", teacher).replace("{DATASET}", dataset)
-                    .replace("PROFILE", str(good / "profile.json")))
+    plan.write_text(PLAN.replace("{TEACHER}", teacher).replace("{DATASET}", dataset).replace("PROFILE", str(profile)))
+    return plan
+
+
+def check(case: Path, good: Path, teacher: str, dataset: str, profile: Path | None = None):
+    plan = write_plan(case, teacher, dataset, profile or good / "profile.json")
     return plan, run_cofc("build", "--check", str(plan), cwd=case, env={"COFC_MODEL_CACHE": str(case / "cache")})
 
 
@@ -201,7 +208,22 @@ def test_the_good_inputs_pass(kind, good, tmp_path):
     """The cases above fail for the reason they name: unchanged, the same plans pass."""
     teacher, dataset = ((text_teacher(good), data("text_file", good / "reviews.csv")) if kind == "text"
                         else (image_teacher(good), data("image_folder", good / "images")))
-    _, result = check(tmp_path, good, teacher, dataset)
+    # --check predicts from each device's table, so this one needs a table of its teacher's shape
+    loaded = teacher_from_plan(load_plan(write_plan(tmp_path, teacher, dataset, good / "profile.json")))
+    profile = estimated_profile(tmp_path / "profile.json", loaded.family, loaded.spec)
+    _, result = check(tmp_path, good, teacher, dataset, profile)
     assert result.returncode == 0, result.stderr
     assert "teacher accuracy on" in result.stdout and "3 classes" in result.stdout
+    assert "a answers in" in result.stdout and "b answers in" in result.stdout
+    assert "predicted: no decomposition answers sooner than" in result.stdout
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.slow  # `cofc build --check` in a new process
+def test_a_table_that_names_no_teacher_is_one_line_naming_it(good, tmp_path):
+    """The plan loader reads only a table's rows; the predictor needs to know what it measured."""
+    _, result = check(tmp_path, good, text_teacher(good), data("text_file", good / "reviews.csv"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"cofc: error: {tmp_path / 'plan.yaml'}:5: devices[0].profile: {good / 'profile.json'} does not say which "
+        "teacher it measured (provenance.teacher); capture it with 'cofc profile'"]
