@@ -148,10 +148,11 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes, o.max_ms)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
-    floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
-    if o.max_ms is not None and floor is not None and o.max_ms < floor.total_ms:
-        raise ctx.plan.error("objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, "
-                             "or use faster devices")
+    if o.max_ms is not None:  # a deadline under the devices' floor: say so before searching for nothing
+        floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
+        if floor is not None and o.max_ms < floor.total_ms:
+            raise ctx.plan.error("objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, "
+                                 "or use faster devices")
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
         tick = lambda _: bar.update()  # noqa: E731

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cofc.compiler.planning.objective import DeviceModel, t2_ms, t3_ms
+from cofc.compiler.planning.objective import DeviceModel, feasible_uniform, t2_ms, t3_ms
 from cofc.compiler.planning.search import SearchSpace
-from cofc.compiler.planning.spec import SubModelSpec, uniform_flops, uniform_memory_bytes
+from cofc.compiler.planning.spec import SubModelSpec
 
 
 @dataclass(frozen=True)
@@ -76,16 +76,15 @@ def fastest_answer(space: SearchSpace, devices: Sequence[DeviceModel], input_byt
     """Each device's fastest sub-model of `space` that fits its budgets (C5, C6), and the floor of
     eq. 3 they give; None when some device can run none, which the search then reports."""
     b = space.base
-    layers, dims, heads, mlp = _one_device_grid(space)
-    floors, fastest = [], []
+    grid = _one_device_grid(space)
+    floors = []
     for d in devices:
-        fits = (uniform_flops(b, layers, dims, heads, mlp) <= d.max_flops) & (
-            uniform_memory_bytes(b, layers, dims, heads, mlp) <= d.memory_bytes)
+        fits = feasible_uniform(*(a[:, None] for a in grid), [d], b)  # one device alone: C1–C4 hold on the grid
         if not fits.any():
             return None
-        specs = [SubModelSpec.uniform(*c) for c in zip(layers[fits], dims[fits], heads[fits], mlp[fits])]
-        ms = d.predict_many(specs) + t2_ms(d, dims[fits], input_bytes)
+        layers, dims, heads, mlp = (a[fits] for a in grid)
+        specs = [SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp)]
+        ms = d.predict_many(specs) + t2_ms(d, dims, input_bytes)
         best = int(np.argmin(ms))
-        fastest.append(specs[best])
         floors.append(DeviceFloor(d.name, specs[best], float(ms[best]), float(d.predict_many([b.full()])[0])))
-    return Floor(tuple(floors), t3_ms(fastest, devices, b))
+    return Floor(tuple(floors), t3_ms([f.spec for f in floors], devices, b))
