@@ -197,10 +197,10 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
     builder is present, and write one bundle folder per device plus a report. Torch runs on
     --device; ONNX export and ONNX Runtime run on the CPU."""
     if check:
-        from cofc.compiler.build.check import check_plan
+        from cofc.compiler.pipeline.check import check_plan
         click.echo(check_plan(plan_path))
         return
-    from cofc.compiler.build.pipeline import build as run_build
+    from cofc.compiler.pipeline.run import build as run_build
     from cofc.compiler.models.torch_device import resolve
 
     report = run_build(plan_path, out, force, resolve(torch_device))

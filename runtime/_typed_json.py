@@ -7,7 +7,7 @@ instead of failing later with a KeyError deep inside the runtime.
 Supported hints: str, int, float, bool, Literal, `X | None`, tuple[X, ...], dict[str, X], nested
 dataclasses, a union of dataclasses told apart by their `kind: Literal[...]` field, classes with a
 `parse(text)` classmethod, which travel as their `str()` (an `Endpoint`), paths (as strings) and
-numpy arrays (as nested lists). The build's stage results use it too (compiler/build/).
+numpy arrays (as nested lists). The build's stage results use it too (compiler/pipeline/).
 """
 from __future__ import annotations
 

@@ -185,7 +185,7 @@ def relative_links(text: str) -> list[str]:
 
 
 def named_paths(text: str) -> list[str]:
-    """Repository paths named in inline code (`compiler/build/report.py`, in commands too)."""
+    """Repository paths named in inline code (`compiler/pipeline/report.py`, in commands too)."""
     words = (w.rstrip(".,;:") for span in CODE.findall(FENCE.sub("", text)) for w in span.split())
     return [w for w in words if "/" in w and w.split("/", 1)[0] in TOP_LEVEL and not re.search(r"[<>*{}$]", w)]
 

@@ -26,7 +26,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cofc.compiler.build.report import PLAN_COPY
+from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.cluster.bench import table_cpu_limit
 from cofc.compiler.cluster.bench_result import BenchResult
 from cofc.compiler.plan import load_plan
@@ -66,7 +66,7 @@ def main() -> None:
     out = args.build_dir.with_name(args.build_dir.name + "-single").resolve()
     path = args.build_dir / "baseline.yaml"
 
-    from cofc.compiler.build.pipeline import build
+    from cofc.compiler.pipeline.run import build
     from cofc.compiler.cluster.bench import bench
 
     deadline = target

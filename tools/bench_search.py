@@ -10,8 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
-from cofc.compiler.build.context import Context
-from cofc.compiler.build.plots import plot_search
+from cofc.compiler.pipeline.context import Context
+from cofc.compiler.pipeline.plots import plot_search
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.scoring.importance import rank_units, ranking_samples

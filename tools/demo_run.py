@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.compiler.build.report import PLAN_COPY
+from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.plan import load_plan
 from cofc.runtime.bundle import load_bundle

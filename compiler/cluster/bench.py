@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.compiler.build.report import PLAN_COPY, load_report
+from cofc.compiler.pipeline.report import PLAN_COPY, load_report
 from cofc.compiler.cluster.bench_result import BenchResult, Phase, Spread, StreamRate, TeacherTiming
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
 from cofc.compiler.models.data import Expects, load_data

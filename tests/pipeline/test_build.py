@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cofc.compiler.build.report import load_report
+from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.plan import load_plan
 
 from tests.helpers import make_plan, run_cofc

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cofc.compiler.build.cache import Reads
-from cofc.compiler.build.context import Context, log
+from cofc.compiler.pipeline.cache import Reads
+from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
 from cofc.compiler.calibration.calibrate import Calibrated, CalibrationConfig, FusedModel, calibrate, random_mask
 from cofc.compiler.export.bundle import plan_id, write_bundles
@@ -139,10 +139,10 @@ def rank(ctx: Context) -> Importance:
 @stage("search", Reads(plan=("teacher", *SPLITS, "devices", "objective", "calibration.feature"),
                        stages=("importance",),
                        code=("cofc.compiler.scoring.proxy", "cofc.compiler.planning.search",
-                             "cofc.compiler.build.context", "cofc.compiler.build.plots", PREPARE)),
+                             "cofc.compiler.pipeline.context", "cofc.compiler.pipeline.plots", PREPARE)),
        outputs=("search.png",))
 def search(ctx: Context, importance: Importance) -> SearchSummary:
-    from cofc.compiler.build.plots import plot_search
+    from cofc.compiler.pipeline.plots import plot_search
 
     o = ctx.plan.objective
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)

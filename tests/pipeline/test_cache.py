@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cofc.compiler.build.cache import module_closure, source_digest
+from cofc.compiler.pipeline.cache import module_closure, source_digest
 
 from tests.helpers import REPO
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from cofc.compiler.build.cache import StageCache, Stored
-from cofc.compiler.build.context import Context, log
-from cofc.compiler.build.report import PLAN_COPY, Report, make_report, write_report
-from cofc.compiler.build.stages import STAGES, Built, Stage, skipped
+from cofc.compiler.pipeline.cache import StageCache, Stored
+from cofc.compiler.pipeline.context import Context, log
+from cofc.compiler.pipeline.report import PLAN_COPY, Report, make_report, write_report
+from cofc.compiler.pipeline.stages import STAGES, Built, Stage, skipped
 from cofc.compiler.models.adapters import adapter_module
 from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.plan import plan_yaml

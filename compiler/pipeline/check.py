@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cofc.compiler.build.context import Context
+from cofc.compiler.pipeline.context import Context
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.floor import fastest_answer

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cofc.compiler.build.report import REPORT, load_report
+from cofc.compiler.pipeline.report import REPORT, load_report
 from cofc.compiler.models.torch_device import resolve
 
 from tests.helpers import REPO, make_plan, run_cofc

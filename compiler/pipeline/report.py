@@ -9,9 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.build.plots import plot_latency
-from cofc.compiler.build.context import Context
-from cofc.compiler.build.stages import Built, SearchSummary
+from cofc.compiler.pipeline.plots import plot_latency
+from cofc.compiler.pipeline.context import Context
+from cofc.compiler.pipeline.stages import Built, SearchSummary
 from cofc.compiler.export.onnx import Parity
 from cofc.compiler.models.torch_device import describe
 from cofc.compiler.planning.objective import latency

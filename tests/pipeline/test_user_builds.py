@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cofc.compiler.build.report import load_report
+from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.teacher import teacher_from_plan
