@@ -200,8 +200,8 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
         from cofc.compiler.pipeline.check import check_plan
         click.echo(check_plan(plan_path))
         return
-    from cofc.compiler.pipeline.run import build as run_build
     from cofc.compiler.models.torch_device import resolve
+    from cofc.compiler.pipeline.run import build as run_build
 
     report = run_build(plan_path, out, force, resolve(torch_device))
     click.echo(f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
@@ -275,7 +275,8 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
 def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
-    from cofc.compiler.cluster.bench import bench as run_bench, format_table
+    from cofc.compiler.cluster.bench import bench as run_bench
+    from cofc.compiler.cluster.bench import format_table
     from cofc.compiler.cluster.bench_result import BENCH
 
     result = run_bench(build_dir, requests, emulate, stream=stream, window=window)

@@ -365,7 +365,7 @@ class Central(Closing):
             return self._answer_error(sock, p.client, p.client_id, "too-few-devices",
                                       f"only {present} answered before the deadline")
         batch = len(p.features[self.bundle.device])
-        feats = [p.features.get(n, np.zeros((batch, d), np.float32)) for n, d in zip(self.names, self.dims)]
+        feats = [p.features.get(n, np.zeros((batch, d), np.float32)) for n, d in zip(self.names, self.dims, strict=True)]
         mask = np.tile(np.array([[n in p.features for n in self.names]], np.float32), (batch, 1))
         start = time.perf_counter()
         logits = next(iter(self.aggregator.run({"features": np.concatenate(feats, axis=1),

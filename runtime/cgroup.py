@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from cofc.errors import CofcError
 
@@ -52,7 +53,7 @@ class CpuLimit:
         return self.share if self.paced else None
 
     @classmethod
-    def of_table(cls, provenance: dict[str, Any]) -> "CpuLimit | None":
+    def of_table(cls, provenance: dict[str, Any]) -> CpuLimit | None:
         """The limit a latency table was measured under (None: a whole, unlimited machine)."""
         share = provenance.get("cpu_share")
         if not share:

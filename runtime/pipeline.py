@@ -7,7 +7,7 @@ the same backend a device uses.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

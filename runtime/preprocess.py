@@ -9,8 +9,9 @@ more than half a millisecond of CPU: central tokenizes it once).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Preprocessor:
         todo, limit = list(range(len(texts))), HEAD_CHARS_PER_TOKEN * self.spec.max_length
         while todo:
             heads = [texts[i][:limit] for i in todo]
-            for i, head, enc in zip(todo, heads, self.tokenizer.encode_batch(heads)):
+            for i, head, enc in zip(todo, heads, self.tokenizer.encode_batch(heads), strict=True):
                 if len(head) == len(texts[i]) or _head_holds_every_kept_token(head, enc):
                     encodings[i] = enc
             todo, limit = [i for i in todo if encodings[i] is None], 2 * limit
@@ -140,7 +141,7 @@ class Preprocessor:
             raise WireError("bad-input", "expected utf8 bytes and their lengths")
         bounds = np.concatenate([[0], np.cumsum(lengths)])
         try:
-            texts = [bytes(data[a:b]).decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+            texts = [bytes(data[a:b]).decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         except UnicodeDecodeError:
             raise WireError("bad-input", "text is not UTF-8") from None
         return self(texts)
@@ -168,7 +169,7 @@ def _head_holds_every_kept_token(head: str, enc: Encoding) -> bool:
     one character every word-splitting pre-tokenizer splits at and no normalizer removes; other
     whitespace such as U+001C is a control character BERT's normalizer deletes, joining words)."""
     last_space = head.rfind(" ")
-    kept_ends = [end for (_, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special]
+    kept_ends = [end for (_, end), special in zip(enc.offsets, enc.special_tokens_mask, strict=True) if not special]
     return bool(enc.overflowing) and bool(kept_ends) and max(kept_ends) <= last_space
 
 

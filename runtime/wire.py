@@ -11,8 +11,9 @@ exactly what its dtype and shape say, and total size. What fails raises `WireErr
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_BYTES) -> Message:
     if not isinstance(specs, list) or len(specs) != len(frames) - 1:
         raise WireError("frame-count", f"{len(frames) - 1} buffers for {len(specs) if isinstance(specs, list) else '?'} arrays")
     arrays, total = {}, 0
-    for spec, frame in zip(specs, frames[1:]):
+    for spec, frame in zip(specs, frames[1:], strict=True):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec["name"] in arrays:
             raise WireError("bad-array")
         dtype, shape = spec.get("dtype"), spec.get("shape")
@@ -103,7 +104,7 @@ def match_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Any]) -> dict[st
         if array is None:
             raise WireError("missing-input", spec.name)
         if array.dtype != spec.dtype or len(array.shape) != len(spec.shape) or any(
-                want is not None and got != want for got, want in zip(array.shape, spec.shape)):
+                want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)):
             raise WireError("mismatched-input", f"{spec.name} {array.dtype}{list(array.shape)}")
         feeds[spec.name] = array
     return feeds

@@ -46,8 +46,14 @@ def hf_model(family: str):
     """A tiny random-weight sequence-classification model of `family`, ids fitting MiniLM's
     tokenizer (30,522 tokens, [PAD] = 0)."""
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2ForSequenceClassification,
-                              MPNetConfig, MPNetForSequenceClassification)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        MPNetConfig,
+        MPNetForSequenceClassification,
+    )
     torch.manual_seed(0)
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, id2label=LABELS)
     if family == "bert":
@@ -154,8 +160,8 @@ def _plan_files() -> Path:
     (fitting a predictor takes a while; the files are the same every time)."""
     import torch
 
-    from cofc.compiler.models.adapters import get_adapter
     from cofc.compiler.latency.roofline import BOARDS
+    from cofc.compiler.models.adapters import get_adapter
     from cofc.compiler.models.teacher import save_teacher
 
     folder = Path(tempfile.mkdtemp(prefix="cofc-small-plan-"))

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from cofc.compiler.plan import load_plan
-
 from tests.helpers import load_tool, make_plan
 
 tradeoff = load_tool("tradeoff")

@@ -26,12 +26,11 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.cluster.bench import table_cpu_limit
 from cofc.compiler.cluster.bench_result import BenchResult
+from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.plan import load_plan
 from cofc.compiler.plan.loader import Plan, plan_yaml
-
 
 NO_LATENCY_WEIGHT = 1e-6  # δ must be positive; this small, Ψ ranks by the proxy's loss alone
 TOLERANCE = 0.05  # how far the single model's measured median may be from CoFormer's
@@ -66,8 +65,8 @@ def main() -> None:
     out = args.build_dir.with_name(args.build_dir.name + "-single").resolve()
     path = args.build_dir / "baseline.yaml"
 
-    from cofc.compiler.pipeline.run import build
     from cofc.compiler.cluster.bench import bench
+    from cofc.compiler.pipeline.run import build
 
     deadline = target
     for attempt in range(1, BUILDS + 1):

@@ -14,9 +14,9 @@ from cofc.compiler.pipeline.context import Context
 from cofc.compiler.pipeline.plots import plot_search
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.objective import Evaluator
+from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.scoring.importance import rank_units, ranking_samples
 from cofc.compiler.scoring.proxy import ValidationLoss
-from cofc.compiler.planning.search import SearchSpace, debo, random_search, uniform_search
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ import json
 import time
 from pathlib import Path
 
-from cofc.compiler.pipeline.cache import read_stored
-from cofc.compiler.pipeline.stages import SearchSummary
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
 from cofc.compiler.calibration.calibrate import CalibrationConfig, calibrate
 from cofc.compiler.models.torch_device import describe, resolve
+from cofc.compiler.pipeline.cache import read_stored
+from cofc.compiler.pipeline.stages import SearchSummary
 from cofc.compiler.plan import CalibrationPlan
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.plan.schema import SCHEMA

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.models.data import Expects, load_data
+from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.plan import load_plan
 from cofc.runtime.bundle import load_bundle
 
@@ -49,7 +49,7 @@ def main() -> None:
         sys.exit(out.stderr)
     answers = [json.loads(line) for line in out.stdout.splitlines()]
     answers.sort(key=lambda a: a["id"])
-    correct = sum(a["prediction"] == y for a, y in zip(answers, test.labels))
+    correct = sum(a["prediction"] == y for a, y in zip(answers, test.labels, strict=True))
     first = answers[0]
     print(f"first answer: {first['label']} (class {first['prediction']}), timings {first['timings']}")
     print(f"{len(answers)} answers from cofc run ({sum(a['degraded'] for a in answers)} degraded): "

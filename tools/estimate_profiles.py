@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.latency.predictor import fit_predictor, predictor_path
 from cofc.compiler.latency.profile import model_pool, write_table
 from cofc.compiler.latency.roofline import BOARDS, estimated_table
+from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.teacher import load_teacher
 
 

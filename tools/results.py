@@ -139,8 +139,8 @@ def teachers_table(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> li
 
 
 def plan_section(folder: Path, root: Path) -> list[str]:
-    from cofc.compiler.pipeline.report import SEARCHES, load_report
     from cofc.compiler.cluster.bench_result import BenchResult
+    from cofc.compiler.pipeline.report import SEARCHES, load_report
 
     rel = folder.relative_to(root).as_posix()
     bench_path = folder / "bench.json"
@@ -290,8 +290,8 @@ def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
 
 def measured_table(root: Path) -> list[str]:
     """One row per benchmarked build: what `cofc bench` measured through the runtime."""
-    from cofc.compiler.pipeline.report import load_report
     from cofc.compiler.cluster.bench_result import BenchResult
+    from cofc.compiler.pipeline.report import load_report
 
     rows = []
     for folder in report_folders(root):

@@ -124,8 +124,8 @@ def main() -> None:
                         help="leave the plan's own row out (its build is benched already, e.g. a committed flagship)")
     args = parser.parse_args()
 
-    from cofc.compiler.pipeline.run import build
     from cofc.compiler.cluster.bench import bench, format_table
+    from cofc.compiler.pipeline.run import build
     from cofc.runtime._files import atomic_write_json
 
     plan = load_plan(args.plan)

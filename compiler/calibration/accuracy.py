@@ -4,8 +4,8 @@ and voting the sub-models' logits; the fused model with each one device missing,
 feature-dropout aggregator and, for contrast, one trained without dropout."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

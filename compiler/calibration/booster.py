@@ -18,8 +18,8 @@ its logits, and whatever else a loss distils from (`layer_distill`: its block ou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

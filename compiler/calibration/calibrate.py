@@ -15,25 +15,25 @@ aggregator loses to fitting on seen ones, that fuses better (docs/experiments/ca
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
-from cofc.compiler.models.datasets import Split
-from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.calibration.booster import Distill, Targets, TrainConfig, boost, eq14, train_weighted
+from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 from cofc.compiler.models.batches import batched, preprocess_all
+from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.models.fusion import Aggregator, device_feature, submodel_logits
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.torch_device import CPU
-from cofc.compiler.planning.slices import Importance, plan_slices
-from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
 from cofc.compiler.plan import CalibrationPlan
+from cofc.compiler.planning.slices import Importance, plan_slices
 from cofc.compiler.planning.spec import SubModelSpec
 
 AGGREGATOR_EPOCHS = 20
@@ -56,7 +56,7 @@ class CalibrationConfig:
     aggregator_epochs: int = AGGREGATOR_EPOCHS
 
     @classmethod
-    def from_plan(cls, c: CalibrationPlan, seed: int) -> "CalibrationConfig":
+    def from_plan(cls, c: CalibrationPlan, seed: int) -> CalibrationConfig:
         return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
                    distill=Distill(soft=c.soft_labels, temperature=c.temperature), layer_distill=c.layer_distill,
                    boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
@@ -127,7 +127,7 @@ class FusedModel(nn.Module):
     def all_logits(self, inputs: Inputs, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The fused logits and each sub-model's own, from one pass through the backbones."""
         feats = [device_feature(self.adapter, m, inputs, self.feature) for m in self.submodels]
-        own = [self.adapter.head(m)(f) for m, f in zip(self.submodels, feats)]
+        own = [self.adapter.head(m)(f) for m, f in zip(self.submodels, feats, strict=True)]
         return self.aggregator(torch.cat(feats, dim=1), mask), own
 
 

@@ -17,19 +17,18 @@ and kept in fp16: running the teacher again on every training step doubled the c
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters.base import ModelAdapter
-from cofc.compiler.planning.slices import WeightSlices
-from cofc.compiler.models.adapters.base import Inputs
 from cofc.compiler.calibration.booster import LossFn, Targets
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 from cofc.compiler.models.batches import take, to_device
 from cofc.compiler.models.torch_device import CPU, placed
+from cofc.compiler.planning.slices import WeightSlices
 
 
 def block_key(layer: int) -> str:
@@ -86,7 +85,7 @@ def with_layer_distill(adapter: ModelAdapter, slices: WeightSlices, beta: float,
             raise ValueError(f"{len(outputs)} block outputs from a sub-model of {len(slices.layers)} blocks: "
                              "the base loss must run the model exactly once")
         errors, index = [], channels.to(base.device)
-        for student, j in zip(outputs, slices.layers):
+        for student, j in zip(outputs, slices.layers, strict=True):
             target = targets[block_key(j)].index_select(-1, index).float()
             errors.append((student - target).square().flatten(1).sum(1) / target.square().flatten(1).sum(1))
         return base + beta * torch.stack(errors).mean(0)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cofc.compiler.pipeline.report import PLAN_COPY, load_report
 from cofc.compiler.cluster.bench_result import BenchResult, Phase, Spread, StreamRate, TeacherTiming
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
 from cofc.compiler.models.data import Expects, load_data
+from cofc.compiler.pipeline.report import PLAN_COPY, load_report
 from cofc.compiler.plan import load_plan
 from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
@@ -94,12 +94,12 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
                 answers.append(answer)
         streamed = _stream(client, inputs, window) if stream else None
     labels = test.labels
-    correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels)]
+    correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels, strict=True)]
     names = [d.name for d in plan.devices]
     e2e = [a.timings["end_to_end_ms"] for a in answers]
     critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"]
                 for a in answers]
-    overhead = [e - c for e, c in zip(e2e, critical)]
+    overhead = [e - c for e, c in zip(e2e, critical, strict=True)]
     fastest = max(plan.devices, key=lambda d: limits[d.name].share)
     graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(len(test))]
     teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs,
@@ -110,7 +110,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
                        predicted_t1_ms=predicted[n].t1_ms, predicted_t2_ms=predicted[n].t2_ms,
                        **limits[n].provenance(), nice=emulation.nice[n] if emulation else None,
                        link_mbps=None if d.central else d.link_mbps)
-              for n, d in zip(names, plan.devices)}
+              for n, d in zip(names, plan.devices, strict=True)}
     t3_ms = statistics.median(a.timings["t3_ms"] for a in answers)
     end_to_end = _spread(e2e)
     result = BenchResult(
@@ -118,7 +118,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         accuracy=sum(correct) / len(correct), degraded=sum(a.degraded for a in answers),
         end_to_end_ms=end_to_end, client_ms=_spread(client_ms), phases=phases, t3_ms=t3_ms,
         critical_path_ms=statistics.median(critical), overhead_ms=_spread(overhead),
-        overhead_ratio=statistics.median(e / c for e, c in zip(e2e, critical)),
+        overhead_ratio=statistics.median(e / c for e, c in zip(e2e, critical, strict=True)),
         predicted_ms=report.fused.predicted_ms,
         teacher=TeacherTiming(fastest.name, teacher_ms, report.teacher.accuracy),
         speedup_vs_teacher=teacher_ms / end_to_end.median,

@@ -86,7 +86,7 @@ class BenchResult:
         atomic_write_json(Path(build_dir) / BENCH, to_json(self))
 
     @classmethod
-    def load(cls, build_dir: Path) -> "BenchResult":
+    def load(cls, build_dir: Path) -> BenchResult:
         return from_json(cls, _upgraded(json.loads((Path(build_dir) / BENCH).read_text())))
 
 

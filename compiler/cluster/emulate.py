@@ -22,8 +22,8 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from cofc.errors import CofcError
 from cofc.runtime.cgroup import CpuGroup, CpuLimit
@@ -73,7 +73,7 @@ class Emulation:
         self.groups: dict[str, CpuGroup] = {}
         self.procs: list[subprocess.Popen] = []
 
-    def __enter__(self) -> "Emulation":
+    def __enter__(self) -> Emulation:
         self._old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             _ip("link", "add", self.bridge, "type", "bridge")

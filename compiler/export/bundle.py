@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cofc.compiler.models.adapters._hf import padding, tokenizer_file
 from cofc.compiler.models.teacher import Teacher
@@ -21,9 +21,22 @@ from cofc.runtime.backends import TensorSpec, open_backend
 from cofc.runtime.backends._calibration import calibration_path
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.keys import KeyPair
-from cofc.runtime.manifest import (CentralInfo, DeviceRef, FusedDevice, Fusion, ImagePreprocess, Manifest, PlanRef,
-                                   Preprocess, SubModelInfo, SubModelShape, TensorInfo, TextPreprocess, WorkerRef,
-                                   write_manifest)
+from cofc.runtime.manifest import (
+    CentralInfo,
+    DeviceRef,
+    FusedDevice,
+    Fusion,
+    ImagePreprocess,
+    Manifest,
+    PlanRef,
+    Preprocess,
+    SubModelInfo,
+    SubModelShape,
+    TensorInfo,
+    TextPreprocess,
+    WorkerRef,
+    write_manifest,
+)
 
 TOKENIZER = "tokenizer.json"
 
@@ -68,7 +81,7 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
                           float(plan.runtime.deadline_ms), plan.runtime.min_devices,
                           plan.runtime.straggler_window, plan.runtime.probe_every, float(plan.runtime.slow_factor))
     prep, tokenizer = device_preprocess(teacher)
-    fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy))
+    fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy, strict=True))
     folders, digests = [], {}
     # Workers first: the central manifest pins each worker's manifest digest.
     order = sorted(range(len(plan.devices)), key=lambda i: plan.devices[i].central)

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters.base import ModelAdapter
-from cofc.compiler.models.adapters.base import Inputs
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 from cofc.compiler.models.fusion import Aggregator, device_feature
 from cofc.runtime.backends._calibration import save_calibration
 
@@ -38,7 +37,7 @@ class PooledBackbone(nn.Module):
         self.adapter, self.model, self.input_names, self.feature = adapter, model, input_names, feature
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return device_feature(self.adapter, self.model, dict(zip(self.input_names, tensors)), self.feature)
+        return device_feature(self.adapter, self.model, dict(zip(self.input_names, tensors, strict=True)), self.feature)
 
 
 def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
@@ -108,7 +107,7 @@ class TeacherLogits(nn.Module):
         self.adapter, self.model, self.input_names = adapter, model, input_names
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.adapter.logits(self.model, dict(zip(self.input_names, tensors)))
+        return self.adapter.logits(self.model, dict(zip(self.input_names, tensors, strict=True)))
 
 
 def export_teacher(adapter: ModelAdapter, model: nn.Module, example: Inputs, path: Path, opset: int = 17) -> Path:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import io
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
@@ -73,7 +74,7 @@ class Predictor:
         atomic_write_json(path.with_suffix(".json"), meta)
 
     @classmethod
-    def load(cls, path: Path) -> "Predictor":
+    def load(cls, path: Path) -> Predictor:
         meta = json.loads(path.with_suffix(".json").read_text())
         with np.load(path.with_suffix(".npz")) as data:
             arrays = {k: data[k] for k in data.files}
@@ -98,7 +99,7 @@ def _fit_mlp(specs: Sequence[SubModelSpec], ms: np.ndarray, seed: int) -> dict[s
         warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration cap is the budget
         mlp.fit((x - mean) / scale, np.log(ms))
     arrays = {"mean": mean, "scale": scale}
-    for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_)):
+    for i, (w, b) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
         arrays[f"w{i}"], arrays[f"b{i}"] = w, b
     return arrays
 

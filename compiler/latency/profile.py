@@ -14,17 +14,18 @@ import socket
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.export.onnx import PooledBackbone, export_backbone
-from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
+from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.teacher import Teacher
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
 from cofc.runtime._files import atomic_write_json
 from cofc.runtime.backends import open_backend
@@ -101,7 +102,7 @@ def provenance(device: str, backend: str, backend_version: str, precision: str, 
         "threads": threads, **(cpu.provenance() if cpu else CpuLimit.UNLIMITED),
         "batch": 1, "inputs": input_shapes, "family": teacher.family, "max_flops": max_flops,
         "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "estimated": False,
         "method": f"median of single-request runs for at least {MIN_S} s and {MIN_RUNS} runs "
                   f"(at most {MAX_RUNS}) after {WARMUP_S} s of warm-up",

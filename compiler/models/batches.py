@@ -4,7 +4,8 @@ and calibration, so that neither's code is part of the other's (the build's cach
 imports). Whole splits stay on the CPU; only the batch at hand is on the device (torch_device.py)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -13,9 +13,9 @@ import csv
 import gzip
 import importlib.metadata
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,27 +34,27 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, n: int | None, seed: int = 0) -> "Split":
+    def take(self, n: int | None, seed: int = 0) -> Split:
         """A seeded random subset of n samples (all of them when n is None or too large)."""
         if n is None or n >= len(self):
             return self
         return self.select(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
 
-    def select(self, idx: np.ndarray) -> "Split":
+    def select(self, idx: np.ndarray) -> Split:
         if isinstance(self.inputs, np.ndarray):
             return Split(self.inputs[idx], self.labels[idx])
         return Split([self.inputs[i] for i in idx], self.labels[idx])
 
-    def __add__(self, other: "Split") -> "Split":
+    def __add__(self, other: Split) -> Split:
         if isinstance(self.inputs, np.ndarray):
             return Split(np.concatenate([self.inputs, other.inputs]), np.concatenate([self.labels, other.labels]))
         return Split([*self.inputs, *other.inputs], np.concatenate([self.labels, other.labels]))
 
-    def partition(self, sizes: list[int], seed: int) -> list["Split"]:
+    def partition(self, sizes: list[int], seed: int) -> list[Split]:
         """Disjoint seeded random subsets of the given sizes (calibration, validation, …)."""
         order = np.random.default_rng(seed).permutation(len(self))
         starts = np.cumsum([0, *sizes])
-        return [self.select(np.sort(order[a:b])) for a, b in zip(starts[:-1], starts[1:])]
+        return [self.select(np.sort(order[a:b])) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 @dataclass(frozen=True)

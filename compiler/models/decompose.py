@@ -2,7 +2,7 @@
 (`planning/slices.py`, paper appendix B1), the family's adapter copies those weights."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -14,13 +14,12 @@ with whole devices dropped at random (CATS's message dropout), it degrades grace
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters.base import ModelAdapter
-from cofc.compiler.models.adapters.base import Inputs
+from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 
 FEATURES = ("pool", "first")  # the family's own pooling of final tokens, or the first (class) token
 

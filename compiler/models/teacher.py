@@ -47,7 +47,7 @@ class Teacher:
         self.adapter = get_adapter(self.family)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Teacher":
+    def from_record(cls, record: dict[str, Any]) -> Teacher:
         """The teacher a record describes, built by its family's adapter, in inference mode."""
         return cls(record["family"], get_adapter(record["family"]).build_teacher(record).eval(), record)
 
@@ -97,7 +97,7 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
             os.unlink(tmp)
 
 
-def teacher_from_plan(plan: "Plan") -> Teacher:
+def teacher_from_plan(plan: Plan) -> Teacher:
     """The plan's teacher, in whichever form the plan gives it (loader.TEACHER_FORMS). A teacher
     that cannot be loaded is a PlanError at its field, naming the file and what is wrong."""
     t = plan.teacher
@@ -134,7 +134,7 @@ def seeded_teacher(record: dict[str, Any], seed: int) -> Teacher:
         return Teacher.from_record(record)
 
 
-def _build(record: dict[str, Any], plan: "Plan") -> Teacher:
+def _build(record: dict[str, Any], plan: Plan) -> Teacher:
     """The teacher a record made from the plan describes (the adapter fills in what it reads), a
     fresh head drawn from the plan's seed."""
     record.setdefault("dataset", str(plan.dataset.name or plan.dataset.image_folder or plan.dataset.text_file))
@@ -155,7 +155,7 @@ def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
             "preprocess": prep, "classes": list(info.classes)}
 
 
-def _timm_record(t: "TeacherPlan") -> dict[str, Any]:
+def _timm_record(t: TeacherPlan) -> dict[str, Any]:
     """A timm name and checkpoint; the vit adapter fills in classes, size and normalisation that
     the plan leaves to the checkpoint and timm's config."""
     prep: dict[str, Any] = {"kind": "image"}

@@ -9,8 +9,8 @@ order, and differs from a CPU one only by how the device rounds.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -43,5 +43,5 @@ def placed(device: torch.device, *modules: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for m, home in zip(modules, homes):
+        for m, home in zip(modules, homes, strict=True):
             m.to(home)

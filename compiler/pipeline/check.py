@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cofc.compiler.pipeline.context import Context
 from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.pipeline.context import Context
 from cofc.compiler.plan.prepare import prepare
 from cofc.compiler.planning.floor import fastest_answer
 from cofc.compiler.planning.search import SearchSpace

@@ -1,8 +1,8 @@
 """The build's plots: the search's convergence (search.png) and the predicted latency (latency.png)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cofc.compiler.planning.search import SearchResult
 
@@ -39,7 +39,7 @@ def plot_latency(path: Path, names: list[str], t1: Sequence[float], t2: Sequence
     ax.bar(x, t1, label="t1 compute (sub-model)")
     ax.bar(x, t2, bottom=t1, label="t2 transfer")
     ax.scatter(x, teacher_ms, marker="_", s=600, color="black", label="teacher alone")
-    ax.axhline(max(a + b for a, b in zip(t1, t2)) + t3, linestyle="--", color="gray", label="CoFormer T")
+    ax.axhline(max(a + b for a, b in zip(t1, t2, strict=True)) + t3, linestyle="--", color="gray", label="CoFormer T")
     ax.set_xticks(list(x), names)
     ax.set_ylabel("predicted ms per request")
     ax.legend(fontsize=8)

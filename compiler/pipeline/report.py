@@ -9,11 +9,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.pipeline.plots import plot_latency
-from cofc.compiler.pipeline.context import Context
-from cofc.compiler.pipeline.stages import Built, SearchSummary
 from cofc.compiler.export.onnx import Parity
 from cofc.compiler.models.torch_device import describe
+from cofc.compiler.pipeline.context import Context
+from cofc.compiler.pipeline.plots import plot_latency
+from cofc.compiler.pipeline.stages import Built, SearchSummary
 from cofc.compiler.planning.objective import latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
@@ -89,12 +89,12 @@ def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report
         teacher=TeacherInfo(teacher.accuracy, teacher_flops / 1e6, teacher.spec,
                             {d.name: d.predict_ms(base.full()) for d in devices}),
         fused=FusedInfo(ort.fused, acc.fused, acc.fused_without_dropout, lat.total, lat.t3,
-                        dict(zip(names, ort.missing)), dict(zip(names, acc.missing_without_dropout))),
+                        dict(zip(names, ort.missing, strict=True)), dict(zip(names, acc.missing_without_dropout, strict=True))),
         average=acc.average, vote=acc.vote,
         devices=tuple(DeviceInfo(d.name, d.central, s, flops(s, base) / 1e6, flops(s, base) / teacher_flops,
                                  t1, t2, a, u)
                       for d, s, a, u, t1, t2 in zip(devices, found.policy, acc.submodels, acc.submodels_uncalibrated,
-                                                    lat.t1, lat.t2)),
+                                                    lat.t1, lat.t2, strict=True)),
         search=found, export=built.export.checks, test_samples=ort.samples, stage_seconds=seconds,
         torch_device=describe(ctx.device))
 

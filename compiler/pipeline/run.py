@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
+from cofc.compiler.models.adapters import adapter_module
+from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.pipeline.cache import StageCache, Stored
 from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.pipeline.report import PLAN_COPY, Report, make_report, write_report
 from cofc.compiler.pipeline.stages import STAGES, Built, Stage, skipped
-from cofc.compiler.models.adapters import adapter_module
-from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.plan import plan_yaml
 from cofc.compiler.plan.prepare import prepare
 from cofc.runtime._files import atomic_write

@@ -16,24 +16,33 @@ The torch work of teacher, importance, search and calibrate runs on the build's 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, get_type_hints
+from typing import Any, get_type_hints
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from cofc.compiler.pipeline.cache import Reads
-from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
 from cofc.compiler.calibration.calibrate import Calibrated, CalibrationConfig, FusedModel, calibrate, random_mask
 from cofc.compiler.export.bundle import plan_id, write_bundles
-from cofc.compiler.export.onnx import (INT8_SAMPLES, Parity, PooledBackbone, export_aggregator, export_backbone,
-                                       export_teacher, parity, write_int8_calibration)
+from cofc.compiler.export.onnx import (
+    INT8_SAMPLES,
+    Parity,
+    PooledBackbone,
+    export_aggregator,
+    export_backbone,
+    export_teacher,
+    parity,
+    write_int8_calibration,
+)
 from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.models.metrics import accuracy
+from cofc.compiler.pipeline.cache import Reads
+from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.planning.floor import fastest_answer
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
@@ -197,7 +206,7 @@ def load_calibrated(ctx: Context, policy: tuple[SubModelSpec, ...]) -> Calibrate
     adapter, teacher = ctx.teacher.adapter, ctx.teacher.model
     state = torch.load(ctx.out / "calibrated.pt", weights_only=True)
     subs = [adapter.build_submodel(teacher, s) for s in policy]
-    for m, sd in zip(subs, state["submodels"]):
+    for m, sd in zip(subs, state["submodels"], strict=True):
         m.load_state_dict(sd)
         m.eval()
     aggs = []
@@ -218,7 +227,7 @@ def export(ctx: Context, found: SearchSummary, _: AccuracyReport) -> ExportResul
     feeds = {k: v.numpy() for k, v in example.items()}
     feature = plan.calibration.feature
     checks = []
-    for d, m in zip(plan.devices, calibrated.submodels):
+    for d, m in zip(plan.devices, calibrated.submodels, strict=True):
         path = export_backbone(teacher.adapter, m, example, onnx_dir / f"{d.name}.onnx", plan.export.opset, feature)
         with torch.no_grad():
             want = PooledBackbone(teacher.adapter, m, list(example), feature)(*example.values()).numpy()

@@ -68,10 +68,10 @@ from typing import Any
 
 import yaml
 
+from cofc.compiler.plan.schema import NUM, SCHEMA, Field
+from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes, smallest_submodel
 from cofc.errors import PlanError
 from cofc.runtime.texts import DELIMITERS
-from cofc.compiler.plan.schema import NUM, SCHEMA, Field
-from cofc.compiler.planning.spec import TransformerSpec, memory_bytes, flops, smallest_submodel
 
 
 # -- the plan ----------------------------------------------------------------------------------

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import Dataset, Split
-from cofc.errors import DataError
+from cofc.compiler.models.teacher import Teacher, teacher_from_plan
 from cofc.compiler.plan import Plan, check_against_teacher, load_plan
 from cofc.compiler.plan.loader import DATA_SOURCES
 from cofc.compiler.planning.spec import TransformerSpec
-from cofc.compiler.models.teacher import Teacher, teacher_from_plan
+from cofc.errors import DataError
 
 
 @dataclass

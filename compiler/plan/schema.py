@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cofc.compiler.models.adapters import FAMILIES
 from cofc.compiler.models.datasets import DATASETS

@@ -11,8 +11,8 @@ examples/minilm_20ng.yaml`). Pure: numbers in, numbers out.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class Floor:
 
 def _one_device_grid(space: SearchSpace) -> tuple[np.ndarray, ...]:
     """Every sub-model the search can give one device, as l, d, h, D arrays in the spec's units."""
-    axes = [np.arange(lo, hi + 1) for lo, hi in zip(space.lower[:4], space.upper[:4])]
+    axes = [np.arange(lo, hi + 1) for lo, hi in zip(space.lower[:4], space.upper[:4], strict=True)]
     units = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 4)
     return units[:, 0], units[:, 1] * space.base.head_dim, units[:, 2], units[:, 3] * space.mlp_unit
 
@@ -83,7 +83,7 @@ def fastest_answer(space: SearchSpace, devices: Sequence[DeviceModel], input_byt
         if not fits.any():
             return None
         layers, dims, heads, mlp = (a[fits] for a in grid)
-        specs = [SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp)]
+        specs = [SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp, strict=True)]
         ms = d.predict_many(specs) + t2_ms(d, dims, input_bytes)
         best = int(np.argmin(ms))
         floors.append(DeviceFloor(d.name, specs[best], float(ms[best]), float(d.predict_many([b.full()])[0])))

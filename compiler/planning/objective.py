@@ -12,13 +12,19 @@ Two readings made concrete here:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from cofc.compiler.planning.spec import (SubModelSpec, TransformerSpec, flops, memory_bytes, uniform_flops,
-                                         uniform_memory_bytes)
+from cofc.compiler.planning.spec import (
+    SubModelSpec,
+    TransformerSpec,
+    flops,
+    memory_bytes,
+    uniform_flops,
+    uniform_memory_bytes,
+)
 
 FEATURE_BYTES = 4  # float32 pooled feature
 Policy = tuple[SubModelSpec, ...]
@@ -52,7 +58,7 @@ class Latency:
     @property
     def total(self) -> float:
         """Eq. 3: the slowest device's compute and transfer, then aggregation."""
-        return max(a + b for a, b in zip(self.t1, self.t2)) + self.t3
+        return max(a + b for a, b in zip(self.t1, self.t2, strict=True)) + self.t3
 
 
 def transfer_ms(nbytes: float, link_mbps: float) -> float:
@@ -78,8 +84,8 @@ def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: 
 
 def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec,
             input_bytes: int = 0) -> Latency:
-    t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices))
-    t2 = tuple(t2_ms(d, s.dim, input_bytes) for s, d in zip(policy, devices))
+    t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices, strict=True))
+    t2 = tuple(t2_ms(d, s.dim, input_bytes) for s, d in zip(policy, devices, strict=True))
     return Latency(t1, t2, t3_ms(policy, devices, base))
 
 
@@ -99,7 +105,7 @@ def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], b
     found = []
     if len(policy) != len(devices):
         return [f"policy has {len(policy)} sub-models for {len(devices)} devices"]
-    for s, d in zip(policy, devices):
+    for s, d in zip(policy, devices, strict=True):
         if s.layers > base.layers:
             found.append(f"C1: {d.name} has {s.layers} layers > L={base.layers}")
     if sum(s.dim for s in policy) > base.dim:
@@ -111,7 +117,7 @@ def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], b
         width = sum(s.mlp[k] for s in policy if k < s.layers)
         if width > base.mlp:
             found.append(f"C4: layer {k + 1} MLP widths sum to {width} > D={base.mlp}")
-    for s, d in zip(policy, devices):
+    for s, d in zip(policy, devices, strict=True):
         if flops(s, base) > d.max_flops:
             found.append(f"C5: {d.name} needs {flops(s, base) / 1e6:.2f} MFLOPs > Ω={d.max_flops / 1e6:.2f}")
         if memory_bytes(s, base) > d.memory_bytes:
@@ -126,7 +132,7 @@ def feasible_uniform(layers: np.ndarray, dims: np.ndarray, heads: np.ndarray, ml
     of l_n, d_n, h_n, D_n (all ≥ 1), device n in column n; the answer is (n,) booleans, True
     where `violations` would find nothing. Written over arrays so that the search can screen a
     thousand candidates in one go instead of one spec at a time."""
-    l, d, h, m = (np.asarray(a, dtype=np.int64) for a in (layers, dims, heads, mlp))
+    l, d, h, m = (np.asarray(a, dtype=np.int64) for a in (layers, dims, heads, mlp))  # noqa: E741 (eq. 8's l_n)
     if l.shape[1] != len(devices):
         raise ValueError(f"policies have {l.shape[1]} sub-models for {len(devices)} devices")
     kept = l[:, :, None] > np.arange(base.layers)  # (n, N, L): device's sub-model reaches layer k
@@ -179,7 +185,7 @@ class Evaluator:
         ok = feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
         rows = np.flatnonzero(ok)
         if self.deadline_ms is not None and len(rows):
-            policies = [tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i])) for i in rows]
+            policies = [tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i], strict=True)) for i in rows]
             ok[rows] = total_latency(policies, self.devices, self.base, self.input_bytes) <= self.deadline_ms
         return ok
 

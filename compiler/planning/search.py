@@ -16,8 +16,8 @@ in one array pass (`objective.feasible_uniform`), not one spec at a time.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class SearchSpace:
 
     def decode(self, x: Sequence[int]) -> Policy:
         layers, dims, heads, mlp = (c[0] for c in self.columns(x))
-        return tuple(SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp))
+        return tuple(SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp, strict=True))
 
     def encode(self, policy: Policy) -> np.ndarray:
         return np.array([[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit]
@@ -79,7 +79,7 @@ class SearchSpace:
                 split[i, j] = rng.dirichlet(np.ones(n))
                 shrink[i, j] = rng.uniform(0.3, 1.0, size=n)
         shares = np.clip(np.floor(split * totals[:, None] * shrink), 1, None).astype(np.int64)
-        for i, j in zip(*np.nonzero(shares.sum(-1) > totals)):  # floor(…) ≥ 1 may overshoot tiny totals
+        for i, j in zip(*np.nonzero(shares.sum(-1) > totals), strict=True):  # floor(…) ≥ 1 may overshoot tiny totals
             while shares[i, j].sum() > totals[j]:
                 shares[i, j, np.argmax(shares[i, j])] -= 1
         return np.concatenate([layers[:, None], shares], axis=1).transpose(0, 2, 1).reshape(count, 4 * n)
@@ -128,7 +128,7 @@ def sample_feasible(space: SearchSpace, evaluator: Evaluator, rng: np.random.Gen
     while len(found) < count and tries > 0:
         batch = space.propose(rng, min(count - len(found), tries))
         tries -= len(batch)
-        for x, ok in zip(batch, feasible_mask(space, evaluator, batch)):
+        for x, ok in zip(batch, feasible_mask(space, evaluator, batch), strict=True):
             key = x.tobytes()
             if ok and key not in found and key not in exclude:
                 found[key] = x

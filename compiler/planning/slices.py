@@ -21,8 +21,8 @@ it has (possible when sub-models keep different layers) is refused.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Importance:
         return {k: getattr(self, k).tolist() for k in ("heads", "neurons", "channels", "layers")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, list]) -> "Importance":
+    def from_dict(cls, data: dict[str, list]) -> Importance:
         return cls(*(np.asarray(data[k], dtype=float) for k in ("heads", "neurons", "channels", "layers")))
 
 
@@ -60,7 +60,7 @@ class WeightSlices:
                             tuple(len(h) for h in self.heads), tuple(len(n) for n in self.neurons))
 
     @classmethod
-    def full(cls, base: TransformerSpec) -> "WeightSlices":
+    def full(cls, base: TransformerSpec) -> WeightSlices:
         """Everything, in the teacher's order: the sub-model this gives is the teacher."""
         return cls(tuple(range(base.layers)), tuple(range(base.dim)),
                    (tuple(range(base.heads)),) * base.layers, (tuple(range(base.mlp)),) * base.layers)
@@ -77,7 +77,7 @@ def snake_draft(scores: np.ndarray, quotas: Sequence[int], first: int = 0) -> li
     taken: list[list[int]] = [[] for _ in range(n)]
     turn = 0
     for unit in np.argsort(-np.asarray(scores), kind="stable"):
-        if all(len(t) == q for t, q in zip(taken, quotas)):
+        if all(len(t) == q for t, q in zip(taken, quotas, strict=True)):
             break
         while len(taken[order[turn % len(order)]]) == quotas[order[turn % len(order)]]:
             turn += 1
@@ -110,7 +110,7 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
                 dealt = snake_draft(scores, quotas, first=j)
             except ValueError as exc:
                 raise ValueError(f"teacher layer {j + 1}: {exc}") from None
-            for n, units in zip(seats, dealt):
+            for n, units in zip(seats, dealt, strict=True):
                 per_layer[n][j] = units
     return [WeightSlices(layers[n], channels[n], tuple(heads[n][j] for j in layers[n]),
                          tuple(neurons[n][j] for j in layers[n])) for n in range(len(policy))]

@@ -28,7 +28,7 @@ class TransformerSpec:
     embed_params_per_dim: int = 0  # embedding parameters per embedding channel (tables, pos, bias)
     norm_params_per_dim: int = 2  # parameters per channel of the norms outside the blocks
 
-    def full(self) -> "SubModelSpec":
+    def full(self) -> SubModelSpec:
         """The sub-model that keeps everything: the teacher itself."""
         return SubModelSpec(self.layers, self.dim, (self.heads,) * self.layers, (self.mlp,) * self.layers)
 
@@ -64,12 +64,12 @@ class SubModelSpec:
         return {"layers": self.layers, "dim": self.dim, "heads": list(self.heads), "mlp": list(self.mlp)}
 
     @classmethod
-    def uniform(cls, layers: int, dim: int, heads: int, mlp: int) -> "SubModelSpec":
+    def uniform(cls, layers: int, dim: int, heads: int, mlp: int) -> SubModelSpec:
         """The same head count and MLP width in every layer (the search's encoding)."""
         return cls(int(layers), int(dim), (int(heads),) * int(layers), (int(mlp),) * int(layers))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SubModelSpec":
+    def from_dict(cls, data: dict) -> SubModelSpec:
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 
 
@@ -112,18 +112,18 @@ def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     O(S·d) and left out, which keeps ω within a few percent of a real count.
     """
     return _outside_flops(base, sub.dim) + sum(
-        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp))
+        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
 
 
 def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
     return _outside_parameters(base, sub.dim) + sum(
-        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp))
+        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
 
 
 def activation_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """Peak activations of one request: the widest layer's live tensors, attention scores included."""
-    return max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp)) * bytes_per_value
+    return max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp, strict=True)) * bytes_per_value
 
 
 def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:

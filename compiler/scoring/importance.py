@@ -51,7 +51,7 @@ def rank_units(teacher: Teacher, data: Split, batch: int = 64, device: torch.dev
     neuron_masks = [torch.ones(spec.mlp, device=device, requires_grad=True) for _ in blocks]
     channel_masks = [torch.ones(spec.dim, device=device, requires_grad=True) for _ in blocks]
     handles = []
-    for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks):
+    for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks, strict=True):
         handles.append(block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
             _masking_hook(hm, spec.head_dim), with_kwargs=True))
         handles.append(block.get_submodule(adapter.mlp_out).register_forward_pre_hook(
@@ -69,7 +69,7 @@ def rank_units(teacher: Teacher, data: Split, batch: int = 64, device: torch.dev
                 grads = torch.autograd.grad(F.cross_entropy(teacher.logits(inputs), labels),
                                             head_masks + neuron_masks + channel_masks)
                 n = len(blocks)
-                for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:])):
+                for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:]), strict=True):
                     scores[key] += np.abs(torch.stack(part).cpu().numpy())
     finally:
         for h in handles:

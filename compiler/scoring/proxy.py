@@ -15,18 +15,18 @@ iterative, runs on the CPU, where it rounds the same on every host.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cofc.compiler.models.datasets import Split
-from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.batches import batched, preprocess_all
+from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
+from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec

@@ -6,8 +6,8 @@ dataset on the device. Plain numpy, so the host writes and tests it without Tens
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 

@@ -34,7 +34,7 @@ class OrtBackend(Backend):
         return ort.__version__
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds), strict=True))
 
     def _release(self) -> None:
         self._session = None  # ONNX Runtime frees a session's memory when its last reference goes

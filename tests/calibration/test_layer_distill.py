@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.planning.slices import WeightSlices
-from cofc.compiler.models.decompose import cut
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
-
+from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.decompose import cut
+from cofc.compiler.planning.slices import WeightSlices
 from tests.helpers import raw_inputs, small_record
 
 

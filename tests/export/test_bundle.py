@@ -10,7 +10,6 @@ from cofc.runtime.backends import open_backend
 from cofc.runtime.backends._calibration import CalibrationBatches, calibration_path
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.manifest import SCHEMA
-
 from tests.helpers import run_cofc
 
 

@@ -5,11 +5,10 @@ import numpy as np
 import onnx
 import torch
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.export.onnx import PooledBackbone, export_aggregator, export_backbone, parity
+from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.planning.spec import SubModelSpec
-
 from tests.helpers import raw_inputs, small_record
 
 TOLERANCE = 1e-4

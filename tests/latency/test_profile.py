@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.latency.predictor import Predictor, _fit_linear, fit_predictor, predictor_path
 from cofc.compiler.latency.profile import model_pool, run_profile
 from cofc.compiler.latency.roofline import BOARDS, DEIT_B, estimate_ms
-from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, parameters
+from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.teacher import load_teacher, save_teacher
+from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, parameters
 from cofc.errors import CofcError
-
 from tests.helpers import make_plan, run_cofc, small_record
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,

@@ -7,7 +7,6 @@ import torch
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, parameters
-
 from tests.helpers import raw_inputs, small_record
 
 
@@ -99,9 +98,9 @@ def test_a_subset_of_heads_takes_exactly_those_heads_weights(family):
     adapter.copy_slices(teacher, student, slices)
     t, s, layout = teacher.state_dict(), student.state_dict(), LAYOUT[family]
     exact = dict(atol=0, rtol=0)
-    for i, (layer, heads, neurons) in enumerate(zip(slices.layers, slices.heads, slices.neurons)):
+    for i, (layer, heads, neurons) in enumerate(zip(slices.layers, slices.heads, slices.neurons, strict=True)):
         rows = [h * HEAD_DIM + j for h in heads for j in range(HEAD_DIM)]
-        for (tw, tb), (sw, sb) in zip(_q_k_v(t, layout, layer), _q_k_v(s, layout, i)):
+        for (tw, tb), (sw, sb) in zip(_q_k_v(t, layout, layer), _q_k_v(s, layout, i), strict=True):
             torch.testing.assert_close(sw, tw[rows][:, channels], **exact)
             torch.testing.assert_close(sb, tb[rows], **exact)
         (tw, tb), (sw, sb) = _both(t, s, layout, "out", layer, i)

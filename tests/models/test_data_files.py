@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from cofc.compiler.models.data import Expects, ImageInput, in_teacher_order, load_data, load_image
+from cofc.compiler.models.datasets import Dataset, Split
+from cofc.compiler.plan import DatasetPlan
+from cofc.errors import DataError
 from cofc.runtime.images import fit
 from cofc.runtime.texts import read_rows
-from cofc.compiler.models.datasets import Dataset, Split
-from cofc.errors import DataError
-from cofc.compiler.plan import DatasetPlan
 
 COLOURS = {"bird": (200, 30, 30), "cat": (30, 200, 30), "dog": (30, 30, 200)}
 RGB16 = ImageInput(channels=3, size=(16, 16), interpolation="bicubic", crop_pct=0.875)
@@ -42,7 +42,7 @@ def test_image_folder_reads_every_image_with_its_class(tmp_path):
     assert data.kind == "image" and data.classes == ANIMALS.classes
     for split in (data.train, data.test):
         assert split.inputs.shape == (9, 3, 16, 16) and split.inputs.dtype == np.uint8
-        for image, label in zip(split.inputs, split.labels):
+        for image, label in zip(split.inputs, split.labels, strict=True):
             colour = COLOURS[ANIMALS.classes[label]]  # the label is the folder's class, by name
             assert np.abs(image.reshape(3, -1).mean(1) - colour).max() < 1
     assert sorted(data.train.labels) == [0] * 3 + [1] * 3 + [3] * 3  # no fish
@@ -53,7 +53,7 @@ def test_grey_teacher_gets_grey_arrays(tmp_path):
     data = load_data(plan(image_folder=image_folder(tmp_path / "pets")), grey)
     assert data.train.inputs.shape == (9, 8, 8)
     expected = {label: round(0.299 * r + 0.587 * g + 0.114 * b) for label, (r, g, b) in enumerate(COLOURS.values())}
-    for image, label in zip(data.train.inputs, data.train.labels):
+    for image, label in zip(data.train.inputs, data.train.labels, strict=True):
         assert abs(int(image[4, 4]) - expected[label]) <= 1
 
 
@@ -89,7 +89,7 @@ def test_unnamed_teacher_numbers_class_folders_in_sorted_order(tmp_path):
     data = load_data(plan(image_folder=image_folder(tmp_path / "pets")), unnamed)
     assert data.classes == ("bird", "cat", "dog", "3")
     colours = {label: tuple(image.reshape(3, -1).mean(1).round())
-               for image, label in zip(data.test.inputs, data.test.labels)}
+               for image, label in zip(data.test.inputs, data.test.labels, strict=True)}
     assert colours == {0: (200, 30, 30), 1: (30, 200, 30), 2: (30, 30, 200)}
 
 
@@ -123,7 +123,7 @@ def test_named_columns_and_a_held_out_test_fraction(tmp_path):
     source = plan(text_file=tmp_path / "data.tsv", text_column="body", label_column="topic", held_out=0.3)
     a, b = load_data(source, unnamed), load_data(source, unnamed)
     assert (len(a.train), len(a.test)) == (35, 15) and a.test.inputs == b.test.inputs
-    assert all(label == int(text.split()[-1]) % 2 for text, label in zip(a.test.inputs, a.test.labels))
+    assert all(label == int(text.split()[-1]) % 2 for text, label in zip(a.test.inputs, a.test.labels, strict=True))
 
 
 def test_built_in_data_set_is_relabelled_by_the_teachers_names():

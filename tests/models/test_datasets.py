@@ -43,8 +43,8 @@ def test_take_is_seeded_and_keeps_pairs():
     data = load_dataset("reuters-r8")
     one, two = data.train.take(100, seed=3), data.train.take(100, seed=3)
     assert one.inputs == two.inputs and len(one) == 100
-    index = {t: l for t, l in zip(data.train.inputs, data.train.labels)}
-    assert all(index[t] == l for t, l in zip(one.inputs, one.labels))
+    index = {t: y for t, y in zip(data.train.inputs, data.train.labels, strict=True)}
+    assert all(index[t] == y for t, y in zip(one.inputs, one.labels, strict=True))
 
 
 def test_absent_package_names_the_install_command():

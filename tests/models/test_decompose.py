@@ -10,7 +10,6 @@ from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import device_feature
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.scoring.importance import rank_units
-
 from tests.helpers import raw_inputs, small_record
 
 

@@ -62,7 +62,7 @@ def write_csv(path, split, classes) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         rows = csv.writer(f)
         rows.writerow(["text", "topic"])
-        rows.writerows((text, classes[label]) for text, label in zip(split.inputs, split.labels))
+        rows.writerows((text, classes[label]) for text, label in zip(split.inputs, split.labels, strict=True))
 
 
 def test_cofc_teacher_on_a_text_file_states_an_accuracy_that_reproduces(tmp_path):

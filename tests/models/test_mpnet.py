@@ -104,7 +104,7 @@ def test_partial_slice_takes_the_named_weights():
     t, s = model.state_dict(), student.state_dict()
     same = lambda a, b: torch.testing.assert_close(a, b, atol=0, rtol=0)  # noqa: E731
     shared = t["backbone.encoder.relative_attention_bias.weight"]
-    for k, (j, heads, neurons) in enumerate(zip(slices.layers, slices.heads, slices.neurons)):
+    for k, (j, heads, neurons) in enumerate(zip(slices.layers, slices.heads, slices.neurons, strict=True)):
         rows = [h * 16 + i for h in heads for i in range(16)]
         tp, sp = f"backbone.encoder.layer.{j}.", f"backbone.encoder.layer.{k}."
         for name in ("q", "k", "v"):
@@ -124,7 +124,7 @@ def _masked_heads(model, kept: list[tuple[int, ...]], head_dim: int):
     """Forward pre-hooks that zero every head but `kept[k]` at layer k's output projection: the
     teacher computing with only those heads."""
     hooks = []
-    for layer, heads in zip(model.backbone.encoder.layer, kept):
+    for layer, heads in zip(model.backbone.encoder.layer, kept, strict=True):
         mask = torch.zeros(model.backbone.config.num_attention_heads)
         mask[list(heads)] = 1.0
         scale = mask.repeat_interleave(head_dim)
@@ -242,7 +242,7 @@ def test_ranking_hook_points_see_heads_and_neurons():
                           (adapter.build_submodel(model, RAGGED).eval(), RAGGED.heads, RAGGED.mlp)):
         seen: list[tuple[str, int]] = []
         hooks = [block.get_submodule(path).register_forward_pre_hook(
-                     lambda mod, args, p=path: seen.append((p, args[0].shape[-1])))
+                     lambda mod, args, p=path, seen=seen: seen.append((p, args[0].shape[-1])))
                  for block in adapter.blocks(m) for path in (adapter.head_mixer, adapter.mlp_out)]
         try:
             with torch.no_grad():
@@ -250,7 +250,7 @@ def test_ranking_hook_points_see_heads_and_neurons():
         finally:
             for hook in hooks:
                 hook.remove()
-        assert seen == [item for h, d in zip(heads, mlp)
+        assert seen == [item for h, d in zip(heads, mlp, strict=True)
                         for item in ((adapter.head_mixer, h * 16), (adapter.mlp_out, d))]
 
 

@@ -7,7 +7,6 @@ import pytest
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.models.teacher import load_teacher
-
 from tests.helpers import REPO
 
 TEACHERS = {"vit_fashion_mnist.pt": "fashion-mnist", "minilm_reuters_r8.pt": "reuters-r8"}

@@ -22,7 +22,6 @@ from cofc.compiler.plan import load_plan
 from cofc.compiler.plan.loader import TEACHER_FORMS
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.errors import PlanError
-
 from tests.helpers import LABELS, TOKENIZER, hf_model, save_folder, timm_checkpoint
 
 LENGTH = 24  # tokens per request (teacher.input_size)

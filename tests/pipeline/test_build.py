@@ -13,7 +13,6 @@ import pytest
 
 from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.plan import load_plan
-
 from tests.helpers import make_plan, run_cofc
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from cofc.compiler.pipeline.cache import module_closure, source_digest
-
 from tests.helpers import REPO
 
 AFTER_CALIBRATE = ("calibrate", "export", "bundle", "evaluate")

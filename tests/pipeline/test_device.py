@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cofc.compiler.pipeline.report import REPORT, load_report
 from cofc.compiler.models.torch_device import resolve
-
+from cofc.compiler.pipeline.report import REPORT, load_report
 from tests.helpers import REPO, make_plan, run_cofc
 
 CUDA = torch.cuda.is_available()

@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.teacher import teacher_from_plan
+from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.plan import load_plan
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.preprocess import Preprocessor
-
 from tests.helpers import LABELS, free_port, hf_model, run_cofc, save_folder, timm_checkpoint
 
 pytestmark = pytest.mark.e2e

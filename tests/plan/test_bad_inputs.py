@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image
 
 from cofc.compiler.models.teacher import teacher_from_plan
 from cofc.compiler.plan import load_plan
-
 from tests.helpers import TOKENIZER, estimated_profile, hf_model, run_cofc, save_folder, timm_checkpoint
 
 PLAN = """\
@@ -96,12 +95,12 @@ def text_file(case: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
-def texts(name: str, content: str | bytes) -> "Case":
+def texts(name: str, content: str | bytes) -> Case:
     """The good text teacher with this text file as its data."""
     return lambda c, g: (text_teacher(g), data("text_file", text_file(c, name, content)))
 
 
-def images(change: Callable[[Path], None]) -> "Case":
+def images(change: Callable[[Path], None]) -> Case:
     """The good image teacher with a changed copy of the good image folder."""
     return lambda c, g: (image_teacher(g), data("image_folder", image_folder_with(g, c, change)))
 

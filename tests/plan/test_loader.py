@@ -9,7 +9,6 @@ import pytest
 from cofc.compiler.plan import check_against_teacher, load_plan
 from cofc.compiler.planning.spec import TransformerSpec
 from cofc.errors import PlanError
-
 from tests.helpers import run_cofc
 
 GOOD = """\

@@ -11,7 +11,6 @@ from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import save_teacher
 from cofc.compiler.plan.prepare import prepare
-
 from tests.helpers import PLAN, small_record
 
 
@@ -52,4 +51,4 @@ def test_calibration_sets_with_and_without_a_held_out_fusion_split(plan: Path):
     # the split that ranks units and the one the search validates on do not change
     pooled_cal, pooled_val, _, _ = pooled.splits()
     assert _rows(pooled_cal) == _rows(cal) and _rows(pooled_val) == _rows(val)
-    assert set(zip(map(bytes, train.inputs), train.labels)) >= set(zip(map(bytes, cal.inputs), cal.labels))
+    assert set(zip(map(bytes, train.inputs), train.labels, strict=True)) >= set(zip(map(bytes, cal.inputs), cal.labels, strict=True))

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from cofc.compiler.planning.objective import DeviceModel, Evaluator, capacity_loss, violations
-from cofc.compiler.planning.search import (SearchSpace, debo, feasible_mask, random_search, sample_feasible,
-                                           uniform_policy, uniform_search)
+from cofc.compiler.planning.search import (
+    SearchSpace,
+    debo,
+    feasible_mask,
+    random_search,
+    sample_feasible,
+    uniform_policy,
+    uniform_search,
+)
 from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,

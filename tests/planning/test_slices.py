@@ -28,7 +28,7 @@ def test_snake_draft_deals_fairly_and_disjointly():
 def test_slices_are_disjoint_where_c2_to_c4_require(seed):
     rng = np.random.default_rng(seed)
     imp = random_importance(seed=seed)
-    policy = [SubModelSpec(int(l), 32, (2,) * int(l), (64,) * int(l)) for l in rng.integers(1, 7, size=3)]
+    policy = [SubModelSpec(int(n), 32, (2,) * int(n), (64,) * int(n)) for n in rng.integers(1, 7, size=3)]
     slices = plan_slices(policy, imp)
     channels = [set(s.channels) for s in slices]
     assert all(not (a & b) for a, b in itertools.combinations(channels, 2))  # C2: disjoint channels
@@ -38,7 +38,7 @@ def test_slices_are_disjoint_where_c2_to_c4_require(seed):
         neurons = [set(s.neurons[s.layers.index(layer)]) for s in holders]
         for group in (heads, neurons):  # C3, C4: disjoint within each teacher layer
             assert all(not (a & b) for a, b in itertools.combinations(group, 2))
-    for s, spec in zip(slices, policy):
+    for s, spec in zip(slices, policy, strict=True):
         assert s.spec == spec
         assert list(s.layers) == sorted(np.argsort(-imp.layers)[:spec.layers])  # most important layers
 

@@ -7,10 +7,16 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cofc.compiler.models.adapters import get_adapter
-from cofc.compiler.planning.spec import (SubModelSpec, TransformerSpec, flops, memory_bytes, parameters, uniform_flops,
-                                         uniform_memory_bytes)
 from cofc.compiler.models.teacher import load_teacher
-
+from cofc.compiler.planning.spec import (
+    SubModelSpec,
+    TransformerSpec,
+    flops,
+    memory_bytes,
+    parameters,
+    uniform_flops,
+    uniform_memory_bytes,
+)
 from tests.helpers import REPO, raw_inputs, small_record
 
 RAGGED = SubModelSpec(layers=2, dim=48, heads=(1, 4), mlp=(7, 150))
@@ -81,8 +87,8 @@ def test_array_forms_equal_flops_and_memory_of_uniform_specs():
                            embed_in=16, embed_params_per_dim=68)
     rng = np.random.default_rng(0)
     layers, dims, heads, mlp = (rng.integers(1, top + 1, size=(100, 3)) for top in (8, 96, 8, 256))
-    specs = [SubModelSpec(int(l), int(d), (int(h),) * int(l), (int(m),) * int(l))
-             for l, d, h, m in zip(layers.ravel(), dims.ravel(), heads.ravel(), mlp.ravel())]
+    specs = [SubModelSpec(int(n), int(d), (int(h),) * int(n), (int(m),) * int(n))
+             for n, d, h, m in zip(layers.ravel(), dims.ravel(), heads.ravel(), mlp.ravel(), strict=True)]
     assert uniform_flops(base, layers, dims, heads, mlp).ravel().tolist() == [flops(s, base) for s in specs]
     assert (uniform_memory_bytes(base, layers, dims, heads, mlp).ravel().tolist()
             == [memory_bytes(s, base) for s in specs])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from cofc.runtime.bundle import load_bundle
-
 from tests.runtime.cluster import start
 
 

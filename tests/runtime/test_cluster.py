@@ -19,9 +19,9 @@ from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.preprocess import Preprocessor
 from cofc.runtime.wire import Message, decode, encode
 from cofc.runtime.worker import Worker
-
 from tests.helpers import free_port
 from tests.runtime.cluster import mnist_images, requests_for, start
+
 
 def test_distributed_answers_equal_the_local_pipeline(bundles, cluster):
     images = mnist_images()[:240]

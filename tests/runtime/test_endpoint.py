@@ -5,7 +5,6 @@ import pytest
 
 from cofc.errors import CofcError
 from cofc.runtime.endpoint import Endpoint
-
 from tests.helpers import run_cofc
 
 

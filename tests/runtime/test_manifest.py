@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from cofc.runtime._files import sha256_file
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.endpoint import Endpoint
-from cofc.runtime.manifest import (DIGEST, MANIFEST, SCHEMA, BundleError, ImagePreprocess, Manifest, read_manifest,
-                                   write_manifest)
-from cofc.runtime._files import sha256_file
-
+from cofc.runtime.manifest import (
+    DIGEST,
+    MANIFEST,
+    SCHEMA,
+    BundleError,
+    ImagePreprocess,
+    Manifest,
+    read_manifest,
+    write_manifest,
+)
 from tests.helpers import run_cofc
 
 

@@ -14,7 +14,6 @@ from onnx import TensorProto, helper, numpy_helper
 from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 from cofc.runtime.pace import DeviceClock, arrival
-
 from tests.helpers import run_cofc
 
 DIM, DEPTH = 768, 48

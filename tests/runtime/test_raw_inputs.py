@@ -21,7 +21,6 @@ from cofc.runtime.manifest import ImagePreprocess, TextPreprocess
 from cofc.runtime.preprocess import Preprocessor, packed_request_bytes
 from cofc.runtime.texts import read_texts
 from cofc.runtime.wire import WireError
-
 from tests.helpers import TOKENIZER, run_cofc
 
 IMAGE = ImageInput(3, (32, 32), "bicubic", 0.875)

@@ -9,7 +9,6 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.planning.spec import SubModelSpec
 from cofc.compiler.scoring.importance import RANKING_SAMPLES, rank_units, ranking_samples
 from cofc.compiler.scoring.proxy import ValidationLoss, refit_head_loss
-
 from tests.helpers import small_record
 
 

@@ -29,5 +29,5 @@ def adapter_module(family: str) -> str:
         raise CofcError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}") from None
 
 
-def get_adapter(family: str) -> "ModelAdapter":
+def get_adapter(family: str) -> ModelAdapter:
     return getattr(importlib.import_module(adapter_module(family)), FAMILIES[family].split(":")[1])()

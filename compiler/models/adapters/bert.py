@@ -14,9 +14,15 @@ import copy
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from cofc.compiler.models.adapters._hf import (
+    HEAD_ROLES,
+    HfAdapter,
+    HfClassifier,
+    HfFolderFamily,
+    embedding_params_per_dim,
+    like_teacher,
+)
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
-                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
@@ -63,7 +69,7 @@ class BertAdapter(HfAdapter, HfFolderFamily):
         cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads = sub.dim, sub.layers, 1
         backbone = BertModel(cfg, add_pooling_layer=False)
         like = teacher.backbone.encoder.layer[0]
-        for layer, heads, width in zip(backbone.encoder.layer, sub.heads, sub.mlp):
+        for layer, heads, width in zip(backbone.encoder.layer, sub.heads, sub.mlp, strict=True):
             attn = layer.attention.self
             attn.num_attention_heads, attn.attention_head_size = heads, head_dim
             attn.all_head_size, attn.scaling = heads * head_dim, head_dim ** -0.5

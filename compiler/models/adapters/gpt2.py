@@ -17,9 +17,15 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model
 from transformers.pytorch_utils import Conv1D
 
+from cofc.compiler.models.adapters._hf import (
+    HEAD_ROLES,
+    HfAdapter,
+    HfClassifier,
+    HfFolderFamily,
+    embedding_params_per_dim,
+    like_teacher,
+)
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, QKV
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
-                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 
@@ -66,7 +72,7 @@ class Gpt2Adapter(HfAdapter, HfFolderFamily):
         head_dim = cfg.n_embd // cfg.n_head
         cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_inner = sub.dim, sub.layers, 1, max(sub.mlp)
         backbone = GPT2Model(cfg)
-        for block, heads, width in zip(backbone.h, sub.heads, sub.mlp):
+        for block, heads, width in zip(backbone.h, sub.heads, sub.mlp, strict=True):
             attn = block.attn
             attn.num_heads, attn.head_dim, attn.split_size = heads, head_dim, heads * head_dim
             if cfg.scale_attn_weights:

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,9 +48,15 @@ from transformers import MPNetConfig, MPNetModel
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 
+from cofc.compiler.models.adapters._hf import (
+    HEAD_ROLES,
+    HfAdapter,
+    HfClassifier,
+    HfFolderFamily,
+    embedding_params_per_dim,
+    like_teacher,
+)
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
-from cofc.compiler.models.adapters._hf import (HEAD_ROLES, HfAdapter, HfClassifier, HfFolderFamily,
-                                               embedding_params_per_dim, like_teacher)
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
@@ -67,7 +74,7 @@ class PerLayerBiasEncoder(nn.Module):
         self.config = encoder.config
         self.layer = encoder.layer
         self.num_buckets = encoder.config.relative_attention_num_buckets
-        for layer, h in zip(self.layer, heads):
+        for layer, h in zip(self.layer, heads, strict=True):
             layer.attention.attn.relative_attention_bias = nn.Embedding(self.num_buckets, h)
 
     def buckets(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -147,7 +154,7 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
         cfg.intermediate_size = max(sub.mlp)
         backbone = MPNetModel(cfg, add_pooling_layer=False)
         like = teacher.backbone.encoder.layer[0]
-        for layer, heads, width in zip(backbone.encoder.layer, sub.heads, sub.mlp):
+        for layer, heads, width in zip(backbone.encoder.layer, sub.heads, sub.mlp, strict=True):
             attn = layer.attention.attn
             attn.num_attention_heads, attn.attention_head_size = heads, head_dim
             attn.all_head_size = heads * head_dim
@@ -170,7 +177,7 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
         layers = student.backbone.encoder.layer
         if len(layers) != len(slices.heads):
             raise ValueError(f"{len(layers)} sub-model layers, {len(slices.heads)} head lists in the slices")
-        for k, (layer, heads) in enumerate(zip(layers, slices.heads)):
+        for k, (layer, heads) in enumerate(zip(layers, slices.heads, strict=True)):
             target = layer.get_submodule(BIAS_TABLE).weight
             value = shared[:, list(heads)]
             if value.shape != target.shape:

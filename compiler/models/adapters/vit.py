@@ -76,7 +76,8 @@ class VitAdapter(ModelAdapter):
         head_dim = teacher.blocks[0].attn.head_dim
         model = VisionTransformer(embed_dim=sub.dim, depth=sub.layers, num_heads=1, mlp_ratio=1.0,
                                   **_arch(teacher))
-        for block, heads, width, like in zip(model.blocks, sub.heads, sub.mlp, teacher.blocks):
+        like = teacher.blocks[0]  # every teacher block has the same layer types (bias, dtype)
+        for block, heads, width in zip(model.blocks, sub.heads, sub.mlp, strict=True):
             attn = block.attn
             attn.num_heads, attn.head_dim, attn.attn_dim = heads, head_dim, heads * head_dim
             attn.scale = head_dim ** -0.5

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["DataError", "Expects", "ImageInput", "load_data", "load_image"]
 
 
-def load_data(plan: "DatasetPlan", expects: Expects) -> Dataset:
+def load_data(plan: DatasetPlan, expects: Expects) -> Dataset:
     """The data set a plan's `dataset:` section names, labelled in the teacher's class order."""
     if plan.image_folder is not None:
         return read_image_folder(plan.image_folder, expects, plan.held_out)

@@ -24,7 +24,7 @@ class Expects:
         return set(self.classes) not in generic
 
     @classmethod
-    def of_manifest(cls, manifest: Manifest) -> "Expects":
+    def of_manifest(cls, manifest: Manifest) -> Expects:
         """What a built deployment takes, read from its central bundle's manifest (no teacher to load)."""
         prep = manifest.preprocess
         return cls(prep.kind, manifest.fusion.classes, prep.image if isinstance(prep, ImagePreprocess) else None)

@@ -1,7 +1,7 @@
 """Label names in a user's files -> the teacher's class indices (the rule is `Expects`' docstring)."""
 from __future__ import annotations
 
-from typing import Collection
+from collections.abc import Collection
 
 from cofc.compiler.models.data.expects import Expects
 

@@ -11,6 +11,7 @@ from cofc.compiler.models.datasets import Dataset, Split, holdout
 from cofc.errors import DataError
 from cofc.runtime.texts import read_rows
 
+
 def classes_in_files(paths: list[Path], text_column: str, label_column: str) -> tuple[str, ...]:
     """The classes of a new task head for these files: their label names in sorted order, or
     0..max when every label is a number (so label k is class k)."""
