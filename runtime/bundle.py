@@ -15,6 +15,7 @@
 
 Loading verifies everything: a changed, missing or unexpected file is refused by name. Torch-free.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,8 +88,12 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{file} was modified: its sha256 does not match the manifest")
     for file in path.rglob("*"):
         rel = file.relative_to(path).as_posix()
-        if (file.is_file() and rel not in manifest.files and rel not in (MANIFEST, DIGEST)
-                and not rel.startswith(ENGINES + "/")):
+        if (
+            file.is_file()
+            and rel not in manifest.files
+            and rel not in (MANIFEST, DIGEST)
+            and not rel.startswith(ENGINES + "/")
+        ):
             raise BundleError(f"{file} is not part of the bundle (not in its manifest)")
     return Bundle(path, manifest)
 
@@ -115,9 +120,13 @@ def describe(bundle: Bundle) -> str:
 def _reads(prep) -> str:
     """How the device turns raw inputs into its graph inputs (manifest `preprocess`)."""
     if prep.kind == "text":
-        return (f"UTF-8 texts, {prep.tokenizer_file}, padded or cut to {prep.max_length} tokens "
-                f"with {prep.pad_token} ({prep.pad_id})")
+        return (
+            f"UTF-8 texts, {prep.tokenizer_file}, padded or cut to {prep.max_length} tokens "
+            f"with {prep.pad_token} ({prep.pad_id})"
+        )
     image = prep.image
-    return (f"images as {'grey' if image.channels == 1 else 'RGB'} {image.size[0]}x{image.size[1]} "
-            f"({image.interpolation}, crop {image.crop_pct:g}), normalised by mean {list(prep.mean)}, "
-            f"std {list(prep.std)}")
+    return (
+        f"images as {'grey' if image.channels == 1 else 'RGB'} {image.size[0]}x{image.size[1]} "
+        f"({image.interpolation}, crop {image.crop_pct:g}), normalised by mean {list(prep.mean)}, "
+        f"std {list(prep.std)}"
+    )

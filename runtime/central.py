@@ -20,6 +20,7 @@ Every request gets exactly one answer: degraded (saying which devices were missi
 were left out as slow) when features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,6 +53,7 @@ log = logging.getLogger("cofc.central")
 class Straggler:
     """One worker's recent t1+t2 in ms (inf: it missed the deadline) and, while central does not
     wait for it, why."""
+
     recent: deque[float]
     excluded: str | None = None
     fast_probes: int = 0
@@ -94,8 +96,12 @@ class Stragglers:
         if s.excluded:
             s.fast_probes = s.fast_probes + 1 if ms <= self.limit_ms else 0
             if s.fast_probes >= PROBES_TO_RECOVER:
-                log.info("worker %s is fast again (%d probes within %.0f ms): waited for again",
-                         name, s.fast_probes, self.limit_ms)
+                log.info(
+                    "worker %s is fast again (%d probes within %.0f ms): waited for again",
+                    name,
+                    s.fast_probes,
+                    self.limit_ms,
+                )
                 self.reset(name)
             return
         if len(s.recent) < max(2, self.window // 2) or not min_devices_ok:
@@ -106,8 +112,7 @@ class Stragglers:
             shown = f"{p90:.0f} ms" if np.isfinite(p90) else f"over the deadline ({late} of {len(s.recent)} missed it)"
             s.excluded = f"slow: p90 {shown} > {self.limit_ms:.0f} ms"
             s.recent.clear()
-            log.warning("worker %s not waited for (%s); probed every %d requests", name, s.excluded,
-                        self.probe_every)
+            log.warning("worker %s not waited for (%s); probed every %d requests", name, s.excluded, self.probe_every)
 
 
 @dataclass
@@ -130,8 +135,15 @@ class Central(Closing):
     `cpu_share` paces it like a slower device (runtime/pace.py): a request's preprocessing and
     sub-model from when it is read, the fusion from when it starts."""
 
-    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, bind: Endpoint | None = None, cpu_share: float | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: str = "onnxruntime",
+        threads: int = 1,
+        insecure: bool = False,
+        bind: Endpoint | None = None,
+        cpu_share: float | None = None,
+    ):
         m, fusion = bundle.manifest, bundle.fusion  # BundleError unless this is the central bundle
         self.bundle, self.insecure = bundle, insecure
         self.bind = bind or m.central.endpoint.bind_any()
@@ -143,16 +155,24 @@ class Central(Closing):
         self.worker_keys = {w.public_key: w.name for w in fusion.workers}
         self.worker_digests = {w.name: w.digest for w in fusion.workers}
         self.client_keys = set(fusion.client_keys)
-        self.stragglers = Stragglers(self.workers, m.central.straggler_window, m.central.probe_every,
-                                     m.central.slow_factor * m.central.deadline_ms, self.deadline_s)
+        self.stragglers = Stragglers(
+            self.workers,
+            m.central.straggler_window,
+            m.central.probe_every,
+            m.central.slow_factor * m.central.deadline_ms,
+            self.deadline_s,
+        )
         self.prep = Preprocessor.for_bundle(bundle)
         self.cpu_share = cpu_share
         with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
-            self.engine = opened.enter_context(open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                                            precision=m.precision))
-            self.aggregator = opened.enter_context(open_backend(backend, bundle.file("aggregator.onnx"),
-                                                                threads=threads, precision=m.precision,
-                                                                cpu_share=cpu_share))
+            self.engine = opened.enter_context(
+                open_backend(backend, bundle.file("backbone.onnx"), threads=threads, precision=m.precision)
+            )
+            self.aggregator = opened.enter_context(
+                open_backend(
+                    backend, bundle.file("aggregator.onnx"), threads=threads, precision=m.precision, cpu_share=cpu_share
+                )
+            )
             self._backends = opened.pop_all()
         self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}
@@ -362,14 +382,16 @@ class Central(Closing):
         missing = [n for n in self.names if n not in p.features]
         timings = {"t1_ms": p.t1, "t2_ms": p.t2}
         if len(present) < self.min_devices:
-            return self._answer_error(sock, p.client, p.client_id, "too-few-devices",
-                                      f"only {present} answered before the deadline")
+            return self._answer_error(
+                sock, p.client, p.client_id, "too-few-devices", f"only {present} answered before the deadline"
+            )
         batch = len(p.features[self.bundle.device])
-        feats = [p.features.get(n, np.zeros((batch, d), np.float32)) for n, d in zip(self.names, self.dims, strict=True)]
+        feats = [
+            p.features.get(n, np.zeros((batch, d), np.float32)) for n, d in zip(self.names, self.dims, strict=True)
+        ]
         mask = np.tile(np.array([[n in p.features for n in self.names]], np.float32), (batch, 1))
         start = time.perf_counter()
-        logits = next(iter(self.aggregator.run({"features": np.concatenate(feats, axis=1),
-                                                "mask": mask}).values()))
+        logits = next(iter(self.aggregator.run({"features": np.concatenate(feats, axis=1), "mask": mask}).values()))
         timings["t3_ms"] = (time.perf_counter() - start) * 1e3
         timings["end_to_end_ms"] = (time.monotonic() - p.received) * 1e3
         meta = {"present": present, "missing": missing, "degraded": bool(missing), "timings": timings}
@@ -380,6 +402,7 @@ class Central(Closing):
 
     def _answer_error(self, sock: zmq.Socket, client: bytes, client_id: int, kind: str, detail: str) -> None:
         self.rejected.add(kind, detail)
-        sock.send_multipart([client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))],
-                            copy=False)
+        sock.send_multipart(
+            [client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))], copy=False
+        )
         self.answered += 1

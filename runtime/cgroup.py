@@ -12,6 +12,7 @@ the kernel's tick-granular enforcement lets through at full speed whatever the p
 and benches therefore pace each inference instead (runtime/backends/_paced.py). A table records
 how it was measured: paced, or under a quota and its period (one without a period: 100 ms).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,14 +33,14 @@ LEGACY_PERIOD_US = 100_000  # the kernel default, which tables without a recorde
 class CpuLimit:
     """`share` of one core (1.0 = a full core): paced inferences where `period_us` is None, else a
     cgroup quota enforced every `period_us` microseconds."""
+
     share: float
     period_us: int | None = None
     UNLIMITED: ClassVar[dict[str, Any]] = {"cpu_share": None, "cpu_period_us": None, "cpu_emulation": None}
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= (1 if self.paced else 64):
-            raise CofcError(f"cpu share {self.share} must be above 0 and at most 1 when paced "
-                            "(1.0 is one full core)")
+            raise CofcError(f"cpu share {self.share} must be above 0 and at most 1 when paced (1.0 is one full core)")
         if not self.paced and not 1_000 <= self.period_us <= 1_000_000:
             raise CofcError(f"cpu period {self.period_us} us must be between 1 ms and 1 s")
 
@@ -64,8 +65,11 @@ class CpuLimit:
 
     def provenance(self) -> dict[str, Any]:
         """How a table records this limit (read back by `of_table`)."""
-        return {"cpu_share": self.share, "cpu_period_us": self.period_us,
-                "cpu_emulation": "paced" if self.paced else "cgroup"}
+        return {
+            "cpu_share": self.share,
+            "cpu_period_us": self.period_us,
+            "cpu_emulation": "paced" if self.paced else "cgroup",
+        }
 
 
 def _layout() -> tuple[Path, str]:

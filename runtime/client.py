@@ -7,6 +7,7 @@ sent again as well. Client request ids make a duplicate answer harmless: the fir
 a later one is dropped and counted. A request that has no answer after `total_timeout_s` ends in an
 explicit error answer, so every request ends in exactly one answer.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -46,6 +47,7 @@ class Answer:
 @dataclass
 class Outstanding:
     """A request without an answer yet: kept so that it can be sent again."""
+
     arrays: dict[str, np.ndarray]
     submitted: float
     sent: float | None = None  # None: to be sent once central is reachable again
@@ -55,8 +57,14 @@ class Outstanding:
 class Client(Closing):
     """A DEALER socket to central; `with Client(...) as client:` closes it."""
 
-    def __init__(self, endpoint: Endpoint, server_key: str | None = None, keys: KeyPair | None = None,
-                 retry_s: float = RETRY_S, total_timeout_s: float = TOTAL_TIMEOUT_S):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        server_key: str | None = None,
+        keys: KeyPair | None = None,
+        retry_s: float = RETRY_S,
+        total_timeout_s: float = TOTAL_TIMEOUT_S,
+    ):
         self.ctx = zmq.Context()
         self.sock = client_socket(self.ctx, zmq.DEALER, server_key, keys)
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
@@ -73,8 +81,9 @@ class Client(Closing):
         self.dropped = 0  # answers to requests already answered or given up: duplicates, late ones
 
     @classmethod
-    def for_bundle(cls, bundle: Bundle, endpoint: Endpoint | None = None, insecure: bool = False,
-                   **options: float) -> Client:
+    def for_bundle(
+        cls, bundle: Bundle, endpoint: Endpoint | None = None, insecure: bool = False, **options: float
+    ) -> Client:
         """A client on the central device (by default at its bundle's port on 127.0.0.1), with the
         client key its bundle carries."""
         central = bundle.manifest.central
@@ -136,8 +145,12 @@ class Client(Closing):
         for ident, request in self.outstanding.items():
             if now - request.submitted >= self.total_timeout_s:
                 del self.outstanding[ident]
-                return Answer(ident, None, error=f"timeout: no answer within {self.total_timeout_s:.0f} s "
-                                                 f"({request.tries} tries)", tries=request.tries)
+                return Answer(
+                    ident,
+                    None,
+                    error=f"timeout: no answer within {self.total_timeout_s:.0f} s ({request.tries} tries)",
+                    tries=request.tries,
+                )
         return None
 
     # -- receiving -----------------------------------------------------------------------------
@@ -171,9 +184,17 @@ class Client(Closing):
             self.dropped += 1
             return None
         meta = msg.meta
-        return Answer(msg.id, msg.arrays.get("logits"), meta.get("present", []), meta.get("missing", []),
-                      meta.get("degraded", False), meta.get("timings", {}), meta.get("error"),
-                      meta.get("excluded", {}), request.tries)
+        return Answer(
+            msg.id,
+            msg.arrays.get("logits"),
+            meta.get("present", []),
+            meta.get("missing", []),
+            meta.get("degraded", False),
+            meta.get("timings", {}),
+            meta.get("error"),
+            meta.get("excluded", {}),
+            request.tries,
+        )
 
     def infer(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> Answer | None:
         """The answer to one request, or None when none comes within `timeout_s`."""

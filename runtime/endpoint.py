@@ -1,6 +1,7 @@
 """ZeroMQ TCP endpoints, parsed in one place: the bundle's central endpoint, `--bind`, `--connect`.
 
 `tcp://HOST:PORT`, where HOST is a name, an IPv4 address or `*` (every interface, to bind)."""
+
 from __future__ import annotations
 
 import re

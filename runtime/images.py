@@ -4,6 +4,7 @@ The one path from a file to pixels, for both sides: the compiler reads a user's 
 it, and a device reads the image files it is asked about with the same steps and the parameters
 its bundle manifest carries, so both see the same pixels (tests/runtime/test_raw_inputs.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ class ImageInput:
     """How an image file becomes the uint8 array a ViT teacher takes, as timm's evaluation transform
     does it: scale the shorter side to floor(side / crop_pct) with `interpolation`, then cut the
     centre (height, width). crop_pct 1 and a square image: a plain resize."""
+
     channels: int  # 1: grey (H, W) arrays; 3: RGB (3, H, W)
     size: tuple[int, int]  # (height, width)
     interpolation: str = "bilinear"
@@ -81,5 +83,8 @@ def fit(img, image: ImageInput):
 def image_files(folder: Path) -> list[Path]:
     """The image files under `folder` (any depth, sorted; hidden and other files skipped, as
     torchvision's ImageFolder does)."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )

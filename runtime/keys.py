@@ -1,4 +1,5 @@
 """CURVE key pairs: each device's own (`keys.json`) and central's local client pair (`client.json`)."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ manifest.json carries an integer schema version. Reading refuses, as a `BundleEr
 file and the field, a manifest of another schema version (an old one without a version is told to
 rebuild), a missing or unexpected field, and a field of the wrong type, before anything uses it.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ class DeviceRef:
 @dataclass(frozen=True)
 class SubModelShape:
     """C_n = (l_n, d_n, h_n[1..l_n], D_n[1..l_n]) of the sub-model this device runs."""
+
     layers: int
     dim: int
     heads: tuple[int, ...]
@@ -87,6 +89,7 @@ Preprocess = ImagePreprocess | TextPreprocess
 @dataclass(frozen=True)
 class CentralInfo:
     """How every device reaches central, and the service central promises."""
+
     endpoint: Endpoint
     public_key: str
     deadline_ms: float
@@ -108,6 +111,7 @@ class FusedDevice:
 @dataclass(frozen=True)
 class WorkerRef:
     """A worker central admits: its CURVE key, and the digest of the bundle it must announce."""
+
     name: str
     public_key: str
     digest: str
@@ -117,6 +121,7 @@ class WorkerRef:
 class Fusion:
     """Central only: whose features it fuses (in the aggregator's order), whom it admits, and
     the names of the classes its logits score."""
+
     devices: tuple[FusedDevice, ...]
     workers: tuple[WorkerRef, ...]
     client_keys: tuple[str, ...]
@@ -140,8 +145,11 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if (self.device.role == "central") != (self.fusion is not None):
-            raise SchemaError("fusion", f"a {self.device.role} bundle must "
-                                        f"{'' if self.device.role == 'central' else 'not '}describe the fusion")
+            raise SchemaError(
+                "fusion",
+                f"a {self.device.role} bundle must "
+                f"{'' if self.device.role == 'central' else 'not '}describe the fusion",
+            )
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> str:
@@ -162,15 +170,20 @@ def read_manifest(path: Path) -> Manifest:
         raise BundleError(f"{path}: expected a JSON object")
     version = data.get("schema")
     if version is None:
-        raise BundleError(f"{path} has no schema version: the bundle was built by an older cofc; "
-                          "rebuild it with `cofc build`")
+        raise BundleError(
+            f"{path} has no schema version: the bundle was built by an older cofc; rebuild it with `cofc build`"
+        )
     if not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{path}: schema: expected an integer, got {version!r}")
     if version != SCHEMA:
-        advice = ("built by an older cofc; rebuild it with `cofc build`" if version < SCHEMA
-                  else "built by a newer cofc; upgrade cofc on this device")
-        raise BundleError(f"{path}: schema: version {version} is not the one this cofc reads ({SCHEMA}): "
-                          f"the bundle was {advice}")
+        advice = (
+            "built by an older cofc; rebuild it with `cofc build`"
+            if version < SCHEMA
+            else "built by a newer cofc; upgrade cofc on this device"
+        )
+        raise BundleError(
+            f"{path}: schema: version {version} is not the one this cofc reads ({SCHEMA}): the bundle was {advice}"
+        )
     try:
         return from_json(Manifest, data)
     except SchemaError as exc:

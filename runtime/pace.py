@@ -15,6 +15,7 @@ A worker emulated on central's own host can count from the moment central sent t
 machine, one monotonic clock) plus the request's transfer at its link's rate: without it a wait
 for a core before the request is even read is not absorbed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,6 +64,8 @@ def arrival(sent_s: float, request_bytes: int, link_mbps: float) -> float:
     behind a `link_mbps` link. CofcError when `sent_s` cannot be this host's clock (central runs
     elsewhere, where the emulation's shared clock does not exist)."""
     if abs(time.monotonic() - sent_s) > SHARED_CLOCK_SKEW_S:
-        raise CofcError(f"central's send time is {time.monotonic() - sent_s:+.0f} s from this host's clock: "
-                        "--emulated-link-mbps emulates a device on central's own host only")
+        raise CofcError(
+            f"central's send time is {time.monotonic() - sent_s:+.0f} s from this host's clock: "
+            "--emulated-link-mbps emulates a device on central's own host only"
+        )
     return sent_s + request_bytes * 8 / (link_mbps * 1e6)

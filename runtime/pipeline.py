@@ -4,6 +4,7 @@ This is the reference the distributed runtime must reproduce (same logits), and 
 `cofc build` uses to measure the accuracy of what it ships: the bundles themselves, through
 the same backend a device uses.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,10 +35,15 @@ class LocalPipeline(Closing):
         self.preprocess = Preprocessor.for_bundle(self.central)
         precision = self.central.manifest.precision
         with contextlib.ExitStack() as opened:  # a failure half-way closes what was opened
-            self.backbones = [opened.enter_context(open_backend(backend, b.file("backbone.onnx"), threads=threads,
-                                                                precision=precision)) for b in self.bundles]
-            self.aggregator = opened.enter_context(open_backend(backend, self.central.file("aggregator.onnx"),
-                                                                threads=threads, precision=precision))
+            self.backbones = [
+                opened.enter_context(
+                    open_backend(backend, b.file("backbone.onnx"), threads=threads, precision=precision)
+                )
+                for b in self.bundles
+            ]
+            self.aggregator = opened.enter_context(
+                open_backend(backend, self.central.file("aggregator.onnx"), threads=threads, precision=precision)
+            )
             self._backends = opened.pop_all()
 
     def close(self) -> None:
@@ -46,14 +52,20 @@ class LocalPipeline(Closing):
 
     def features(self, raw) -> list[np.ndarray]:
         inputs = self.preprocess(raw)
-        return [next(iter(b.run({k: inputs[k] for k in (i.name for i in b.inputs)}).values()))
-                for b in self.backbones]
+        return [next(iter(b.run({k: inputs[k] for k in (i.name for i in b.inputs)}).values())) for b in self.backbones]
 
     def fuse(self, features: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
         """Logits from per-device features; a missing device's features may be anything (zeros)."""
-        return next(iter(self.aggregator.run({
-            "features": np.ascontiguousarray(np.concatenate(features, axis=1), dtype=np.float32),
-            "mask": np.ascontiguousarray(mask, dtype=np.float32)}).values()))
+        return next(
+            iter(
+                self.aggregator.run(
+                    {
+                        "features": np.ascontiguousarray(np.concatenate(features, axis=1), dtype=np.float32),
+                        "mask": np.ascontiguousarray(mask, dtype=np.float32),
+                    }
+                ).values()
+            )
+        )
 
     def __call__(self, raw, mask: np.ndarray | None = None) -> np.ndarray:
         feats = self.features(raw)

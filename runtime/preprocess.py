@@ -7,6 +7,7 @@ graph inputs: the uint8 pixels (4x smaller than normalised float pixels), or the
 2 bytes a token without the padding (smaller than the text, and tokenizing a text cost each device
 more than half a millisecond of CPU: central tokenizes it once).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -63,8 +64,10 @@ class Preprocessor:
             except (OSError, ValueError) as exc:
                 raise DataError(f"{path}: not a readable .npy file ({exc})") from None
             if arrays.dtype != np.uint8 or arrays.shape[1:] != image.shape:
-                raise DataError(f"{path}: expected uint8 images of shape (N, {', '.join(map(str, image.shape))}), "
-                                f"got {arrays.dtype}{arrays.shape}")
+                raise DataError(
+                    f"{path}: expected uint8 images of shape (N, {', '.join(map(str, image.shape))}), "
+                    f"got {arrays.dtype}{arrays.shape}"
+                )
             return arrays
         files = image_files(path) if path.is_dir() else [path]
         if not files:
@@ -78,8 +81,10 @@ class Preprocessor:
                 x = x[:, None]
             return {"pixel_values": np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)}
         enc = self._encode(list(raw))
-        return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+        return {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+        }
 
     def _encode(self, texts: list[str]) -> list[Encoding]:
         """The tokenizer's encodings of whole texts, computed from their heads where that is the
@@ -109,8 +114,10 @@ class Preprocessor:
         if self.kind == "image":
             return {"image": np.ascontiguousarray(raw, dtype=np.uint8)}
         encoded = [t.encode("utf-8") for t in raw]
-        return {"utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
-                "lengths": np.array([len(e) for e in encoded], dtype=np.int64)}
+        return {
+            "utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
+            "lengths": np.array([len(e) for e in encoded], dtype=np.int64),
+        }
 
     def relay(self, raw: dict[str, np.ndarray], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What central sends its workers for a request whose packed raw input and graph inputs
@@ -119,8 +126,10 @@ class Preprocessor:
             return raw
         counts = inputs["attention_mask"].sum(axis=1)
         ids = inputs["input_ids"][inputs["attention_mask"].astype(bool)]  # right padding: a prefix of each row
-        return {"token_ids": ids.astype(token_id_dtype(self.tokenizer.get_vocab_size())),
-                "token_counts": counts.astype(np.int64)}
+        return {
+            "token_ids": ids.astype(token_id_dtype(self.tokenizer.get_vocab_size())),
+            "token_counts": counts.astype(np.int64),
+        }
 
     def unpack(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Graph inputs from a request's arrays (a packed raw input, or what central relays);
@@ -135,9 +144,18 @@ class Preprocessor:
                 raise WireError("bad-input", f"image shape {image.shape[1:]}, expected {self.spec.image.shape}")
             return self(image)
         data, lengths = arrays.get("utf8"), arrays.get("lengths")
-        if (data is None or lengths is None or data.dtype != np.uint8 or lengths.dtype != np.int64
-                or data.ndim != 1 or lengths.ndim != 1 or len(lengths) == 0 or (lengths < 0).any()
-                or int(lengths.sum()) != len(data) or len(data) > MAX_TEXT_BYTES):
+        if (
+            data is None
+            or lengths is None
+            or data.dtype != np.uint8
+            or lengths.dtype != np.int64
+            or data.ndim != 1
+            or lengths.ndim != 1
+            or len(lengths) == 0
+            or (lengths < 0).any()
+            or int(lengths.sum()) != len(data)
+            or len(data) > MAX_TEXT_BYTES
+        ):
             raise WireError("bad-input", "expected utf8 bytes and their lengths")
         bounds = np.concatenate([[0], np.cumsum(lengths)])
         try:
@@ -148,9 +166,18 @@ class Preprocessor:
 
     def _tokens(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, counts = arrays.get("token_ids"), arrays.get("token_counts")
-        if (ids is None or counts is None or ids.dtype not in (np.uint16, np.int32) or counts.dtype != np.int64
-                or ids.ndim != 1 or counts.ndim != 1 or len(counts) == 0 or (counts < 1).any()
-                or (counts > self.spec.max_length).any() or int(counts.sum()) != len(ids)):
+        if (
+            ids is None
+            or counts is None
+            or ids.dtype not in (np.uint16, np.int32)
+            or counts.dtype != np.int64
+            or ids.ndim != 1
+            or counts.ndim != 1
+            or len(counts) == 0
+            or (counts < 1).any()
+            or (counts > self.spec.max_length).any()
+            or int(counts.sum()) != len(ids)
+        ):
             raise WireError("bad-input", f"expected token ids and counts of 1 to {self.spec.max_length}")
         if len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < self.tokenizer.get_vocab_size():
             raise WireError("bad-input", "token ids beyond the vocabulary")
@@ -178,8 +205,9 @@ def token_id_dtype(vocab_size: int) -> type[np.integer]:
     return np.uint16 if vocab_size <= 1 << 16 else np.int32
 
 
-def packed_request_bytes(kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0,
-                         vocab_size: int = 0) -> int:
+def packed_request_bytes(
+    kind: str, image_shape: Sequence[int] | None = None, max_length: int = 0, vocab_size: int = 0
+) -> int:
     """Bytes of one request central relays to a worker: the pixels, or the planned length of
     token ids (`token_id_dtype` of the vocabulary) plus its count. The evaluator's t2 counts these."""
     if kind == "image":

@@ -1,4 +1,5 @@
 """`cofc run`: start the role a bundle names; on central, optionally answer the inputs of a file or folder."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ JOIN_TIMEOUT_S = 10.0
 log = logging.getLogger("cofc.central")
 
 
-def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, connect: Endpoint | None,
-               cpu_share: float | None = None, emulated_link_mbps: float | None = None) -> None:
+def run_worker(
+    bundle: Bundle,
+    backend: str,
+    threads: int,
+    insecure: bool,
+    connect: Endpoint | None,
+    cpu_share: float | None = None,
+    emulated_link_mbps: float | None = None,
+) -> None:
     with Worker(bundle, backend, threads, insecure, connect, cpu_share, emulated_link_mbps) as worker:
         try:
             worker.serve()
@@ -29,8 +37,16 @@ def run_worker(bundle: Bundle, backend: str, threads: int, insecure: bool, conne
             pass
 
 
-def run_central(bundle: Bundle, backend: str, threads: int, insecure: bool, bind: Endpoint | None,
-                input_path: Path | None, text_column: str = "text", cpu_share: float | None = None) -> None:
+def run_central(
+    bundle: Bundle,
+    backend: str,
+    threads: int,
+    insecure: bool,
+    bind: Endpoint | None,
+    input_path: Path | None,
+    text_column: str = "text",
+    cpu_share: float | None = None,
+) -> None:
     # The inputs are read first: a bad file is refused before anything starts.
     raw = None if input_path is None else Preprocessor.for_bundle(bundle).read(input_path, text_column)
     with Central(bundle, backend, threads, insecure, bind, cpu_share) as central:
@@ -56,18 +72,21 @@ def _answer(central: Central, raw: np.ndarray | list[str], insecure: bool) -> No
     classes = bundle.fusion.classes
     try:
         with Client.for_bundle(bundle, insecure=insecure) as client:
-            requests = (prep.pack(raw[i:i + 1]) for i in range(len(raw)))
+            requests = (prep.pack(raw[i : i + 1]) for i in range(len(raw)))
             for answer in client.stream(requests):
-                row = {"id": answer.id, "degraded": answer.degraded, "missing": answer.missing,
-                       "timings": answer.timings}
+                row = {
+                    "id": answer.id,
+                    "degraded": answer.degraded,
+                    "missing": answer.missing,
+                    "timings": answer.timings,
+                }
                 if answer.excluded:
                     row["excluded"] = answer.excluded  # not waited for: slow (see the reason)
                 if answer.error:
                     row["error"] = answer.error
                 else:
                     k = int(answer.logits[0].argmax())
-                    row.update(prediction=k, label=classes[k] if classes else str(k),
-                               logits=answer.logits[0].tolist())
+                    row.update(prediction=k, label=classes[k] if classes else str(k), logits=answer.logits[0].tolist())
                 sys.stdout.write(json.dumps(row) + "\n")
     finally:
         stop.set()

@@ -2,6 +2,7 @@
 label column when they are labelled), or plain text, one per line. Torch-free: the compiler reads a
 user's data set with it, and a device the texts it is asked about (`cofc run --input`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,8 +65,9 @@ def _read_utf8(path: Path) -> str:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                        "save it as UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     if not text.strip():
         raise DataError(f"{path}: empty file")
     return text
@@ -76,15 +78,13 @@ def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], optio
     names = reader.fieldnames or []
     for role, column in columns.items():
         if column not in names:
-            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)}); "
-                            f"set {option.format(role)}")
+            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)}); set {option.format(role)}")
     rows = Rows(path)
     try:
         for row in reader:
             line = reader.line_num
             if None in row or None in row.values():  # more fields than the header, or fewer
-                raise DataError(f"{path} line {line}: the row's fields do not match the header's "
-                                f"{len(names)} columns")
+                raise DataError(f"{path} line {line}: the row's fields do not match the header's {len(names)} columns")
             _add(rows, row[columns["text"]], row.get(columns.get("label")), line, columns.get("label"))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: {exc}") from None

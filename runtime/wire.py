@@ -8,6 +8,7 @@ type, field types, dtype (an allowlist), shape (rank, sizes), that each buffer's
 exactly what its dtype and shape say, and total size. What fails raises `WireError` with a
 `kind`, which the caller counts and logs once; it never takes the process down.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,13 @@ class Message:
 def encode(message: Message) -> list[Any]:
     """Frames to send with `send_multipart(frames, copy=False)`."""
     arrays = [(name, np.ascontiguousarray(a)) for name, a in message.arrays.items()]
-    header = {"v": VERSION, "type": message.type, "id": message.id,
-              "arrays": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays],
-              **message.meta}
+    header = {
+        "v": VERSION,
+        "type": message.type,
+        "id": message.id,
+        "arrays": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays],
+        **message.meta,
+    }
     return [json.dumps(header, separators=(",", ":")).encode(), *(memoryview(a).cast("B") for _, a in arrays)]
 
 
@@ -70,10 +75,12 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_BYTES) -> Message:
     kind, ident, specs = header.get("type"), header.get("id", 0), header.get("arrays", [])
     if kind not in TYPES:
         raise WireError("bad-type", repr(kind)[:40])
-    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 <= ident < 2 ** 63:
+    if not isinstance(ident, int) or isinstance(ident, bool) or not 0 <= ident < 2**63:
         raise WireError("bad-id")
     if not isinstance(specs, list) or len(specs) != len(frames) - 1:
-        raise WireError("frame-count", f"{len(frames) - 1} buffers for {len(specs) if isinstance(specs, list) else '?'} arrays")
+        raise WireError(
+            "frame-count", f"{len(frames) - 1} buffers for {len(specs) if isinstance(specs, list) else '?'} arrays"
+        )
     arrays, total = {}, 0
     for spec, frame in zip(specs, frames[1:], strict=True):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or spec["name"] in arrays:
@@ -81,8 +88,11 @@ def decode(frames: Sequence[Any], max_bytes: int = MAX_BYTES) -> Message:
         dtype, shape = spec.get("dtype"), spec.get("shape")
         if dtype not in DTYPES:
             raise WireError("bad-dtype", repr(dtype)[:40])
-        if (not isinstance(shape, list) or len(shape) > MAX_RANK or
-                not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2 ** 31 for s in shape)):
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_RANK
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in shape)
+        ):
             raise WireError("bad-shape")
         size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         total += size
@@ -103,8 +113,11 @@ def match_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Any]) -> dict[st
         array = arrays.get(spec.name)
         if array is None:
             raise WireError("missing-input", spec.name)
-        if array.dtype != spec.dtype or len(array.shape) != len(spec.shape) or any(
-                want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)):
+        if (
+            array.dtype != spec.dtype
+            or len(array.shape) != len(spec.shape)
+            or any(want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True))
+        ):
             raise WireError("mismatched-input", f"{spec.name} {array.dtype}{list(array.shape)}")
         feeds[spec.name] = array
     return feeds

@@ -7,6 +7,7 @@ reconnects the socket by itself). It sets no routing identity: central knows it 
 learns its connection from the hello that key authenticated. A refusal (wrong plan or bundle) is fatal: it is a deployment
 mistake that waiting will not fix.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,16 @@ class Worker(Closing):
     central sent it plus its transfer at `emulated_link_mbps` where the worker is emulated on
     central's host, else when it is read."""
 
-    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", threads: int = 1,
-                 insecure: bool = False, endpoint: Endpoint | None = None, cpu_share: float | None = None,
-                 emulated_link_mbps: float | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: str = "onnxruntime",
+        threads: int = 1,
+        insecure: bool = False,
+        endpoint: Endpoint | None = None,
+        cpu_share: float | None = None,
+        emulated_link_mbps: float | None = None,
+    ):
         if bundle.role != "worker":
             raise CofcError(f"{bundle.path} is the {bundle.role} bundle, not a worker's")
         self.bundle = bundle
@@ -50,22 +58,28 @@ class Worker(Closing):
         if cpu_share is not None:
             check_pacable(backend, threads)
         self.cpu_share, self.link_mbps = cpu_share, emulated_link_mbps
-        self.engine = open_backend(backend, bundle.file("backbone.onnx"), threads=threads,
-                                   precision=bundle.manifest.precision)
+        self.engine = open_backend(
+            backend, bundle.file("backbone.onnx"), threads=threads, precision=bundle.manifest.precision
+        )
 
     def close(self) -> None:
         """Release the backend (idempotent); `serve` closes its own socket."""
         self.engine.close()
 
     def _hello(self) -> Message:
-        return Message("hello", 0, meta={"device": self.bundle.device, "plan": self.bundle.plan_id,
-                                         "digest": self.bundle.digest})
+        return Message(
+            "hello", 0, meta={"device": self.bundle.device, "plan": self.bundle.plan_id, "digest": self.bundle.digest}
+        )
 
     def serve(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         ctx = zmq.Context()
-        sock = client_socket(ctx, zmq.DEALER, None if self.insecure else self.bundle.manifest.central.public_key,
-                             None if self.insecure else self.bundle.keys())
+        sock = client_socket(
+            ctx,
+            zmq.DEALER,
+            None if self.insecure else self.bundle.manifest.central.public_key,
+            None if self.insecure else self.bundle.keys(),
+        )
         # A new handshake (central restarted) is answered with a hello at once, not at the next
         # heartbeat: until central hears one it sends this worker nothing.
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)

@@ -1,5 +1,6 @@
 """Shared fixtures: the model families, and one small plan built once per session with `cofc build`
 (the build, export and runtime tests all read it; none of them may change it)."""
+
 from __future__ import annotations
 
 from pathlib import Path

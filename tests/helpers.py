@@ -1,6 +1,7 @@
 """Shared helpers: one small teacher per family (random weights, real architectures), built the
 same way the compiler builds them, from a teacher record; tiny models saved as users keep them
 (Hugging Face folders, timm checkpoints); a small plan; the `cofc` command."""
+
 from __future__ import annotations
 
 import atexit
@@ -27,16 +28,40 @@ LABELS = {0: "negative", 1: "neutral", 2: "positive"}  # the user-kept models' h
 def small_record(family: str) -> dict:
     """A 3-layer, 96-d, 6-head teacher of `family`, small enough for unit tests."""
     if family == "vit":
-        arch = dict(img_size=28, patch_size=7, in_chans=1, num_classes=5, embed_dim=96, depth=3,
-                    num_heads=6, mlp_ratio=2.0, global_pool="avg")
+        arch = dict(
+            img_size=28,
+            patch_size=7,
+            in_chans=1,
+            num_classes=5,
+            embed_dim=96,
+            depth=3,
+            num_heads=6,
+            mlp_ratio=2.0,
+            global_pool="avg",
+        )
         prep = {"kind": "image", "mean": [0.5], "std": [0.25]}
     elif family == "bert":
-        arch = {"config": dict(vocab_size=30522, hidden_size=96, num_hidden_layers=3,
-                               num_attention_heads=6, intermediate_size=192), "num_classes": 5}
+        arch = {
+            "config": dict(
+                vocab_size=30522, hidden_size=96, num_hidden_layers=3, num_attention_heads=6, intermediate_size=192
+            ),
+            "num_classes": 5,
+        }
         prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
     else:
-        arch = {"config": dict(vocab_size=30522, n_embd=96, n_layer=3, n_head=6, n_positions=32,
-                               n_inner=192, bos_token_id=0, eos_token_id=0), "num_classes": 5}
+        arch = {
+            "config": dict(
+                vocab_size=30522,
+                n_embd=96,
+                n_layer=3,
+                n_head=6,
+                n_positions=32,
+                n_inner=192,
+                bos_token_id=0,
+                eos_token_id=0,
+            ),
+            "num_classes": 5,
+        }
         prep = {"kind": "text", "tokenizer": TOKENIZER, "max_length": 16}
     return {"family": family, "arch": arch, "preprocess": prep, "classes": list("abcde")}
 
@@ -54,17 +79,30 @@ def hf_model(family: str):
         MPNetConfig,
         MPNetForSequenceClassification,
     )
+
     torch.manual_seed(0)
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, id2label=LABELS)
     if family == "bert":
         model = BertForSequenceClassification(BertConfig(vocab_size=30522, max_position_embeddings=64, **small))
     elif family == "mpnet":
-        model = MPNetForSequenceClassification(MPNetConfig(vocab_size=30527, max_position_embeddings=66,
-                                                           relative_attention_num_buckets=32, **small))
+        model = MPNetForSequenceClassification(
+            MPNetConfig(vocab_size=30527, max_position_embeddings=66, relative_attention_num_buckets=32, **small)
+        )
     else:
-        model = GPT2ForSequenceClassification(GPT2Config(
-            vocab_size=30522, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64, pad_token_id=0,
-            bos_token_id=101, eos_token_id=102, id2label=LABELS))
+        model = GPT2ForSequenceClassification(
+            GPT2Config(
+                vocab_size=30522,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_inner=64,
+                n_positions=64,
+                pad_token_id=0,
+                bos_token_id=101,
+                eos_token_id=102,
+                id2label=LABELS,
+            )
+        )
     with torch.no_grad():  # random init zeroes biases and keeps weights tiny: make every entry count
         for p in model.parameters():
             p.normal_(0, 0.2)
@@ -76,6 +114,7 @@ def save_folder(model, folder: Path) -> Path:
     from transformers import AutoTokenizer
 
     from cofc.compiler.models.adapters._hf import resolve_source
+
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(resolve_source(TOKENIZER)).save_pretrained(folder)
     return folder
@@ -88,6 +127,7 @@ def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]
     import timm
     import torch
     from safetensors.torch import save_file
+
     torch.manual_seed(0)
     model = timm.create_model("test_vit", pretrained=False, num_classes=3, img_size=64).eval()
     with torch.no_grad():
@@ -104,10 +144,15 @@ def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]
 def raw_inputs(family: str, n: int = 3):
     """Real-looking raw inputs for a small teacher: uint8 images or short texts."""
     import numpy as np
+
     if family == "vit":
         return np.random.default_rng(0).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-    texts = ["oil prices rose sharply", "the company agreed to acquire its rival for cash",
-             "wheat exports fell", "central bank cuts rates"]
+    texts = [
+        "oil prices rose sharply",
+        "the company agreed to acquire its rival for cash",
+        "wheat exports fell",
+        "central bank cuts rates",
+    ]
     return texts[:n]
 
 
@@ -126,9 +171,11 @@ def load_tool(name: str):
 def run_cofc(*args: str, env: dict | None = None, cwd: Path = REPO):
     """Run the installed `cofc` console script as a user would."""
     import subprocess
+
     exe = Path(sys.executable).with_name("cofc")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=600
+    )
 
 
 PLAN = """\
@@ -167,10 +214,23 @@ def _plan_files() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="cofc-small-plan-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     torch.manual_seed(0)
-    record = {"family": "vit", "dataset": "mnist-5k", "classes": [str(i) for i in range(10)],
-              "arch": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=96, depth=3,
-                           num_heads=6, mlp_ratio=2.0, global_pool="avg"),
-              "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]}}
+    record = {
+        "family": "vit",
+        "dataset": "mnist-5k",
+        "classes": [str(i) for i in range(10)],
+        "arch": dict(
+            img_size=28,
+            patch_size=7,
+            in_chans=1,
+            num_classes=10,
+            embed_dim=96,
+            depth=3,
+            num_heads=6,
+            mlp_ratio=2.0,
+            global_pool="avg",
+        ),
+        "preprocess": {"kind": "image", "mean": [0.13], "std": [0.31]},
+    }
     adapter = get_adapter("vit")
     model = adapter.build_teacher(record)
     record["state_dict"] = model.state_dict()

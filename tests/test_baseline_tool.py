@@ -1,4 +1,5 @@
 """tools/baseline.py: the single compressed model on the plan's fastest device, within CoFormer's time."""
+
 from __future__ import annotations
 
 from cofc.compiler.plan import load_plan

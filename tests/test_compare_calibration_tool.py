@@ -1,5 +1,6 @@
 """tools/compare_calibration.py: which calibrations it reruns on a built plan, and a rerun at
 another epoch count on the session's small build."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,14 +34,14 @@ def test_each_setting_flips_alone_then_seeds_then_epoch_counts():
 
 
 def _tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
 def test_a_rerun_at_another_epoch_count_joins_the_builds_own_result(built, tmp_path):
     plan, out = built.parent / "plan.yaml", tmp_path / "compare.json"
-    result = _tool(str(plan), "--build", str(built), "--variants", "", "--epochs", "1", "--device", "cpu",
-                   "--out", str(out))
+    result = _tool(
+        str(plan), "--build", str(built), "--variants", "", "--epochs", "1", "--device", "cpu", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads(out.read_text())
     own = compare.name_of(load_plan(plan).calibration)
@@ -50,8 +51,10 @@ def test_a_rerun_at_another_epoch_count_joins_the_builds_own_result(built, tmp_p
     assert rerun["torch_device"] == "cpu"
 
 
-@pytest.mark.parametrize("args, message", [(["--epochs", "0"], "--epochs must be at least 1"),
-                                           (["--seeds", "one"], "--seeds must be integers")])
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--epochs", "0"], "--epochs must be at least 1"), (["--seeds", "one"], "--seeds must be integers")],
+)
 def test_bad_counts_are_one_line(args, message, tmp_path):
     result = _tool(str(tmp_path / "plan.yaml"), "--build", str(tmp_path), *args)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

@@ -4,6 +4,7 @@ docs/results.md (and README.md's generated block) are what tools/results.py writ
 committed result files; README.md stays short; nothing points outside the repository; every
 relative link and every repository path named in inline code exists.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -180,8 +181,11 @@ CODE = re.compile(r"`([^`\n]+)`")
 
 
 def relative_links(text: str) -> list[str]:
-    return [t.split("#", 1)[0] for t in LINK.findall(text)
-            if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")]
+    return [
+        t.split("#", 1)[0]
+        for t in LINK.findall(text)
+        if not re.match(r"[a-z][a-z0-9+.-]*:", t) and not t.startswith("#")
+    ]
 
 
 def named_paths(text: str) -> list[str]:

@@ -1,4 +1,5 @@
 """Package layout and CLI: import names, torch-free runtime, every --help."""
+
 from __future__ import annotations
 
 import json
@@ -25,11 +26,14 @@ NEEDS_LIBRARY = {"cofc.runtime.backends.tensorrt": ("tensorrt", "cuda")}
 def test_import_names_live_under_cofc(tmp_path):
     """The folders are compiler/ and runtime/, the import names cofc.compiler and cofc.runtime;
     no bare `compiler` or `runtime` package is importable from outside the repository."""
-    code = ("import importlib.util, cofc.compiler, cofc.runtime;"
-            "print(cofc.compiler.__file__); print(cofc.runtime.__file__);"
-            "print(importlib.util.find_spec('compiler'), importlib.util.find_spec('runtime'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                         check=True).stdout.splitlines()
+    code = (
+        "import importlib.util, cofc.compiler, cofc.runtime;"
+        "print(cofc.compiler.__file__); print(cofc.runtime.__file__);"
+        "print(importlib.util.find_spec('compiler'), importlib.util.find_spec('runtime'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    ).stdout.splitlines()
     assert Path(out[0]) == REPO / "compiler/__init__.py"
     assert Path(out[1]) == REPO / "runtime/__init__.py"
     assert out[2] == "None None"
@@ -69,8 +73,13 @@ def test_runtime_planner_and_cli_import_no_torch():
     assert "--bundle" in result.stdout
     found = json.loads(result.stdout.splitlines()[-1])
     assert set(found["skipped"]) <= set(NEEDS_LIBRARY)
-    assert {"cofc.runtime.serve", "cofc.runtime.backends.ort", "cofc.compiler.planning.search",
-            "cofc.compiler.planning.slices", "cofc.compiler.plan.loader"} <= set(found["imported"])
+    assert {
+        "cofc.runtime.serve",
+        "cofc.runtime.backends.ort",
+        "cofc.compiler.planning.search",
+        "cofc.compiler.planning.slices",
+        "cofc.compiler.plan.loader",
+    } <= set(found["imported"])
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -86,13 +95,16 @@ def test_top_level_help_lists_commands():
     assert all(c in result.stdout for c in COMMANDS)
 
 
-@pytest.mark.parametrize("args,words", [
-    (["profile", "--teacher", "missing.pt", "--out", "x.json"], "does not exist"),
-    (["run", "--bundle", "nowhere"], "not a cofc bundle"),
-    (["bench", "nowhere"], "no report.json"),
-    (["inspect", "nowhere"], "not a cofc bundle"),
-    (["build", "missing.yaml"], "cannot read"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["profile", "--teacher", "missing.pt", "--out", "x.json"], "does not exist"),
+        (["run", "--bundle", "nowhere"], "not a cofc bundle"),
+        (["bench", "nowhere"], "no report.json"),
+        (["inspect", "nowhere"], "not a cofc bundle"),
+        (["build", "missing.yaml"], "cannot read"),
+    ],
+)
 def test_bad_input_fails_with_one_clear_line(args, words, tmp_path):
     result = run_cofc(*args, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
@@ -107,14 +119,21 @@ def test_device_install_has_no_torch(tmp_path):
     env_dir = tmp_path / "device-venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
-                   check=True, capture_output=True, timeout=900)
-    probe = ("import importlib.util, cofc.runtime.serve, onnxruntime, zmq;"
-             "print([m for m in ('torch', 'timm', 'transformers') if importlib.util.find_spec(m)])")
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    probe = (
+        "import importlib.util, cofc.runtime.serve, onnxruntime, zmq;"
+        "print([m for m in ('torch', 'timm', 'transformers') if importlib.util.find_spec(m)])"
+    )
     # Run from outside the repository, as on a device: the source folder cofc/ must not shadow
     # the installed package.
     out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "[]"
-    result = subprocess.run([str(env_dir / "bin" / "cofc"), "run", "--help"], capture_output=True,
-                            text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [str(env_dir / "bin" / "cofc"), "run", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 0 and "--bundle" in result.stdout

@@ -1,4 +1,5 @@
 """tools/tradeoff.py: which variants of a plan it builds, and what each one changes."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,12 @@ Variant = tradeoff.Variant
 
 def test_variants_are_the_plan_then_one_axis_value_at_a_time():
     axes = [tradeoff.parse_vary("devices=2,3"), tradeoff.parse_vary("delta=0.5")]
-    assert tradeoff.variants(axes) == [Variant(None, None), Variant("devices", "2"), Variant("devices", "3"),
-                                       Variant("delta", "0.5")]
+    assert tradeoff.variants(axes) == [
+        Variant(None, None),
+        Variant("devices", "2"),
+        Variant("devices", "3"),
+        Variant("delta", "0.5"),
+    ]
     assert [v.name for v in tradeoff.variants(axes)] == ["plan", "devices-2", "devices-3", "delta-0.5"]
     assert [v.name for v in tradeoff.variants(axes, with_plan=False)] == ["devices-2", "devices-3", "delta-0.5"]
 

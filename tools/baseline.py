@@ -20,6 +20,7 @@ can be well off for a sparsely sampled shape, and a bench moves between runs: on
 teacher, a single model predicted at 6.61 ms measured 8.68 ms end to end in one run and 7.41 ms
 in another, against CoFormer's 6.88 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,18 @@ def baseline_plan(plan: Plan, target_ms: float, out: Path) -> Plan:
     """The one-device plan on the plan's fastest device, with a deadline of `target_ms`."""
     fastest = max(plan.devices, key=lambda d: table_cpu_limit(d.profile).share)
     objective = dataclasses.replace(plan.objective, delta=NO_LATENCY_WEIGHT, max_ms=round(target_ms, 2))
-    return dataclasses.replace(plan, name=f"{plan.name}-single", devices=(dataclasses.replace(fastest, central=True),),
-                               output=out, objective=objective)
+    return dataclasses.replace(
+        plan,
+        name=f"{plan.name}-single",
+        devices=(dataclasses.replace(fastest, central=True),),
+        output=out,
+        objective=objective,
+    )
 
 
-def retimed_deadline(deadline_ms: float, target_ms: float, measured_ms: float,
-                     tolerance: float = TOLERANCE) -> float | None:
+def retimed_deadline(
+    deadline_ms: float, target_ms: float, measured_ms: float, tolerance: float = TOLERANCE
+) -> float | None:
     """The next build's deadline, or None when the single model measured within `tolerance` of
     CoFormer's time. A table's error near one shape is close to a constant factor, so scaling the
     deadline by target/measured asks the search for a model that measures at the target."""
@@ -72,20 +79,26 @@ def main() -> None:
     for attempt in range(1, BUILDS + 1):
         single = baseline_plan(plan, deadline, out)
         path.write_text(plan_yaml(single))
-        print(f"CoFormer measured {target:.2f} ms end to end. Build {attempt}/{BUILDS}: the single model on "
-              f"{single.devices[0].name}, predicted within {single.objective.max_ms:g} ms -> {path}")
+        print(
+            f"CoFormer measured {target:.2f} ms end to end. Build {attempt}/{BUILDS}: the single model on "
+            f"{single.devices[0].name}, predicted within {single.objective.max_ms:g} ms -> {path}"
+        )
         report = build(path, None, False)
         measured = bench(out, coformer.requests, emulate=True)
         ms = measured.end_to_end_ms.median
-        print(f"single compressed model: measured {ms:.2f} ms end to end ({ms / target:.2f}× CoFormer's), "
-              f"{measured.accuracy:.4f} through the runtime; CoFormer {coformer.accuracy:.4f}, "
-              f"teacher {report.teacher.accuracy:.4f}")
+        print(
+            f"single compressed model: measured {ms:.2f} ms end to end ({ms / target:.2f}× CoFormer's), "
+            f"{measured.accuracy:.4f} through the runtime; CoFormer {coformer.accuracy:.4f}, "
+            f"teacher {report.teacher.accuracy:.4f}"
+        )
         retimed = retimed_deadline(single.objective.max_ms, target, ms)
         if retimed is None:
             return
         deadline = retimed
-    raise SystemExit(f"baseline: the single model measured {ms:.2f} ms against CoFormer's {target:.2f} ms after "
-                     f"{BUILDS} builds, more than {TOLERANCE:.0%} apart; {out} holds the last")
+    raise SystemExit(
+        f"baseline: the single model measured {ms:.2f} ms against CoFormer's {target:.2f} ms after "
+        f"{BUILDS} builds, more than {TOLERANCE:.0%} apart; {out} holds the last"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ each and DeBo's gap to random's best, measured in one run; saves the convergence
 
   python tools/bench_search.py examples/vit_fashion_mnist.yaml --out build/bench_search.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,10 @@ def main() -> None:
     for name, r in results.items():
         extra = f" in {timings[name]:.0f} s" if name in timings else ""
         print(f"  {name:8s} {len(r.history):4d} evaluations{extra}: best Ψ = {best.get(name, float('nan')):.4f}")
-    print(f"DeBo ({budget} evaluations) vs random ({budget * args.random_factor}): "
-          f"{100 * gap:+.2f}% ({'within' if gap <= 0.02 else 'NOT within'} 2%)")
+    print(
+        f"DeBo ({budget} evaluations) vs random ({budget * args.random_factor}): "
+        f"{100 * gap:+.2f}% ({'within' if gap <= 0.02 else 'NOT within'} 2%)"
+    )
     print(f"DeBo vs uniform: {100 * (best['debo'] - best['uniform']) / abs(best['uniform']):+.2f}%")
     print(f"plot: {args.out}")
 

@@ -21,6 +21,7 @@ GPU, as `cofc build --device` does.
 
 Results are merged into BUILD/compare.json by variant name, so `--variants` can add one later.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,15 @@ from cofc.runtime._typed_json import from_json, to_json
 
 # Each variant changes one setting from the plan's: to this value, or, where the plan already
 # sets it, back to the schema's default. The plan's own result is the build's.
-VARIANTS = {"reading": "printed", "feature": "first", "soft_labels": 1.0, "joint_lr": 1.5e-3, "weight_decay": 0.0,
-            "layer_distill": 1.0, "held_out_fusion": False}
+VARIANTS = {
+    "reading": "printed",
+    "feature": "first",
+    "soft_labels": 1.0,
+    "joint_lr": 1.5e-3,
+    "weight_decay": 0.0,
+    "layer_distill": 1.0,
+    "held_out_fusion": False,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,16 +67,18 @@ def name_of(c: CalibrationPlan) -> str:
     return " ".join(f"{k}={getattr(c, k)}" for k in VARIANTS)
 
 
-def runs(planned: CalibrationPlan, plan_seed: int, settings: list[str], seeds: list[int],
-         epochs: list[int]) -> list[Run]:
+def runs(
+    planned: CalibrationPlan, plan_seed: int, settings: list[str], seeds: list[int], epochs: list[int]
+) -> list[Run]:
     """What to calibrate: each setting flipped alone (to VARIANTS' value, or back to the schema's
     default where the plan sets that value), then the plan's settings at each other seed, then at
     each other boosting epoch count."""
     out = []
     for setting in settings:
         default = SCHEMA["calibration"][setting].default
-        change = dataclasses.replace(planned, **{setting: VARIANTS[setting] if getattr(planned, setting) == default
-                                                 else default})
+        change = dataclasses.replace(
+            planned, **{setting: VARIANTS[setting] if getattr(planned, setting) == default else default}
+        )
         out.append(Run(name_of(change), change, plan_seed))
     out += [Run(f"{name_of(planned)} seed={seed}", planned, seed) for seed in seeds]
     out += [Run(f"{name_of(planned)} epochs={n}", dataclasses.replace(planned, epochs=n), plan_seed) for n in epochs]
@@ -87,15 +97,26 @@ def main() -> None:
     parser.add_argument("plan", type=Path)
     parser.add_argument("--build", type=Path, required=True, help="a finished `cofc build` folder of this plan")
     parser.add_argument("--out", type=Path, default=None, help="JSON results (default: BUILD/compare.json)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="settings to vary, comma-separated ('' for none)")
-    parser.add_argument("--seeds", default="",
-                        help="also rerun the plan's own settings with these seeds (comma-separated): the "
-                             "spread between runs that a variant's difference has to beat")
-    parser.add_argument("--epochs", default="",
-                        help="also rerun the plan's own settings with these boosting epoch counts (comma-separated)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where the torch work runs, as `cofc build --device` (auto: CUDA where torch sees one)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="settings to vary, comma-separated ('' for none)"
+    )
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="also rerun the plan's own settings with these seeds (comma-separated): the "
+        "spread between runs that a variant's difference has to beat",
+    )
+    parser.add_argument(
+        "--epochs",
+        default="",
+        help="also rerun the plan's own settings with these boosting epoch counts (comma-separated)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the torch work runs, as `cofc build --device` (auto: CUDA where torch sees one)",
+    )
     args = parser.parse_args()
     settings = [v for v in args.variants.split(",") if v]
     if unknown := [v for v in settings if v not in VARIANTS]:
@@ -112,14 +133,18 @@ def main() -> None:
 
     def stage(name: str, kind: type):
         return from_json(kind, read_stored(args.build / "stages" / f"{name}.json").result)
+
     importance = stage("importance", Importance)
     policy = stage("search", SearchSummary).policy
     test = prepared.splits()[3]
     planned = plan.calibration
 
     def show(name: str, r: AccuracyReport) -> None:
-        print(f"{name:45s} fused {r.fused:.4f}  average {r.average:.4f}  best single "
-              f"{max(r.submodels):.4f}  worst one-missing {min(r.missing):.4f}", flush=True)
+        print(
+            f"{name:45s} fused {r.fused:.4f}  average {r.average:.4f}  best single "
+            f"{max(r.submodels):.4f}  worst one-missing {min(r.missing):.4f}",
+            flush=True,
+        )
 
     out = args.out or args.build / "compare.json"
     results = json.loads(out.read_text())["results"] if out.exists() else {}
@@ -137,13 +162,23 @@ def main() -> None:
     for run in runs(planned, plan.objective.seed, settings, seeds, epochs):
         start = time.time()
         # held_out_fusion decides which images calibrate, so they follow the variant's settings
-        train, fusion = dataclasses.replace(prepared, plan=dataclasses.replace(plan, calibration=run.calibration)
-                                            ).calibration_sets()
-        calibrated = calibrate(prepared.teacher, policy, importance, train,
-                               CalibrationConfig.from_plan(run.calibration, run.seed), fusion, device=device)
+        train, fusion = dataclasses.replace(
+            prepared, plan=dataclasses.replace(plan, calibration=run.calibration)
+        ).calibration_sets()
+        calibrated = calibrate(
+            prepared.teacher,
+            policy,
+            importance,
+            train,
+            CalibrationConfig.from_plan(run.calibration, run.seed),
+            fusion,
+            device=device,
+        )
         report = accuracy_report(prepared.teacher, calibrated, test, device=device)
-        results[run.name] = to_json(report) | {"calibration_seconds": round(time.time() - start, 1),
-                                               "torch_device": describe(device)}
+        results[run.name] = to_json(report) | {
+            "calibration_seconds": round(time.time() - start, 1),
+            "torch_device": describe(device),
+        }
         show(run.name, report)
         save()
     print(f"teacher {built.teacher:.4f}; written {out}")

@@ -4,6 +4,7 @@ then the central device answering real test inputs with `cofc run --bundle ... -
 
   python tools/demo_run.py build/minilm-20ng-quick [-n 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,18 @@ def main() -> None:
         else:
             inputs = Path(tmp) / "inputs.jsonl"
             inputs.write_text("".join(json.dumps({"text": t}) + "\n" for t in test.inputs), encoding="utf-8")
-        workers = [subprocess.Popen([*cofc, "run", "--bundle", str(args.build / "bundle" / d.name)])
-                   for d in plan.devices if not d.central]
+        workers = [
+            subprocess.Popen([*cofc, "run", "--bundle", str(args.build / "bundle" / d.name)])
+            for d in plan.devices
+            if not d.central
+        ]
         try:
-            out = subprocess.run([*cofc, "run", "--bundle", str(central.path), "--input", str(inputs)],
-                                 capture_output=True, text=True, timeout=600)
+            out = subprocess.run(
+                [*cofc, "run", "--bundle", str(central.path), "--input", str(inputs)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         finally:
             for w in workers:
                 w.kill()
@@ -52,8 +60,10 @@ def main() -> None:
     correct = sum(a["prediction"] == y for a, y in zip(answers, test.labels, strict=True))
     first = answers[0]
     print(f"first answer: {first['label']} (class {first['prediction']}), timings {first['timings']}")
-    print(f"{len(answers)} answers from cofc run ({sum(a['degraded'] for a in answers)} degraded): "
-          f"accuracy {correct / len(answers):.4f} on {len(answers)} {plan.dataset.name} test inputs")
+    print(
+        f"{len(answers)} answers from cofc run ({sum(a['degraded'] for a in answers)} degraded): "
+        f"accuracy {correct / len(answers):.4f} on {len(answers)} {plan.dataset.name} test inputs"
+    )
 
 
 if __name__ == "__main__":

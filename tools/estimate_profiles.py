@@ -3,6 +3,7 @@ over the same model pool that `cofc profile` measures, with their fitted predict
 
   python tools/estimate_profiles.py --teacher examples/teachers/vit_fashion_mnist.pt --tag vit-fmnist
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def main() -> None:
         table["predictor"] = predictor.scores
         write_table(out, table)
         held = predictor.scores["held_out"][predictor.kind]
-        print(f"{out}: {len(table['rows'])} estimated rows, predictor {predictor.kind} "
-              f"{held['within_10pct']:.0%} within ±10%")
+        print(
+            f"{out}: {len(table['rows'])} estimated rows, predictor {predictor.kind} "
+            f"{held['within_10pct']:.0%} within ±10%"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ source.json:
 The output depends on nothing but those files: plans in folder-name order, devices in the
 report's order, every number in a fixed format, so a rerun writes the same bytes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,7 @@ def per_layer(values: tuple[int, ...]) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -84,13 +84,16 @@ def read_source(folder: Path, root: Path, parts: tuple[str, ...]) -> dict[str, A
     path = folder / "source.json"
     rel = path.relative_to(root)
     if not path.is_file():
-        raise ResultsError(f"{rel} is missing: write by hand which command produced the files beside it, "
-                           "on which machine and when (see tools/results.py)")
+        raise ResultsError(
+            f"{rel} is missing: write by hand which command produced the files beside it, "
+            "on which machine and when (see tools/results.py)"
+        )
     source = json.loads(path.read_text())
     for part in parts:
         entry = source.get(part)
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry[k]
-                                                  for k in ("command", "machine", "date")):
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry[k] for k in ("command", "machine", "date")
+        ):
             raise ResultsError(f"{rel}: '{part}' needs 'command', 'machine' and 'date'")
     return source
 
@@ -116,12 +119,15 @@ def sources(folder: Path) -> tuple[str, ...]:
 def describe_teacher(record: dict[str, Any]) -> str:
     arch, family = record["arch"], record["family"]
     if family == "vit" and "embed_dim" in arch:
-        what = (f"timm ViT, patch {arch['patch_size']}, {arch['embed_dim']}-d, {arch['depth']} layers, "
-                f"{arch['num_heads']} heads, MLP ratio {arch['mlp_ratio']:g}, {arch['global_pool']} pooling")
+        what = (
+            f"timm ViT, patch {arch['patch_size']}, {arch['embed_dim']}-d, {arch['depth']} layers, "
+            f"{arch['num_heads']} heads, MLP ratio {arch['mlp_ratio']:g}, {arch['global_pool']} pooling"
+        )
     elif str(arch.get("source", "")).startswith("package:"):
         tuned = record.get("fine_tune", {}).get("layers", 0)
-        what = (f"{family} backbone from the `{arch['source'].removeprefix('package:')}` package + linear head"
-                + (f", top {tuned} blocks fine-tuned" if tuned else ""))
+        what = f"{family} backbone from the `{arch['source'].removeprefix('package:')}` package + linear head" + (
+            f", top {tuned} blocks fine-tuned" if tuned else ""
+        )
     else:
         what = f"{family} ({arch.get('source', 'from its record')})"
     return f"{what}, on {record['dataset']}"
@@ -133,8 +139,15 @@ def file_size(path: Path) -> str:
 
 
 def teachers_table(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> list[str]:
-    rows = [[describe_teacher(r), f"`{path.as_posix()}` ({file_size(root / path)})", pct(r["test_accuracy"]),
-             f"`{r['command']}` ({r['train_seconds']:.0f} s)"] for path, r in records]
+    rows = [
+        [
+            describe_teacher(r),
+            f"`{path.as_posix()}` ({file_size(root / path)})",
+            pct(r["test_accuracy"]),
+            f"`{r['command']}` ({r['train_seconds']:.0f} s)",
+        ]
+        for path, r in records
+    ]
     return table(["teacher", "file", "test accuracy", "trained by (seconds it took)"], rows)
 
 
@@ -150,46 +163,97 @@ def plan_section(folder: Path, root: Path) -> list[str]:
     out = [f"## {r.plan.name} (`{rel}/`)", *note_lines(source)]
 
     out += ["", "### Chosen decomposition", "", head, ""]
-    rows = [[f"{d.name}{' (central)' if d.central else ''}", str(d.spec.layers), str(d.spec.dim),
-             per_layer(d.spec.heads), per_layer(d.spec.mlp), f"{100 * d.flops_share:.1f}%",
-             f"{pct(d.accuracy_uncalibrated)} → {pct(d.accuracy)}"] for d in r.devices]
-    out += table(["device", "layers", "width", "heads/layer", "MLP/layer", "FLOPs share",
-                  "alone: cut → calibrated"], rows)
+    rows = [
+        [
+            f"{d.name}{' (central)' if d.central else ''}",
+            str(d.spec.layers),
+            str(d.spec.dim),
+            per_layer(d.spec.heads),
+            per_layer(d.spec.mlp),
+            f"{100 * d.flops_share:.1f}%",
+            f"{pct(d.accuracy_uncalibrated)} → {pct(d.accuracy)}",
+        ]
+        for d in r.devices
+    ]
+    out += table(
+        ["device", "layers", "width", "heads/layer", "MLP/layer", "FLOPs share", "alone: cut → calibrated"], rows
+    )
     t = r.teacher.spec
-    out += ["", f"The teacher: {t.layers} layers, width {t.dim}, {t.heads} heads, MLP {t.mlp}; "
-                f"{r.teacher.mflops:.1f} MFLOPs per request."]
+    out += [
+        "",
+        f"The teacher: {t.layers} layers, width {t.dim}, {t.heads} heads, MLP {t.mlp}; "
+        f"{r.teacher.mflops:.1f} MFLOPs per request.",
+    ]
 
     f = r.fused
     best = max(r.devices, key=lambda d: d.accuracy)
-    rows = [["teacher", pct(r.teacher.accuracy)],
-            ["CoFormer fused, the bundles through ONNX Runtime", pct(f.accuracy)],
-            ["CoFormer fused, torch", pct(f.accuracy_torch)],
-            ["CoFormer fused, torch, aggregator without feature dropout", pct(f.accuracy_without_dropout)],
-            ["average of the sub-models' logits", pct(r.average)],
-            ["majority vote", pct(r.vote)],
-            [f"best single calibrated sub-model ({best.name})", pct(best.accuracy)]]
-    rows += [[f"fused, {d.name} missing: feature-dropout aggregator / without",
-              f"{pct(f.missing_one[d.name])} / {pct(f.missing_one_without_dropout[d.name])}"] for d in r.devices]
+    rows = [
+        ["teacher", pct(r.teacher.accuracy)],
+        ["CoFormer fused, the bundles through ONNX Runtime", pct(f.accuracy)],
+        ["CoFormer fused, torch", pct(f.accuracy_torch)],
+        ["CoFormer fused, torch, aggregator without feature dropout", pct(f.accuracy_without_dropout)],
+        ["average of the sub-models' logits", pct(r.average)],
+        ["majority vote", pct(r.vote)],
+        [f"best single calibrated sub-model ({best.name})", pct(best.accuracy)],
+    ]
+    rows += [
+        [
+            f"fused, {d.name} missing: feature-dropout aggregator / without",
+            f"{pct(f.missing_one[d.name])} / {pct(f.missing_one_without_dropout[d.name])}",
+        ]
+        for d in r.devices
+    ]
     out += ["", f"### Accuracy on {r.test_samples:,} test samples", "", head, "", *table(["model", "accuracy"], rows)]
 
-    rows = [[d.name, ms(d.t1_ms), ms(d.t2_ms), ms(r.teacher.predicted_ms[d.name]),
-             times(r.teacher.predicted_ms[d.name] / f.predicted_ms)] for d in r.devices]
-    out += ["", "### Predicted latency", "", head, "",
-            f"CoFormer end to end {ms(f.predicted_ms)} (eq. 3: the largest t1 + t2 over the devices, plus "
-            f"the aggregation t3 {ms(f.t3_ms)}), predicted from the plan's latency tables.", "",
-            *table(["device", "t1 compute", "t2 transfer", "teacher alone on it", "speed-up vs that"], rows)]
+    rows = [
+        [
+            d.name,
+            ms(d.t1_ms),
+            ms(d.t2_ms),
+            ms(r.teacher.predicted_ms[d.name]),
+            times(r.teacher.predicted_ms[d.name] / f.predicted_ms),
+        ]
+        for d in r.devices
+    ]
+    out += [
+        "",
+        "### Predicted latency",
+        "",
+        head,
+        "",
+        f"CoFormer end to end {ms(f.predicted_ms)} (eq. 3: the largest t1 + t2 over the devices, plus "
+        f"the aggregation t3 {ms(f.t3_ms)}), predicted from the plan's latency tables.",
+        "",
+        *table(["device", "t1 compute", "t2 transfer", "teacher alone on it", "speed-up vs that"], rows),
+    ]
 
-    rows = [[name, "—" if psi is None else f"{psi:.4f}", str(len(r.search.history.get(name, ())))]
-            for name, psi in r.search.best.items()]
-    out += ["", "### Search", "", head, "",
-            f"Best Ψ = L_val + δ·T of each method (lower is better); {SEARCHES[r.search.shipped]}'s best ships.", "",
-            *table(["method", "best Ψ", "evaluations"], rows)]
+    rows = [
+        [name, "—" if psi is None else f"{psi:.4f}", str(len(r.search.history.get(name, ())))]
+        for name, psi in r.search.best.items()
+    ]
+    out += [
+        "",
+        "### Search",
+        "",
+        head,
+        "",
+        f"Best Ψ = L_val + δ·T of each method (lower is better); {SEARCHES[r.search.shipped]}'s best ships.",
+        "",
+        *table(["method", "best Ψ", "evaluations"], rows),
+    ]
 
     total = sum(r.stage_seconds.values())
     rows = [[name, f"{s:.1f}"] for name, s in r.stage_seconds.items()] + [["all", f"{total:.1f}"]]
-    out += ["", "### Build time", "", head, "",
-            "Seconds per stage as this build ran them (a stage reused from an earlier run keeps its time).",
-            "", *table(["stage", "seconds"], rows)]
+    out += [
+        "",
+        "### Build time",
+        "",
+        head,
+        "",
+        "Seconds per stage as this build ran them (a stage reused from an earlier run keeps its time).",
+        "",
+        *table(["stage", "seconds"], rows),
+    ]
 
     if bench_path.is_file():
         out += ["", *bench_section(BenchResult.load(folder), source["bench"], folder, root)]
@@ -211,76 +275,134 @@ def provenance(source: dict[str, str], folder: Path, name: str, root: Path) -> s
 def bench_section(bench: BenchResult, source: dict[str, str], folder: Path, root: Path) -> list[str]:
     head = provenance(source, folder, "bench.json", root)
     mode = "an emulated cluster" if bench.emulated else "loopback processes, unshaped"
-    out = [f"### Measured on {mode}", "",
-           f"{bench.requests:,} real test inputs, one request at a time; each device's t1 and t2 are "
-           "medians over the requests."]
+    out = [
+        f"### Measured on {mode}",
+        "",
+        f"{bench.requests:,} real test inputs, one request at a time; each device's t1 and t2 are "
+        "medians over the requests.",
+    ]
     if bench.note:
         out += ["", f"Note recorded by the run: {bench.note}"]
     out += ["", head]
     rows = []
     for name, p in bench.phases.items():
         link_rate = "—" if p.link_mbps is None else f"{p.link_mbps:g} Mb/s"
-        rows.append([name, f"{p.cpu_share:.2f}", link_rate, ms(p.t1_ms), ms(p.predicted_t1_ms),
-                     ms(p.t2_ms), ms(p.predicted_t2_ms)])
-    out += ["", *table(["device", "CPU share", "link", "t1 measured", "t1 predicted", "t2 measured",
-                        "t2 predicted"], rows)]
+        rows.append(
+            [
+                name,
+                f"{p.cpu_share:.2f}",
+                link_rate,
+                ms(p.t1_ms),
+                ms(p.predicted_t1_ms),
+                ms(p.t2_ms),
+                ms(p.predicted_t2_ms),
+            ]
+        )
+    out += [
+        "",
+        *table(["device", "CPU share", "link", "t1 measured", "t1 predicted", "t2 measured", "t2 predicted"], rows),
+    ]
     e, teacher = bench.end_to_end_ms, bench.teacher
-    rows = [["end to end, median", ms(e.median)],
-            ["end to end, p90", ms(e.p90)],
-            ["end to end, predicted", ms(bench.predicted_ms)],
-            ["seen by the client, median (socket hops included)", ms(bench.client_ms.median)],
-            ["aggregation t3, median", ms(bench.t3_ms)],
-            ["runtime overhead: end to end / (max(t1 + t2) + t3), median", f"{bench.overhead_ratio:.3f}"],
-            ["runtime overhead, median", ms(bench.overhead_ms.median)],
-            [f"teacher alone on {teacher.device}, same backend, median", ms(teacher.median_ms)],
-            ["speed-up vs the teacher alone", times(bench.speedup_vs_teacher)],
-            [f"accuracy of the answers on these {bench.requests:,} inputs", pct(bench.accuracy)],
-            ["degraded answers", str(bench.degraded)]]
+    rows = [
+        ["end to end, median", ms(e.median)],
+        ["end to end, p90", ms(e.p90)],
+        ["end to end, predicted", ms(bench.predicted_ms)],
+        ["seen by the client, median (socket hops included)", ms(bench.client_ms.median)],
+        ["aggregation t3, median", ms(bench.t3_ms)],
+        ["runtime overhead: end to end / (max(t1 + t2) + t3), median", f"{bench.overhead_ratio:.3f}"],
+        ["runtime overhead, median", ms(bench.overhead_ms.median)],
+        [f"teacher alone on {teacher.device}, same backend, median", ms(teacher.median_ms)],
+        ["speed-up vs the teacher alone", times(bench.speedup_vs_teacher)],
+        [f"accuracy of the answers on these {bench.requests:,} inputs", pct(bench.accuracy)],
+        ["degraded answers", str(bench.degraded)],
+    ]
     if (s := bench.stream) is not None:
-        rows += [[f"pipelined stream of {s.answers:,} (window {s.window}), answers per second",
-                  f"{s.answers_per_s:.1f}"],
-                 [f"bound 1 / slowest stage ({s.slowest_stage}, {ms(s.slowest_stage_ms)})",
-                  f"{s.bound_per_s:.1f}"],
-                 ["stream throughput / bound", f"{s.ratio:.2f}"]]
+        rows += [
+            [f"pipelined stream of {s.answers:,} (window {s.window}), answers per second", f"{s.answers_per_s:.1f}"],
+            [f"bound 1 / slowest stage ({s.slowest_stage}, {ms(s.slowest_stage_ms)})", f"{s.bound_per_s:.1f}"],
+            ["stream throughput / bound", f"{s.ratio:.2f}"],
+        ]
     return out + ["", head, "", *table(["measured", "value"], rows)]
 
 
 def tradeoff_section(folder: Path, root: Path) -> list[str]:
     source = read_source(folder, root, sources(folder))
-    rows = [[r["variant"], str(r["devices"]), "/".join(f"{x:g}" for x in r["link_mbps"]), f"{r['delta']:g}",
-             r["ship"], pct(r["accuracy"]), pct(r["teacher_accuracy"]), ms(r["end_to_end_ms"]),
-             ms(r["teacher_ms"]), times(r["speedup"])]
-            for r in json.loads((folder / "tradeoff.json").read_text())["rows"]]
-    return [f"## Trade-offs: {folder.name}", *note_lines(source), "",
-            provenance(source["tradeoff"], folder, "tradeoff.json", root), "",
-            "Variants of one plan, one setting changed at a time, each built and benchmarked on its own: "
-            "the accuracy of the runtime's answers, and the measured end-to-end median against the teacher "
-            "alone on the fastest device in the same bench run.", "",
-            *table(["variant", "devices", "links, Mb/s", "δ", "ships", "accuracy", "teacher", "end to end",
-                    "teacher alone", "speed-up"], rows)]
+    rows = [
+        [
+            r["variant"],
+            str(r["devices"]),
+            "/".join(f"{x:g}" for x in r["link_mbps"]),
+            f"{r['delta']:g}",
+            r["ship"],
+            pct(r["accuracy"]),
+            pct(r["teacher_accuracy"]),
+            ms(r["end_to_end_ms"]),
+            ms(r["teacher_ms"]),
+            times(r["speedup"]),
+        ]
+        for r in json.loads((folder / "tradeoff.json").read_text())["rows"]
+    ]
+    return [
+        f"## Trade-offs: {folder.name}",
+        *note_lines(source),
+        "",
+        provenance(source["tradeoff"], folder, "tradeoff.json", root),
+        "",
+        "Variants of one plan, one setting changed at a time, each built and benchmarked on its own: "
+        "the accuracy of the runtime's answers, and the measured end-to-end median against the teacher "
+        "alone on the fastest device in the same bench run.",
+        "",
+        *table(
+            [
+                "variant",
+                "devices",
+                "links, Mb/s",
+                "δ",
+                "ships",
+                "accuracy",
+                "teacher",
+                "end to end",
+                "teacher alone",
+                "speed-up",
+            ],
+            rows,
+        ),
+    ]
 
 
 def results_md(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
     folders = report_folders(root)
-    out = ["# Results", "", GENERATED, "",
-           "Every number on this page comes from a committed result file and is written by "
-           "`python tools/results.py`; each section names the command that produced its file and the "
-           "machine it ran on. A build repeats its numbers to the last digit on the machine that made "
-           "it, not across machines: on another machine of the same kind, expect accuracies to move "
-           "by about a tenth of a point and latencies by much more (re-measure the latency tables "
-           "there). Accuracies are top-1 on the test split; a predicted latency comes from the plan's "
-           "latency tables, a measured one from `cofc bench`.", "",
-           "## Example teachers", "",
-           "Each teacher file records its test accuracy (whole test split) and the command that trained it. "
-           "These files were made before `cofc teacher` drew the new head's first weights from `--seed`, so "
-           "the same command now makes a file of its own, some tenths of a point away (the stronger "
-           "teacher's command in examples/minilm_20ng_strong.yaml made 85.06% once and 84.79% on a second run).",
-           "", *teachers_table(root, records)]
+    out = [
+        "# Results",
+        "",
+        GENERATED,
+        "",
+        "Every number on this page comes from a committed result file and is written by "
+        "`python tools/results.py`; each section names the command that produced its file and the "
+        "machine it ran on. A build repeats its numbers to the last digit on the machine that made "
+        "it, not across machines: on another machine of the same kind, expect accuracies to move "
+        "by about a tenth of a point and latencies by much more (re-measure the latency tables "
+        "there). Accuracies are top-1 on the test split; a predicted latency comes from the plan's "
+        "latency tables, a measured one from `cofc bench`.",
+        "",
+        "## Example teachers",
+        "",
+        "Each teacher file records its test accuracy (whole test split) and the command that trained it. "
+        "These files were made before `cofc teacher` drew the new head's first weights from `--seed`, so "
+        "the same command now makes a file of its own, some tenths of a point away (the stronger "
+        "teacher's command in examples/minilm_20ng_strong.yaml made 85.06% once and 84.79% on a second run).",
+        "",
+        *teachers_table(root, records),
+    ]
     if not folders:
-        out += ["", "## Builds", "",
-                "No build report is committed yet. To add one, copy a build's `report.json` (and "
-                "`bench.json`, if benchmarked) into `docs/reports/<plan>/`, write `source.json` beside "
-                "them, and run `python tools/results.py`: see [the reports folder](reports/README.md)."]
+        out += [
+            "",
+            "## Builds",
+            "",
+            "No build report is committed yet. To add one, copy a build's `report.json` (and "
+            "`bench.json`, if benchmarked) into `docs/reports/<plan>/`, write `source.json` beside "
+            "them, and run `python tools/results.py`: see [the reports folder](reports/README.md).",
+        ]
     for folder in folders:
         out += ["", *plan_section(folder, root)]
     for folder in tradeoff_folders(root):
@@ -300,16 +422,34 @@ def measured_table(root: Path) -> list[str]:
         b = BenchResult.load(folder)
         source = read_source(folder, root, sources(folder))
         build_s = sum(load_report(folder).stage_seconds.values())
-        rows.append([f"[{folder.name}](docs/results.md)", f"{b.requests:,}",
-                     f"{pct(b.accuracy)} (teacher {pct(b.teacher.accuracy)})",
-                     f"{ms(b.end_to_end_ms.median)} / {ms(b.teacher.median_ms)}",
-                     f"**{times(b.speedup_vs_teacher)}**", f"`{source['bench']['command']}`",
-                     f"{build_s / 60:.0f} min (`{source['build']['command']}`)"])
+        rows.append(
+            [
+                f"[{folder.name}](docs/results.md)",
+                f"{b.requests:,}",
+                f"{pct(b.accuracy)} (teacher {pct(b.teacher.accuracy)})",
+                f"{ms(b.end_to_end_ms.median)} / {ms(b.teacher.median_ms)}",
+                f"**{times(b.speedup_vs_teacher)}**",
+                f"`{source['bench']['command']}`",
+                f"{build_s / 60:.0f} min (`{source['build']['command']}`)",
+            ]
+        )
     if not rows:
         return []
-    return ["", *table(["build", "test inputs", "accuracy through the runtime",
-                        "end to end median / teacher alone on the fastest device", "speed-up",
-                        "measured by", "build time, 2-core machine"], rows)]
+    return [
+        "",
+        *table(
+            [
+                "build",
+                "test inputs",
+                "accuracy through the runtime",
+                "end to end median / teacher alone on the fastest device",
+                "speed-up",
+                "measured by",
+                "build time, 2-core machine",
+            ],
+            rows,
+        ),
+    ]
 
 
 def readme_block(root: Path, records: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -326,14 +466,19 @@ def with_block(readme: str, block: str) -> str:
 def expected(root: Path = REPO) -> dict[Path, str]:
     """What each generated file should hold, by path relative to `root`."""
     records = teacher_records(root)
-    return {RESULTS: results_md(root, records),
-            README: with_block((root / README).read_text(encoding="utf-8"), readme_block(root, records))}
+    return {
+        RESULTS: results_md(root, records),
+        README: with_block((root / README).read_text(encoding="utf-8"), readme_block(root, records)),
+    }
 
 
 def stale(root: Path = REPO) -> list[Path]:
     """The generated files whose content differs from what `expected` writes."""
-    return [rel for rel, text in expected(root).items()
-            if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
+    return [
+        rel
+        for rel, text in expected(root).items()
+        if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check:
             if bad := stale(args.root):
-                print("out of date (run python tools/results.py): " + ", ".join(p.as_posix() for p in bad),
-                      file=sys.stderr)
+                print(
+                    "out of date (run python tools/results.py): " + ", ".join(p.as_posix() for p in bad),
+                    file=sys.stderr,
+                )
                 return 1
             return 0
         for rel, text in expected(args.root).items():

@@ -19,6 +19,7 @@ A rerun reuses what a variant's build folder already holds, and keeps the rows o
 does not run again, so the table can grow one axis at a time. `--no-plan` leaves the plan's own
 row out, for a plan whose build is benched already (a flagship's hour is not spent twice).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,13 +67,15 @@ def apply(plan: Plan, variant: Variant, out: Path) -> Plan:
         central = [d for d in plan.devices if d.central]
         workers = [d for d in plan.devices if not d.central]
         if n < 1 or (n > len(plan.devices) and not workers):
-            raise ValueError(f"devices={n}: expected 1 to {len(plan.devices)}, "
-                             "or more when the plan has a worker to copy")
-        kept = central + workers[:n - 1]
+            raise ValueError(
+                f"devices={n}: expected 1 to {len(plan.devices)}, or more when the plan has a worker to copy"
+            )
+        kept = central + workers[: n - 1]
         return dataclasses.replace(changed, devices=tuple(kept + extra_workers(workers, n - len(plan.devices))))
     if variant.axis == "link_mbps":
-        return dataclasses.replace(changed, devices=tuple(dataclasses.replace(d, link_mbps=float(variant.value))
-                                                          for d in plan.devices))
+        return dataclasses.replace(
+            changed, devices=tuple(dataclasses.replace(d, link_mbps=float(variant.value)) for d in plan.devices)
+        )
     if variant.axis in ("delta", "ship"):
         value = float(variant.value) if variant.axis == "delta" else variant.value
         return dataclasses.replace(changed, objective=dataclasses.replace(plan.objective, **{variant.axis: value}))
@@ -87,13 +90,22 @@ def parse_vary(text: str) -> tuple[str, list[str]]:
 
 
 def row(variant: Variant, plan: Plan, report: Any, bench: BenchResult) -> dict[str, Any]:
-    return {"variant": variant.name, "devices": len(plan.devices),
-            "link_mbps": [d.link_mbps for d in plan.devices], "delta": plan.objective.delta,
-            "ship": plan.objective.ship, "policy": [d.spec.to_dict() for d in report.devices],
-            "teacher_accuracy": report.teacher.accuracy, "accuracy": bench.accuracy,
-            "requests": bench.requests, "end_to_end_ms": bench.end_to_end_ms.median,
-            "p90_ms": bench.end_to_end_ms.p90, "teacher_ms": bench.teacher.median_ms,
-            "speedup": bench.speedup_vs_teacher, "emulated": bench.emulated}
+    return {
+        "variant": variant.name,
+        "devices": len(plan.devices),
+        "link_mbps": [d.link_mbps for d in plan.devices],
+        "delta": plan.objective.delta,
+        "ship": plan.objective.ship,
+        "policy": [d.spec.to_dict() for d in report.devices],
+        "teacher_accuracy": report.teacher.accuracy,
+        "accuracy": bench.accuracy,
+        "requests": bench.requests,
+        "end_to_end_ms": bench.end_to_end_ms.median,
+        "p90_ms": bench.end_to_end_ms.p90,
+        "teacher_ms": bench.teacher.median_ms,
+        "speedup": bench.speedup_vs_teacher,
+        "emulated": bench.emulated,
+    }
 
 
 def merged(kept: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,12 +116,16 @@ def merged(kept: list[dict[str, Any]], new: dict[str, Any]) -> list[dict[str, An
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'variant':16s} {'devices':>7s} {'accuracy':>8s} {'teacher':>8s} {'e2e ms':>8s} "
-             f"{'teacher ms':>10s} {'speed-up':>8s}"]
+    lines = [
+        f"{'variant':16s} {'devices':>7s} {'accuracy':>8s} {'teacher':>8s} {'e2e ms':>8s} "
+        f"{'teacher ms':>10s} {'speed-up':>8s}"
+    ]
     for r in rows:
-        lines.append(f"{r['variant']:16s} {r['devices']:7d} {100 * r['accuracy']:7.2f}% "
-                     f"{100 * r['teacher_accuracy']:7.2f}% {r['end_to_end_ms']:8.2f} {r['teacher_ms']:10.2f} "
-                     f"{r['speedup']:7.2f}×")
+        lines.append(
+            f"{r['variant']:16s} {r['devices']:7d} {100 * r['accuracy']:7.2f}% "
+            f"{100 * r['teacher_accuracy']:7.2f}% {r['end_to_end_ms']:8.2f} {r['teacher_ms']:10.2f} "
+            f"{r['speedup']:7.2f}×"
+        )
     return "\n".join(lines)
 
 
@@ -120,8 +136,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("-n", "--requests", type=int, default=500)
     parser.add_argument("--emulate", action="store_true")
-    parser.add_argument("--no-plan", action="store_true",
-                        help="leave the plan's own row out (its build is benched already, e.g. a committed flagship)")
+    parser.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="leave the plan's own row out (its build is benched already, e.g. a committed flagship)",
+    )
     args = parser.parse_args()
 
     from cofc.compiler.cluster.bench import bench, format_table

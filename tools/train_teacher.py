@@ -7,6 +7,7 @@ A timm ViT (patch 4, 96-d, 6 layers, 6 heads, MLP ratio 2, average pooling) trai
 on Fashion-MNIST: AdamW, one-cycle LR, label smoothing, random flip and ±2 px shift. It
 checkpoints every epoch to <out>.resume, so a killed run continues where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     padded = F.pad(x, (2, 2, 2, 2), mode="constant", value=float(x.min()))
     dx, dy = torch.randint(0, 5, (2, n), generator=gen)
-    rows = (torch.arange(x.shape[-2]).view(1, -1) + dy.view(-1, 1))
-    cols = (torch.arange(x.shape[-1]).view(1, -1) + dx.view(-1, 1))
+    rows = torch.arange(x.shape[-2]).view(1, -1) + dy.view(-1, 1)
+    cols = torch.arange(x.shape[-1]).view(1, -1) + dx.view(-1, 1)
     batch = torch.arange(n).view(-1, 1, 1)
     return padded[:, 0][batch, rows.unsqueeze(-1), cols.unsqueeze(1)].unsqueeze(1)
 
@@ -45,10 +46,24 @@ def train_vit(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     data = load_dataset("fashion-mnist")
     adapter = get_adapter("vit")
-    arch = dict(img_size=28, patch_size=4, in_chans=1, num_classes=len(data.classes), embed_dim=96,
-                depth=6, num_heads=6, mlp_ratio=2.0, global_pool="avg")
-    record = {"family": "vit", "arch": arch, "dataset": "fashion-mnist", "classes": list(data.classes),
-              "preprocess": {"kind": "image", "mean": [FMNIST_MEAN], "std": [FMNIST_STD]}}
+    arch = dict(
+        img_size=28,
+        patch_size=4,
+        in_chans=1,
+        num_classes=len(data.classes),
+        embed_dim=96,
+        depth=6,
+        num_heads=6,
+        mlp_ratio=2.0,
+        global_pool="avg",
+    )
+    record = {
+        "family": "vit",
+        "arch": arch,
+        "dataset": "fashion-mnist",
+        "classes": list(data.classes),
+        "preprocess": {"kind": "image", "mean": [FMNIST_MEAN], "std": [FMNIST_STD]},
+    }
     model = adapter.build_teacher(record).to(args.device)
     steps_per_epoch = math.ceil(len(data.train) / args.batch)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
@@ -68,7 +83,7 @@ def train_vit(args: argparse.Namespace) -> dict:
         order = torch.randperm(len(y_all), generator=gen)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for step in bar:
-            idx = order[step * args.batch:(step + 1) * args.batch]
+            idx = order[step * args.batch : (step + 1) * args.batch]
             x = _augment(x_all[idx], gen).to(args.device)
             loss = F.cross_entropy(model(x), y_all[idx].to(args.device), label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
@@ -76,8 +91,10 @@ def train_vit(args: argparse.Namespace) -> dict:
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "epoch": epoch + 1}, resume)
+        torch.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch + 1},
+            resume,
+        )
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
             acc = accuracy(Teacher("vit", model, record), data.test, batch=500, device=args.device)
             print(f"epoch {epoch + 1}: test accuracy {acc:.4f}", flush=True)

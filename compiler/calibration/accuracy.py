@@ -2,6 +2,7 @@
 the teacher; each sub-model alone, before and after calibration; the fused model; averaging
 and voting the sub-models' logits; the fused model with each one device missing, with the
 feature-dropout aggregator and, for contrast, one trained without dropout."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from cofc.compiler.models.torch_device import CPU, placed
 @dataclass(frozen=True)
 class AccuracyReport:
     """Top-1 accuracies as fractions; one entry per device where a tuple."""
+
     samples: int
     teacher: float
     submodels: tuple[float, ...]
@@ -34,16 +36,22 @@ class AccuracyReport:
 
 
 @torch.no_grad()
-def accuracy_report(teacher: Teacher, calibrated: Calibrated, split: Split,
-                    uncalibrated: Sequence[nn.Module] = (), device: torch.device = CPU) -> AccuracyReport:
+def accuracy_report(
+    teacher: Teacher,
+    calibrated: Calibrated,
+    split: Split,
+    uncalibrated: Sequence[nn.Module] = (),
+    device: torch.device = CPU,
+) -> AccuracyReport:
     """Every model runs on `device`; the logits and features come back to the CPU, where the
     fusions and the aggregators, small, are applied."""
     with placed(device, teacher.model, *calibrated.submodels, *uncalibrated):
         return _report(teacher, calibrated, split, uncalibrated, device)
 
 
-def _report(teacher: Teacher, calibrated: Calibrated, split: Split, uncalibrated: Sequence[nn.Module],
-            device: torch.device) -> AccuracyReport:
+def _report(
+    teacher: Teacher, calibrated: Calibrated, split: Split, uncalibrated: Sequence[nn.Module], device: torch.device
+) -> AccuracyReport:
     adapter, feature = teacher.adapter, calibrated.feature
     inputs = preprocess_all(teacher, split.inputs)
     y = torch.as_tensor(split.labels)
@@ -70,4 +78,5 @@ def _report(teacher: Teacher, calibrated: Calibrated, split: Split, uncalibrated
         average=acc(average_logits(sub_logits)),
         vote=acc(majority_vote(sub_logits)),
         missing=tuple(fused(calibrated.aggregator, k) for k in range(devices)),
-        missing_without_dropout=tuple(fused(calibrated.plain_aggregator, k) for k in range(devices)))
+        missing_without_dropout=tuple(fused(calibrated.plain_aggregator, k) for k in range(devices)),
+    )

@@ -13,6 +13,7 @@ hold none out instead (`calibration.held_out_fusion: false`, `Prepared.calibrati
 the Fashion-MNIST ViT, whose sub-models gain more from more calibration images than its
 aggregator loses to fitting on seen ones, that fuses better (docs/experiments/calibration.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ AGGREGATOR_LR = 3e-3
 class CalibrationConfig:
     """The plan's calibration settings (plan/schema.py holds their defaults) as the training
     loops take them, and the constants that are not plan settings."""
+
     feature: str  # "pool" (eq. 2) or "first" (class token)
     reading: str  # eq. 13 reading: "up" or "printed"
     distill: Distill  # eq. 14, with or without the soft-label term
@@ -57,11 +59,20 @@ class CalibrationConfig:
 
     @classmethod
     def from_plan(cls, c: CalibrationPlan, seed: int) -> CalibrationConfig:
-        return cls(feature=c.feature, reading=c.reading, drop=c.feature_dropout, seed=seed,
-                   distill=Distill(soft=c.soft_labels, temperature=c.temperature), layer_distill=c.layer_distill,
-                   boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
-                   joint=(TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
-                          if c.joint_epochs else None))
+        return cls(
+            feature=c.feature,
+            reading=c.reading,
+            drop=c.feature_dropout,
+            seed=seed,
+            distill=Distill(soft=c.soft_labels, temperature=c.temperature),
+            layer_distill=c.layer_distill,
+            boost=TrainConfig(epochs=c.epochs, weight_decay=c.weight_decay),
+            joint=(
+                TrainConfig(epochs=c.joint_epochs, lr=c.joint_lr, weight_decay=c.weight_decay)
+                if c.joint_epochs
+                else None
+            ),
+        )
 
 
 @dataclass
@@ -81,8 +92,15 @@ def random_mask(n: int, devices: int, drop: float, gen: torch.Generator) -> torc
     return mask
 
 
-def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-                     config: CalibrationConfig, drop: float, device: torch.device = CPU) -> Aggregator:
+def train_aggregator(
+    agg: Aggregator,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    config: CalibrationConfig,
+    drop: float,
+    device: torch.device = CPU,
+) -> Aggregator:
     """Fit eq. 2's map on the devices' pooled features, each device's feature dropped with
     probability `drop` (the config's feature dropout, or 0 for the report's contrast). `agg` is
     on `device`; the features, one small vector per sample, move there whole."""
@@ -96,7 +114,7 @@ def train_aggregator(agg: Aggregator, features: torch.Tensor, labels: torch.Tens
     for _ in tqdm(range(epochs), desc="training the aggregator", leave=False):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             mask = random_mask(len(idx), devices, drop, gen) if drop > 0 else torch.ones(len(idx), devices)
             loss = distill(agg(features[idx], mask.to(device)), labels[idx], teacher_logits[idx]).mean()
             opt.zero_grad(set_to_none=True)
@@ -131,8 +149,15 @@ class FusedModel(nn.Module):
         return self.aggregator(torch.cat(feats, dim=1), mask), own
 
 
-def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Importance, train: Split,
-              config: CalibrationConfig, fusion: Split | None = None, device: torch.device = CPU) -> Calibrated:
+def calibrate(
+    teacher: Teacher,
+    policy: Sequence[SubModelSpec],
+    importance: Importance,
+    train: Split,
+    config: CalibrationConfig,
+    fusion: Split | None = None,
+    device: torch.device = CPU,
+) -> Calibrated:
     """Calibrate on `train`, training on `device`; fit the final aggregators on `fusion` when
     given (stacked generalisation, above), else on the calibration samples. The modules come back
     on the CPU."""
@@ -158,8 +183,10 @@ def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Impo
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x, device=device)
         dims = [m_spec.dim for m_spec in policy]
         fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model)).to(device)  # noqa: E731
-        return (train_aggregator(fresh(), feats, y, t, config, config.drop, device),
-                train_aggregator(fresh(), feats, y, t, config, 0.0, device))
+        return (
+            train_aggregator(fresh(), feats, y, t, config, config.drop, device),
+            train_aggregator(fresh(), feats, y, t, config, 0.0, device),
+        )
 
     aggregator, plain = fit_aggregators(inputs, y, t_logits)
     if config.joint is not None:
@@ -175,8 +202,18 @@ def calibrate(teacher: Teacher, policy: Sequence[SubModelSpec], importance: Impo
             logits = t["logits"]
             return distill(fused_logits, y, logits) + sum(distill(o, y, logits) for o in own) / len(own)
 
-        train_weighted(fused, joint_loss, inputs, y, {"logits": t_logits}, np.ones(len(y)), config.joint,
-                       config.seed, desc="fine-tuning sub-models and aggregator jointly", device=device)
+        train_weighted(
+            fused,
+            joint_loss,
+            inputs,
+            y,
+            {"logits": t_logits},
+            np.ones(len(y)),
+            config.joint,
+            config.seed,
+            desc="fine-tuning sub-models and aggregator jointly",
+            device=device,
+        )
     if fusion is not None:
         x = preprocess_all(teacher, fusion.inputs)
         t_fusion = teacher_targets(adapter, teacher.model, x, [], device=device)["logits"]

@@ -15,6 +15,7 @@ grown large do not outweigh the early ones, and so that β means the same for ev
 The teacher's block outputs are computed once, before boosting, in the same pass as its logits,
 and kept in fp16: running the teacher again on every training step doubled the calibration's time.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -53,8 +54,14 @@ def block_outputs(adapter: ModelAdapter, model: nn.Module) -> Iterator[list[torc
 
 
 @torch.no_grad()
-def teacher_targets(adapter: ModelAdapter, teacher: nn.Module, inputs: Inputs, layers: Sequence[int],
-                    batch: int = 512, device: torch.device = CPU) -> Targets:
+def teacher_targets(
+    adapter: ModelAdapter,
+    teacher: nn.Module,
+    inputs: Inputs,
+    layers: Sequence[int],
+    batch: int = 512,
+    device: torch.device = CPU,
+) -> Targets:
     """The teacher's logits for every sample and, from the same pass, its output tokens of each
     block in `layers` in fp16; the teacher runs on `device`, the targets are kept on the CPU."""
     n = len(next(iter(inputs.values())))
@@ -69,7 +76,7 @@ def teacher_targets(adapter: ModelAdapter, teacher: nn.Module, inputs: Inputs, l
                 out = outputs[j]
                 if j not in kept:  # allocated once: the targets are most of the calibration's memory
                     kept[j] = torch.empty((n, *out.shape[1:]), dtype=torch.float16)
-                kept[j][start:start + len(out)] = out.half().cpu()
+                kept[j][start : start + len(out)] = out.half().cpu()
     return {"logits": torch.cat(logits)} | {block_key(j): t for j, t in kept.items()}
 
 
@@ -82,8 +89,10 @@ def with_layer_distill(adapter: ModelAdapter, slices: WeightSlices, beta: float,
         with block_outputs(adapter, model) as outputs:
             base = loss(model, x, y, targets)
         if len(outputs) != len(slices.layers):
-            raise ValueError(f"{len(outputs)} block outputs from a sub-model of {len(slices.layers)} blocks: "
-                             "the base loss must run the model exactly once")
+            raise ValueError(
+                f"{len(outputs)} block outputs from a sub-model of {len(slices.layers)} blocks: "
+                "the base loss must run the model exactly once"
+            )
         errors, index = [], channels.to(base.device)
         for student, j in zip(outputs, slices.layers, strict=True):
             target = targets[block_key(j)].index_select(-1, index).float()

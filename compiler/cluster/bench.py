@@ -11,6 +11,7 @@ one pipelined stream (`window` in flight) and the answers per second are set aga
 slowest stage allows, 1 / max(per-device t1+t2 medians, t3 median), so a user can size a
 deployment: a ratio near 1 means the runtime keeps the slowest stage busy.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,9 @@ def table_cpu_limit(profile: Path) -> CpuLimit:
     return CpuLimit.of_table(json.loads(profile.read_text())["provenance"]) or CpuLimit(1.0)
 
 
-def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10,
-          stream: bool = False, window: int = 8) -> BenchResult:
+def bench(
+    build_dir: Path, requests: int = 200, emulate: bool = False, warmup: int = 10, stream: bool = False, window: int = 8
+) -> BenchResult:
     build_dir = Path(build_dir)
     report = load_report(build_dir)
     plan = load_plan(build_dir / PLAN_COPY)
@@ -54,7 +56,7 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     central = bundles[plan.central.name]
     prep = Preprocessor.for_bundle(central)
     test = load_data(plan.dataset, Expects.of_manifest(central.manifest)).test.take(requests, seed=1)
-    inputs = [prep.pack(test.inputs[i:i + 1]) for i in range(len(test))]
+    inputs = [prep.pack(test.inputs[i : i + 1]) for i in range(len(test))]
     limits = {d.name: table_cpu_limit(d.profile) for d in plan.devices}
     links = {d.name: d.link_mbps for d in plan.devices}
     note = None
@@ -62,9 +64,14 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
         emulation = None
         if emulate:
             try:
-                emulation = stack.enter_context(Emulation(
-                    [EmulatedDevice(d.name, limits[d.name], None if d.central else d.link_mbps)
-                     for d in plan.devices]))
+                emulation = stack.enter_context(
+                    Emulation(
+                        [
+                            EmulatedDevice(d.name, limits[d.name], None if d.central else d.link_mbps)
+                            for d in plan.devices
+                        ]
+                    )
+                )
             except EmulationUnavailable as exc:
                 note = f"emulation refused, ran unshaped: {exc}"
                 print(f"cofc: warning: {note}", file=sys.stderr)
@@ -97,32 +104,46 @@ def bench(build_dir: Path, requests: int = 200, emulate: bool = False, warmup: i
     correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels, strict=True)]
     names = [d.name for d in plan.devices]
     e2e = [a.timings["end_to_end_ms"] for a in answers]
-    critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"]
-                for a in answers]
+    critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"] for a in answers]
     overhead = [e - c for e, c in zip(e2e, critical, strict=True)]
     fastest = max(plan.devices, key=lambda d: limits[d.name].share)
-    graph_inputs = [prep(test.inputs[i:i + 1]) for i in range(len(test))]
-    teacher_ms = _teacher_ms(build_dir / "onnx" / "teacher.onnx", graph_inputs,
-                             limits[fastest.name] if emulate else None)
+    graph_inputs = [prep(test.inputs[i : i + 1]) for i in range(len(test))]
+    teacher_ms = _teacher_ms(
+        build_dir / "onnx" / "teacher.onnx", graph_inputs, limits[fastest.name] if emulate else None
+    )
     predicted = {d.name: d for d in report.devices}
-    phases = {n: Phase(t1_ms=statistics.median(a.timings["t1_ms"][n] for a in answers),
-                       t2_ms=statistics.median(a.timings["t2_ms"][n] for a in answers),
-                       predicted_t1_ms=predicted[n].t1_ms, predicted_t2_ms=predicted[n].t2_ms,
-                       **limits[n].provenance(), nice=emulation.nice[n] if emulation else None,
-                       link_mbps=None if d.central else d.link_mbps)
-              for n, d in zip(names, plan.devices, strict=True)}
+    phases = {
+        n: Phase(
+            t1_ms=statistics.median(a.timings["t1_ms"][n] for a in answers),
+            t2_ms=statistics.median(a.timings["t2_ms"][n] for a in answers),
+            predicted_t1_ms=predicted[n].t1_ms,
+            predicted_t2_ms=predicted[n].t2_ms,
+            **limits[n].provenance(),
+            nice=emulation.nice[n] if emulation else None,
+            link_mbps=None if d.central else d.link_mbps,
+        )
+        for n, d in zip(names, plan.devices, strict=True)
+    }
     t3_ms = statistics.median(a.timings["t3_ms"] for a in answers)
     end_to_end = _spread(e2e)
     result = BenchResult(
-        requests=len(answers), emulated=bool(emulate and note is None), note=note,
-        accuracy=sum(correct) / len(correct), degraded=sum(a.degraded for a in answers),
-        end_to_end_ms=end_to_end, client_ms=_spread(client_ms), phases=phases, t3_ms=t3_ms,
-        critical_path_ms=statistics.median(critical), overhead_ms=_spread(overhead),
+        requests=len(answers),
+        emulated=bool(emulate and note is None),
+        note=note,
+        accuracy=sum(correct) / len(correct),
+        degraded=sum(a.degraded for a in answers),
+        end_to_end_ms=end_to_end,
+        client_ms=_spread(client_ms),
+        phases=phases,
+        t3_ms=t3_ms,
+        critical_path_ms=statistics.median(critical),
+        overhead_ms=_spread(overhead),
         overhead_ratio=statistics.median(e / c for e, c in zip(e2e, critical, strict=True)),
         predicted_ms=report.fused.predicted_ms,
         teacher=TeacherTiming(fastest.name, teacher_ms, report.teacher.accuracy),
         speedup_vs_teacher=teacher_ms / end_to_end.median,
-        stream=_throughput(streamed, phases, t3_ms) if streamed is not None else None)
+        stream=_throughput(streamed, phases, t3_ms) if streamed is not None else None,
+    )
     result.save(build_dir)
     return result
 
@@ -145,8 +166,9 @@ def _stream(client: Client, inputs: list[dict], window: int) -> Streamed:
     start = time.perf_counter()
     answers = list(client.stream(inputs, window=window))
     seconds = time.perf_counter() - start
-    return Streamed(window, len(answers), sum(a.error is not None for a in answers),
-                    sum(a.degraded for a in answers), seconds)
+    return Streamed(
+        window, len(answers), sum(a.error is not None for a in answers), sum(a.degraded for a in answers), seconds
+    )
 
 
 def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRate:
@@ -156,9 +178,18 @@ def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRa
     stages["t3 (fuse)"] = t3_ms
     slowest = max(stages, key=stages.get)
     rate, bound = s.answers / s.seconds, 1e3 / stages[slowest]
-    return StreamRate(s.window, s.answers, s.errors, s.degraded, s.seconds, answers_per_s=rate,
-                      slowest_stage=slowest, slowest_stage_ms=stages[slowest], bound_per_s=bound,
-                      ratio=rate / bound)
+    return StreamRate(
+        s.window,
+        s.answers,
+        s.errors,
+        s.degraded,
+        s.seconds,
+        answers_per_s=rate,
+        slowest_stage=slowest,
+        slowest_stage_ms=stages[slowest],
+        bound_per_s=bound,
+        ratio=rate / bound,
+    )
 
 
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
@@ -175,26 +206,34 @@ def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
 
 
 def format_table(r: BenchResult) -> str:
-    lines = [f"{r.requests} requests ({'emulated cluster' if r.emulated else 'loopback, unshaped'}); "
-             f"accuracy {r.accuracy:.4f}, {r.degraded} degraded",
-             f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t1/pred':>7s} "
-             f"{'t2 ms':>8s} {'pred t2':>8s}"]
+    lines = [
+        f"{r.requests} requests ({'emulated cluster' if r.emulated else 'loopback, unshaped'}); "
+        f"accuracy {r.accuracy:.4f}, {r.degraded} degraded",
+        f"{'device':10s} {'cpu':>5s} {'Mb/s':>6s} {'t1 ms':>8s} {'pred t1':>8s} {'t1/pred':>7s} "
+        f"{'t2 ms':>8s} {'pred t2':>8s}",
+    ]
     for name, p in r.phases.items():
         link = "-" if p.link_mbps is None else f"{p.link_mbps:.1f}"
-        lines.append(f"{name:10s} {p.cpu_share:5.2f} {link:>6s} {p.t1_ms:8.3f} {p.predicted_t1_ms:8.3f} "
-                     f"{p.t1_over_predicted:7.2f} {p.t2_ms:8.3f} {p.predicted_t2_ms:8.3f}")
+        lines.append(
+            f"{name:10s} {p.cpu_share:5.2f} {link:>6s} {p.t1_ms:8.3f} {p.predicted_t1_ms:8.3f} "
+            f"{p.t1_over_predicted:7.2f} {p.t2_ms:8.3f} {p.predicted_t2_ms:8.3f}"
+        )
     e = r.end_to_end_ms
-    lines += [f"t3 (fuse) {r.t3_ms:.3f} ms; end to end median {e.median:.3f} ms, p90 {e.p90:.3f} ms "
-              f"(predicted {r.predicted_ms:.3f} ms; client-side median {r.client_ms.median:.3f} ms)",
-              f"runtime overhead: end to end / (max(t1+t2)+t3) = {r.overhead_ratio:.3f}, "
-              f"{r.overhead_ms.median:.3f} ms median",
-              f"teacher alone on {r.teacher.device}: {r.teacher.median_ms:.3f} ms -> "
-              f"CoFormer speed-up {r.speedup_vs_teacher:.2f}x"]
+    lines += [
+        f"t3 (fuse) {r.t3_ms:.3f} ms; end to end median {e.median:.3f} ms, p90 {e.p90:.3f} ms "
+        f"(predicted {r.predicted_ms:.3f} ms; client-side median {r.client_ms.median:.3f} ms)",
+        f"runtime overhead: end to end / (max(t1+t2)+t3) = {r.overhead_ratio:.3f}, "
+        f"{r.overhead_ms.median:.3f} ms median",
+        f"teacher alone on {r.teacher.device}: {r.teacher.median_ms:.3f} ms -> "
+        f"CoFormer speed-up {r.speedup_vs_teacher:.2f}x",
+    ]
     if (s := r.stream) is not None:
-        lines.append(f"stream of {s.answers} (window {s.window}): {s.answers_per_s:.1f} answers/s; "
-                     f"slowest stage {s.slowest_stage} {s.slowest_stage_ms:.3f} ms allows "
-                     f"{s.bound_per_s:.1f}/s -> ratio {s.ratio:.2f} ({s.degraded} degraded, "
-                     f"{s.errors} errors)")
+        lines.append(
+            f"stream of {s.answers} (window {s.window}): {s.answers_per_s:.1f} answers/s; "
+            f"slowest stage {s.slowest_stage} {s.slowest_stage_ms:.3f} ms allows "
+            f"{s.bound_per_s:.1f}/s -> ratio {s.ratio:.2f} ({s.degraded} degraded, "
+            f"{s.errors} errors)"
+        )
     if r.note:
         lines.append(f"note: {r.note}")
     return "\n".join(lines)

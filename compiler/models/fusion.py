@@ -11,6 +11,7 @@ Missing devices: the aggregator takes a presence mask (batch, N), zeroes the fea
 devices and adds a learned per-device correction, so it knows which inputs are missing; trained
 with whole devices dropped at random (CATS's message dropout), it degrades gracefully.
 """
+
 from __future__ import annotations
 
 import copy

@@ -13,6 +13,7 @@ A teacher file (`torch.save` of a plain dict, loadable with `weights_only=True`)
   preprocess   how raw inputs become model inputs (image mean/std, or tokenizer + max length)
   dataset, classes, test_accuracy, command, torch_device   provenance: what it was trained on and how
 """
+
 from __future__ import annotations
 
 import os
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 class Teacher:
     """A loaded teacher: its backbone+head module, the record it came from, and its family's
     adapter, which every stage needs beside the module (to preprocess, run, slice)."""
+
     family: str
     model: nn.Module
     record: dict[str, Any]
@@ -74,9 +76,16 @@ class Teacher:
         if prep["kind"] != "image":
             return Expects("text", classes)
         embed = self.model.patch_embed
-        return Expects("image", classes, ImageInput(
-            embed.proj.in_channels, tuple(embed.img_size), prep.get("interpolation", "bilinear"),
-            float(prep.get("crop_pct", 1.0))))
+        return Expects(
+            "image",
+            classes,
+            ImageInput(
+                embed.proj.in_channels,
+                tuple(embed.img_size),
+                prep.get("interpolation", "bilinear"),
+                float(prep.get("crop_pct", 1.0)),
+            ),
+        )
 
 
 def save_teacher(path: str | Path, record: dict[str, Any]) -> None:
@@ -121,8 +130,11 @@ def teacher_from_plan(plan: Plan) -> Teacher:
 def pretrained_record(family: str, source: str, num_classes: int | None, input_size: int | None) -> dict[str, Any]:
     """A family's pretrained backbone (an installed package or a saved folder) with a new head."""
     size_key = "img_size" if family == "vit" else "max_length"
-    return {"family": family, "arch": {"source": source, "num_classes": num_classes, size_key: input_size},
-            "preprocess": {"kind": "image" if family == "vit" else "text", size_key: input_size}}
+    return {
+        "family": family,
+        "arch": {"source": source, "num_classes": num_classes, size_key: input_size},
+        "preprocess": {"kind": "image" if family == "vit" else "text", size_key: input_size},
+    }
 
 
 def seeded_teacher(record: dict[str, Any], seed: int) -> Teacher:
@@ -151,8 +163,12 @@ def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
 
     info = read_folder(folder)
     prep = text_preprocess(str(folder_tokenizer(folder)), input_size, info.config.get("pad_token_id"))
-    return {"family": info.family, "arch": {"hf_classifier": str(folder), "num_classes": len(info.classes)},
-            "preprocess": prep, "classes": list(info.classes)}
+    return {
+        "family": info.family,
+        "arch": {"hf_classifier": str(folder), "num_classes": len(info.classes)},
+        "preprocess": prep,
+        "classes": list(info.classes),
+    }
 
 
 def _timm_record(t: TeacherPlan) -> dict[str, Any]:
@@ -162,8 +178,11 @@ def _timm_record(t: TeacherPlan) -> dict[str, Any]:
     for key in ("mean", "std"):
         if getattr(t, key) is not None:
             prep[key] = list(getattr(t, key))
-    return {"family": "vit", "preprocess": prep,
-            "arch": {"timm": t.timm, "weights": str(t.weights), "num_classes": t.classes, "img_size": t.input_size}}
+    return {
+        "family": "vit",
+        "preprocess": prep,
+        "arch": {"timm": t.timm, "weights": str(t.weights), "num_classes": t.classes, "img_size": t.input_size},
+    }
 
 
 def load_teacher(path: str | Path) -> Teacher:

@@ -7,6 +7,7 @@ move is a no-op, so a CPU build computes exactly what it did before there was a 
 draws (orders, masks) stay on CPU generators, so a CUDA build sees the same samples in the same
 order, and differs from a CPU one only by how the device rounds.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

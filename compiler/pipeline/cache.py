@@ -15,6 +15,7 @@ build's numbers all come from the device its report names. Every stage follows a
 all of them carry it. Like CPU models, GPU models are not told apart: a build moved to another GPU
 reuses its stages.
 """
+
 from __future__ import annotations
 
 import ast
@@ -41,14 +42,16 @@ class Reads:
 def _fingerprint(value: Any) -> Any:
     """A JSON-able value that changes when `value` does; a file by its content."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.compare}
+        return {f.name: _fingerprint(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}
     if isinstance(value, Path):
         if value.is_file():
             return {"sha256": sha256_file(value)}
         if value.is_dir():  # a data or model folder: each file's name, size and time (hashing all would be slow)
-            return sorted((str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
-                          for f in value.rglob("*") if f.is_file())
+            return sorted(
+                (str(f.relative_to(value)), f.stat().st_size, f.stat().st_mtime_ns)
+                for f in value.rglob("*")
+                if f.is_file()
+            )
         return str(value)
     if isinstance(value, (list, tuple)):
         return [_fingerprint(v) for v in value]
@@ -120,8 +123,13 @@ class StageCache:
     def key(self, plan: Plan, reads: Reads, upstream_keys: dict[str, str], stage_source: str, device: str) -> str:
         """The hash of what a stage reads, of the stage function's own source, and of the kind of
         torch device it runs on."""
-        spelled = {"plan": plan_fields(plan, reads.plan), "stages": {s: upstream_keys[s] for s in reads.stages},
-                   "code": source_digest(reads.code), "stage": stage_source, "device": device}
+        spelled = {
+            "plan": plan_fields(plan, reads.plan),
+            "stages": {s: upstream_keys[s] for s in reads.stages},
+            "code": source_digest(reads.code),
+            "stage": stage_source,
+            "device": device,
+        }
         return hashlib.sha256(json.dumps(spelled, sort_keys=True).encode()).hexdigest()
 
     def path(self, stage: str) -> Path:
@@ -141,6 +149,7 @@ class StageCache:
 @dataclass(frozen=True)
 class Stored:
     """A stage's file: the key it ran under, how long it took, its result as JSON values."""
+
     key: str
     seconds: float
     result: Any

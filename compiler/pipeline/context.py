@@ -1,5 +1,6 @@
 """What every stage of a build starts from: the checked plan, teacher and data, the data splits,
 what the planner knows of each device, and the torch device the stages compute on."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ class Context:
         if image is not None:
             return packed_request_bytes("image", image.shape)
         tokenizer = Tokenizer.from_file(str(tokenizer_file(self.teacher.record)))  # the one the bundles carry
-        return packed_request_bytes("text", max_length=self.teacher.model.seq_len,
-                                    vocab_size=tokenizer.get_vocab_size())
+        return packed_request_bytes(
+            "text", max_length=self.teacher.model.seq_len, vocab_size=tokenizer.get_vocab_size()
+        )
 
 
 def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
@@ -73,14 +75,21 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
         table = json.loads(d.profile.read_text())
         measured = table.get("provenance", {}).get("teacher")
         if not isinstance(measured, dict):
-            raise plan.error(f"devices[{i}].profile", f"{d.profile} does not say which teacher it measured "
-                             "(provenance.teacher); capture it with 'cofc profile'")
+            raise plan.error(
+                f"devices[{i}].profile",
+                f"{d.profile} does not say which teacher it measured "
+                "(provenance.teacher); capture it with 'cofc profile'",
+            )
         if TransformerSpec(**measured) != base:
-            raise plan.error(f"devices[{i}].profile", f"{d.profile} was profiled for another teacher or "
-                             "input size; profile this teacher on this device")
+            raise plan.error(
+                f"devices[{i}].profile",
+                f"{d.profile} was profiled for another teacher or input size; profile this teacher on this device",
+            )
         if table["provenance"].get("estimated"):
-            log(f"warning: {d.name} plans against an ESTIMATED latency table ({d.profile}: "
-                f"{table['provenance'].get('method')}); capture a measured one with 'cofc profile' on the device")
+            log(
+                f"warning: {d.name} plans against an ESTIMATED latency table ({d.profile}: "
+                f"{table['provenance'].get('method')}); capture a measured one with 'cofc profile' on the device"
+            )
         path = predictor_path(d.profile)
         if path.exists() and path.with_suffix(".npz").exists():
             predictor = Predictor.load(path)
@@ -88,6 +97,16 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
             predictor = fit_predictor(table)
             predictor.save(path)
         throughput = statistics.median(r["flops"] / r["ms"] for r in table["rows"])
-        models.append(DeviceModel(d.name, predictor, d.link_mbps, d.max_mflops * 1e6, d.memory_mb * 2 ** 20,
-                                  throughput, d.central, predictor.predict))
+        models.append(
+            DeviceModel(
+                d.name,
+                predictor,
+                d.link_mbps,
+                d.max_mflops * 1e6,
+                d.memory_mb * 2**20,
+                throughput,
+                d.central,
+                predictor.predict,
+            )
+        )
     return models

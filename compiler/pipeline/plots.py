@@ -1,4 +1,5 @@
 """The build's plots: the search's convergence (search.png) and the predicted latency (latency.png)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,8 +10,10 @@ from cofc.compiler.planning.search import SearchResult
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -31,8 +34,9 @@ def plot_search(results: dict[str, SearchResult], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_latency(path: Path, names: list[str], t1: Sequence[float], t2: Sequence[float], t3: float,
-                 teacher_ms: Sequence[float]) -> None:
+def plot_latency(
+    path: Path, names: list[str], t1: Sequence[float], t2: Sequence[float], t3: float, teacher_ms: Sequence[float]
+) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = range(len(names))

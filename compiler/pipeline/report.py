@@ -3,6 +3,7 @@
 Accuracies are fractions in [0, 1]. `fused.accuracy` is measured on the shipped bundles through
 ONNX Runtime; the torch numbers it must agree with are kept beside it. Latencies here are the
 planner's predictions (eq. 3–6); `cofc bench` measures them."""
+
 from __future__ import annotations
 
 import json
@@ -86,24 +87,45 @@ def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report
     names = [d.name for d in devices]
     return Report(
         plan=PlanInfo(ctx.plan.name, built.bundle.plan_id, str(ctx.plan.path.resolve())),
-        teacher=TeacherInfo(teacher.accuracy, teacher_flops / 1e6, teacher.spec,
-                            {d.name: d.predict_ms(base.full()) for d in devices}),
-        fused=FusedInfo(ort.fused, acc.fused, acc.fused_without_dropout, lat.total, lat.t3,
-                        dict(zip(names, ort.missing, strict=True)), dict(zip(names, acc.missing_without_dropout, strict=True))),
-        average=acc.average, vote=acc.vote,
-        devices=tuple(DeviceInfo(d.name, d.central, s, flops(s, base) / 1e6, flops(s, base) / teacher_flops,
-                                 t1, t2, a, u)
-                      for d, s, a, u, t1, t2 in zip(devices, found.policy, acc.submodels, acc.submodels_uncalibrated,
-                                                    lat.t1, lat.t2, strict=True)),
-        search=found, export=built.export.checks, test_samples=ort.samples, stage_seconds=seconds,
-        torch_device=describe(ctx.device))
+        teacher=TeacherInfo(
+            teacher.accuracy, teacher_flops / 1e6, teacher.spec, {d.name: d.predict_ms(base.full()) for d in devices}
+        ),
+        fused=FusedInfo(
+            ort.fused,
+            acc.fused,
+            acc.fused_without_dropout,
+            lat.total,
+            lat.t3,
+            dict(zip(names, ort.missing, strict=True)),
+            dict(zip(names, acc.missing_without_dropout, strict=True)),
+        ),
+        average=acc.average,
+        vote=acc.vote,
+        devices=tuple(
+            DeviceInfo(d.name, d.central, s, flops(s, base) / 1e6, flops(s, base) / teacher_flops, t1, t2, a, u)
+            for d, s, a, u, t1, t2 in zip(
+                devices, found.policy, acc.submodels, acc.submodels_uncalibrated, lat.t1, lat.t2, strict=True
+            )
+        ),
+        search=found,
+        export=built.export.checks,
+        test_samples=ort.samples,
+        stage_seconds=seconds,
+        torch_device=describe(ctx.device),
+    )
 
 
 def write_report(out: Path, report: Report) -> None:
     atomic_write_json(out / REPORT, to_json(report))
     devices = report.devices
-    plot_latency(out / "latency.png", [d.name for d in devices], [d.t1_ms for d in devices],
-                 [d.t2_ms for d in devices], report.fused.t3_ms, [report.teacher.predicted_ms[d.name] for d in devices])
+    plot_latency(
+        out / "latency.png",
+        [d.name for d in devices],
+        [d.t1_ms for d in devices],
+        [d.t2_ms for d in devices],
+        report.fused.t3_ms,
+        [report.teacher.predicted_ms[d.name] for d in devices],
+    )
     atomic_write(out / "report.md", markdown(report).encode())
 
 
@@ -128,36 +150,65 @@ def pct(v: float) -> str:
 
 
 def markdown(r: Report) -> str:
-    lines = [f"# cofc build report: {r.plan.name} [{r.plan.id}]", "",
-             f"Teacher: {pct(r.teacher.accuracy)} on {r.test_samples} test samples, "
-             f"{r.teacher.mflops:.1f} MFLOPs per request.", "",
-             f"## Chosen decomposition ({SEARCHES[r.search.shipped]})", "",
-             "| device | layers | width | heads | MLP | FLOPs share | t1 ms | t2 ms | alone (uncalibrated → calibrated) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# cofc build report: {r.plan.name} [{r.plan.id}]",
+        "",
+        f"Teacher: {pct(r.teacher.accuracy)} on {r.test_samples} test samples, "
+        f"{r.teacher.mflops:.1f} MFLOPs per request.",
+        "",
+        f"## Chosen decomposition ({SEARCHES[r.search.shipped]})",
+        "",
+        "| device | layers | width | heads | MLP | FLOPs share | t1 ms | t2 ms | alone (uncalibrated → calibrated) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for d in r.devices:
         s = d.spec
-        lines.append(f"| {d.name}{' (central)' if d.central else ''} | {s.layers} | {s.dim} | {list(s.heads)} | "
-                     f"{list(s.mlp)} | {d.flops_share:.0%} | {d.t1_ms:.2f} | {d.t2_ms:.3f} | "
-                     f"{pct(d.accuracy_uncalibrated)} → {pct(d.accuracy)} |")
+        lines.append(
+            f"| {d.name}{' (central)' if d.central else ''} | {s.layers} | {s.dim} | {list(s.heads)} | "
+            f"{list(s.mlp)} | {d.flops_share:.0%} | {d.t1_ms:.2f} | {d.t2_ms:.3f} | "
+            f"{pct(d.accuracy_uncalibrated)} → {pct(d.accuracy)} |"
+        )
     f = r.fused
-    lines += ["", "## Accuracy", "", "| model | accuracy |", "|---|---|",
-              f"| teacher | {pct(r.teacher.accuracy)} |",
-              f"| CoFormer fused (bundles through ONNX Runtime) | {pct(f.accuracy)} |",
-              f"| CoFormer fused (torch) | {pct(f.accuracy_torch)} |",
-              f"| average of sub-model logits | {pct(r.average)} |",
-              f"| majority vote | {pct(r.vote)} |"]
+    lines += [
+        "",
+        "## Accuracy",
+        "",
+        "| model | accuracy |",
+        "|---|---|",
+        f"| teacher | {pct(r.teacher.accuracy)} |",
+        f"| CoFormer fused (bundles through ONNX Runtime) | {pct(f.accuracy)} |",
+        f"| CoFormer fused (torch) | {pct(f.accuracy_torch)} |",
+        f"| average of sub-model logits | {pct(r.average)} |",
+        f"| majority vote | {pct(r.vote)} |",
+    ]
     for name, v in f.missing_one.items():
-        lines.append(f"| fused, {name} missing (feature-dropout aggregator / without) | {pct(v)} / "
-                     f"{pct(f.missing_one_without_dropout[name])} |")
-    lines += ["", "## Predicted latency", "",
-              f"CoFormer end to end: {f.predicted_ms:.2f} ms (aggregation t3 {f.t3_ms:.4f} ms).", "",
-              "| device | teacher alone, ms | speed-up |", "|---|---|---|"]
+        lines.append(
+            f"| fused, {name} missing (feature-dropout aggregator / without) | {pct(v)} / "
+            f"{pct(f.missing_one_without_dropout[name])} |"
+        )
+    lines += [
+        "",
+        "## Predicted latency",
+        "",
+        f"CoFormer end to end: {f.predicted_ms:.2f} ms (aggregation t3 {f.t3_ms:.4f} ms).",
+        "",
+        "| device | teacher alone, ms | speed-up |",
+        "|---|---|---|",
+    ]
     for name, ms in r.teacher.predicted_ms.items():
         lines.append(f"| {name} | {ms:.2f} | {ms / f.predicted_ms:.2f}× |")
-    lines += ["", f"## Search ({r.search.evaluations} DeBo evaluations)", "",
-              "Best Ψ = L_val + δ·T: " + ", ".join(f"{k} {v:.4f}" for k, v in r.search.best.items() if v is not None),
-              "", "## Build time", "",
-              ", ".join(f"{name} {s:.0f} s" for name, s in r.stage_seconds.items()) +
-              f" ({sum(r.stage_seconds.values()) / 60:.1f} min of stage time, torch on {r.torch_device})", "",
-              "![search](search.png) ![latency](latency.png)", ""]
+    lines += [
+        "",
+        f"## Search ({r.search.evaluations} DeBo evaluations)",
+        "",
+        "Best Ψ = L_val + δ·T: " + ", ".join(f"{k} {v:.4f}" for k, v in r.search.best.items() if v is not None),
+        "",
+        "## Build time",
+        "",
+        ", ".join(f"{name} {s:.0f} s" for name, s in r.stage_seconds.items())
+        + f" ({sum(r.stage_seconds.values()) / 60:.1f} min of stage time, torch on {r.torch_device})",
+        "",
+        "![search](search.png) ![latency](latency.png)",
+        "",
+    ]
     return "\n".join(lines)

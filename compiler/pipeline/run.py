@@ -1,6 +1,7 @@
 """`cofc build`: run the stages in order, each reused from OUT/stages/ while what it reads is
 unchanged (cache.py), then write the report. `force` reruns every stage; `device` is where their
 torch work runs (torch_device.py)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -14,6 +14,7 @@ arrive as its parameters, in that order. Results are typed and kept in OUT/stage
 The torch work of teacher, importance, search and calibrate runs on the build's device
 (`Context.device`); export and what follows run on the CPU, where those stages leave every module.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -54,8 +55,15 @@ from cofc.errors import CofcError
 from cofc.runtime.backends import available as available_backends
 
 PARITY_TOLERANCE = 1e-3  # max abs difference of ONNX Runtime vs torch on features and logits
-DATA = ("dataset.name", "dataset.image_folder", "dataset.text_file", "dataset.test_file", "dataset.text_column",
-        "dataset.label_column", "dataset.held_out")  # where the samples come from
+DATA = (
+    "dataset.name",
+    "dataset.image_folder",
+    "dataset.text_file",
+    "dataset.test_file",
+    "dataset.text_column",
+    "dataset.label_column",
+    "dataset.held_out",
+)  # where the samples come from
 SPLITS = (*DATA, "dataset.calibration", "dataset.validation", "objective.seed")  # fix cal and val
 TEST = (*DATA, "dataset.test")
 PREPARE = "cofc.compiler.plan.prepare"  # how the splits are drawn
@@ -80,6 +88,7 @@ def stage(name: str, reads: Reads, outputs: tuple[str, ...] = ()) -> Callable[[C
     def register(run: Callable) -> Callable:
         STAGES.append(Stage(name, run, reads, outputs))
         return run
+
     return register
 
 
@@ -93,6 +102,7 @@ class TeacherResult:
 @dataclass(frozen=True)
 class Evaluated:
     """One policy the search scored: L_val (eq. 7), T (eq. 3) and Ψ (eq. 8)."""
+
     policy: tuple[SubModelSpec, ...]
     loss: float
     latency_ms: float
@@ -128,6 +138,7 @@ class EnginesResult:
 @dataclass(frozen=True)
 class OnnxAccuracy:
     """The shipped bundles through ONNX Runtime on the test split."""
+
     fused: float
     missing: tuple[float, ...]  # fused with that device missing
     samples: int
@@ -136,8 +147,7 @@ class OnnxAccuracy:
 # -- the stages --------------------------------------------------------------------------------
 @stage("teacher", Reads(plan=("teacher", *TEST), code=("cofc.compiler.models.metrics", PREPARE)))
 def measure_teacher(ctx: Context) -> TeacherResult:
-    return TeacherResult(ctx.base, accuracy(ctx.teacher, ctx.test, device=ctx.device,
-                                            desc="teacher on the test split"))
+    return TeacherResult(ctx.base, accuracy(ctx.teacher, ctx.test, device=ctx.device, desc="teacher on the test split"))
 
 
 @stage("importance", Reads(plan=("teacher", *SPLITS), code=("cofc.compiler.scoring.importance", PREPARE)))
@@ -145,11 +155,21 @@ def rank(ctx: Context) -> Importance:
     return rank_units(ctx.teacher, ranking_samples(ctx.cal, ctx.plan.objective.seed), device=ctx.device)
 
 
-@stage("search", Reads(plan=("teacher", *SPLITS, "devices", "objective", "calibration.feature"),
-                       stages=("importance",),
-                       code=("cofc.compiler.scoring.proxy", "cofc.compiler.planning.search",
-                             "cofc.compiler.pipeline.context", "cofc.compiler.pipeline.plots", PREPARE)),
-       outputs=("search.png",))
+@stage(
+    "search",
+    Reads(
+        plan=("teacher", *SPLITS, "devices", "objective", "calibration.feature"),
+        stages=("importance",),
+        code=(
+            "cofc.compiler.scoring.proxy",
+            "cofc.compiler.planning.search",
+            "cofc.compiler.pipeline.context",
+            "cofc.compiler.pipeline.plots",
+            PREPARE,
+        ),
+    ),
+    outputs=("search.png",),
+)
 def search(ctx: Context, importance: Importance) -> SearchSummary:
     from cofc.compiler.pipeline.plots import plot_search
 
@@ -160,43 +180,74 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     if o.max_ms is not None:  # a deadline under the devices' floor: say so before searching for nothing
         floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
         if floor is not None and o.max_ms < floor.total_ms:
-            raise ctx.plan.error("objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, "
-                                 "or use faster devices")
+            raise ctx.plan.error(
+                "objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, or use faster devices"
+            )
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
         tick = lambda _: bar.update()  # noqa: E731
-        results = {"debo": debo(space, evaluator, o.initial, o.iterations, o.seed, progress=tick),
-                   "random": random_search(space, evaluator, budget, o.seed, progress=tick),
-                   "uniform": uniform_search(space, evaluator)}
+        results = {
+            "debo": debo(space, evaluator, o.initial, o.iterations, o.seed, progress=tick),
+            "random": random_search(space, evaluator, budget, o.seed, progress=tick),
+            "uniform": uniform_search(space, evaluator),
+        }
     if not results["debo"].history:
         if o.max_ms is not None:
-            raise ctx.plan.error("objective.max_ms", f"no decomposition satisfies C1–C6 and answers within "
-                                 f"{o.max_ms:g} ms on these devices; raise max_ms, or use faster devices")
-        raise ctx.plan.error("devices", "no decomposition satisfies C1–C6 for these devices; "
-                             "raise memory_mb or max_mflops, or use fewer devices")
+            raise ctx.plan.error(
+                "objective.max_ms",
+                f"no decomposition satisfies C1–C6 and answers within "
+                f"{o.max_ms:g} ms on these devices; raise max_ms, or use faster devices",
+            )
+        raise ctx.plan.error(
+            "devices",
+            "no decomposition satisfies C1–C6 for these devices; raise memory_mb or max_mflops, or use fewer devices",
+        )
     if not results[o.ship].history:
         raise ctx.plan.error("objective.ship", f"the {o.ship} search found no feasible policy to ship")
     plot_search(results, ctx.out / "search.png")
     best = results[o.ship].best
-    return SearchSummary(best.policy, o.ship, best.objective, len(results["debo"].history),
-                         {k: (r.best.objective if r.history else None) for k, r in results.items()},
-                         {k: _evaluated(r) for k, r in results.items()})
+    return SearchSummary(
+        best.policy,
+        o.ship,
+        best.objective,
+        len(results["debo"].history),
+        {k: (r.best.objective if r.history else None) for k, r in results.items()},
+        {k: _evaluated(r) for k, r in results.items()},
+    )
 
 
 def _evaluated(result: SearchResult) -> tuple[Evaluated, ...]:
     return tuple(Evaluated(e.policy, e.loss, e.latency.total, e.objective) for e in result.history)
 
 
-@stage("calibrate", Reads(plan=("teacher", *SPLITS, *TEST, "calibration"), stages=("importance", "search"),
-                          code=("cofc.compiler.calibration.calibrate", "cofc.compiler.calibration.accuracy", PREPARE)),
-       outputs=("calibrated.pt",))
+@stage(
+    "calibrate",
+    Reads(
+        plan=("teacher", *SPLITS, *TEST, "calibration"),
+        stages=("importance", "search"),
+        code=("cofc.compiler.calibration.calibrate", "cofc.compiler.calibration.accuracy", PREPARE),
+    ),
+    outputs=("calibrated.pt",),
+)
 def calibrate_policy(ctx: Context, importance: Importance, found: SearchSummary) -> AccuracyReport:
     train, fusion = ctx.prepared.calibration_sets()
-    result = calibrate(ctx.teacher, found.policy, importance, train,
-                       CalibrationConfig.from_plan(ctx.plan.calibration, ctx.plan.objective.seed), fusion, ctx.device)
-    torch.save({"submodels": [m.state_dict() for m in result.submodels],
-                "aggregator": result.aggregator.state_dict(),
-                "plain_aggregator": result.plain_aggregator.state_dict()}, ctx.out / "calibrated.pt")
+    result = calibrate(
+        ctx.teacher,
+        found.policy,
+        importance,
+        train,
+        CalibrationConfig.from_plan(ctx.plan.calibration, ctx.plan.objective.seed),
+        fusion,
+        ctx.device,
+    )
+    torch.save(
+        {
+            "submodels": [m.state_dict() for m in result.submodels],
+            "aggregator": result.aggregator.state_dict(),
+            "plain_aggregator": result.plain_aggregator.state_dict(),
+        },
+        ctx.out / "calibrated.pt",
+    )
     uncalibrated = decompose(ctx.teacher.adapter, ctx.teacher.model, found.policy, importance)
     return accuracy_report(ctx.teacher, result, ctx.test, uncalibrated, ctx.device)
 
@@ -217,9 +268,15 @@ def load_calibrated(ctx: Context, policy: tuple[SubModelSpec, ...]) -> Calibrate
     return Calibrated(policy, subs, aggs[0], aggs[1], ctx.plan.calibration.feature)
 
 
-@stage("export", Reads(plan=("teacher", *SPLITS, *TEST, "export", "calibration", "devices"),
-                       stages=("search", "calibrate"), code=("cofc.compiler.export.onnx", PREPARE)),
-       outputs=("onnx",))
+@stage(
+    "export",
+    Reads(
+        plan=("teacher", *SPLITS, *TEST, "export", "calibration", "devices"),
+        stages=("search", "calibrate"),
+        code=("cofc.compiler.export.onnx", PREPARE),
+    ),
+    outputs=("onnx",),
+)
 def export(ctx: Context, found: SearchSummary, _: AccuracyReport) -> ExportResult:
     plan, teacher, onnx_dir = ctx.plan, ctx.teacher, ctx.out / "onnx"
     calibrated = load_calibrated(ctx, found.policy)
@@ -245,31 +302,40 @@ def export(ctx: Context, found: SearchSummary, _: AccuracyReport) -> ExportResul
         want = teacher.logits(example).numpy()
     checks.append(parity(path, feeds, want, PARITY_TOLERANCE))
     if bad := [c for c in checks if not c.ok]:
-        raise CofcError("ONNX export does not match torch: " + ", ".join(
-            f"{c.graph} max abs error {c.max_abs:.2e} > {c.tolerance:.0e}" for c in bad))
+        raise CofcError(
+            "ONNX export does not match torch: "
+            + ", ".join(f"{c.graph} max abs error {c.max_abs:.2e} > {c.tolerance:.0e}" for c in bad)
+        )
     if plan.export.precision == "int8":
         samples = ctx.cal.take(min(INT8_SAMPLES, len(ctx.cal)), seed=plan.objective.seed)
         x = teacher.preprocess(samples.inputs)
         gen = torch.Generator().manual_seed(plan.objective.seed)
-        write_int8_calibration([onnx_dir / f"{d.name}.onnx" for d in plan.devices], onnx_dir / "aggregator.onnx",
-                               {k: v.numpy() for k, v in x.items()}, batched(fused.features, x).numpy(),
-                               random_mask(len(samples), len(found.policy), plan.calibration.feature_dropout,
-                                           gen).numpy())
+        write_int8_calibration(
+            [onnx_dir / f"{d.name}.onnx" for d in plan.devices],
+            onnx_dir / "aggregator.onnx",
+            {k: v.numpy() for k, v in x.items()},
+            batched(fused.features, x).numpy(),
+            random_mask(len(samples), len(found.policy), plan.calibration.feature_dropout, gen).numpy(),
+        )
     return ExportResult(tuple(checks))
 
 
-@stage("bundle", Reads(plan=("name", "teacher", "devices", "runtime", "export", "calibration.feature"),
-                       stages=("search", "export"),
-                       code=("cofc.compiler.export.bundle", "cofc.compiler.models.adapters._hf")),
-       outputs=("bundle",))
+@stage(
+    "bundle",
+    Reads(
+        plan=("name", "teacher", "devices", "runtime", "export", "calibration.feature"),
+        stages=("search", "export"),
+        code=("cofc.compiler.export.bundle", "cofc.compiler.models.adapters._hf"),
+    ),
+    outputs=("bundle",),
+)
 def bundle(ctx: Context, found: SearchSummary, _: ExportResult) -> BundleResult:
     pid = plan_id(ctx.keys["bundle"].encode())
     write_bundles(ctx.out, ctx.plan, pid, found.policy, ctx.out / "onnx", ctx.teacher, ctx.plan.calibration.feature)
     return BundleResult(pid, tuple(d.name for d in ctx.plan.devices))
 
 
-@stage("engines", Reads(plan=("export.precision",), stages=("bundle",),
-                        code=("cofc.runtime.backends.tensorrt",)))
+@stage("engines", Reads(plan=("export.precision",), stages=("bundle",), code=("cofc.runtime.backends.tensorrt",)))
 def build_engines(ctx: Context, bundles: BundleResult) -> EnginesResult:
     """Engines in each bundle's engines/ folder: a device with this GPU and TensorRT version
     loads them; any other rebuilds from the ONNX at first run (the sidecar tells)."""
@@ -288,8 +354,10 @@ def evaluate(ctx: Context, bundles: BundleResult) -> OnnxAccuracy:
 
     test, n, devices = ctx.test, len(ctx.test), len(bundles.devices)
     with LocalPipeline([load_bundle(ctx.out / "bundle" / name) for name in bundles.devices]) as pipeline:
-        parts = [pipeline.features(test.inputs[i:i + 256])
-                 for i in tqdm(range(0, n, 256), desc="fused ONNX pipeline on the test split", leave=False)]
+        parts = [
+            pipeline.features(test.inputs[i : i + 256])
+            for i in tqdm(range(0, n, 256), desc="fused ONNX pipeline on the test split", leave=False)
+        ]
         per_device = [np.concatenate([p[k] for p in parts]) for k in range(devices)]
 
         def fused(missing: int | None = None) -> float:
@@ -297,12 +365,14 @@ def evaluate(ctx: Context, bundles: BundleResult) -> OnnxAccuracy:
             if missing is not None:
                 mask[:, missing] = 0
             return float((pipeline.fuse(per_device, mask).argmax(-1) == test.labels).mean())
+
         return OnnxAccuracy(fused(), tuple(fused(k) for k in range(devices)), n)
 
 
 @dataclass(frozen=True)
 class Built:
     """The results the report is made of, one field per stage (named as the stage)."""
+
     teacher: TeacherResult
     search: SearchSummary
     calibrate: AccuracyReport

@@ -58,6 +58,7 @@ A plan, with every field (paths are relative to the plan file):
               straggler_window: 20, probe_every: 10, slow_factor: 1.0}
     output: ../build/vit             # the build folder
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -101,8 +102,10 @@ TEACHER_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "timm": (("timm", "weights"), ("classes", "input_size", "mean", "std")),
     "family": (("family", "source", "classes", "input_size"), ()),
 }
-_TEACHER_FORMS_TEXT = ("give either checkpoint, hf_classifier (with input_size), timm with weights (with classes, "
-                       "input_size, mean, std), or family, source, classes and input_size")
+_TEACHER_FORMS_TEXT = (
+    "give either checkpoint, hf_classifier (with input_size), timm with weights (with classes, "
+    "input_size, mean, std), or family, source, classes and input_size"
+)
 
 
 @dataclass(frozen=True)
@@ -270,8 +273,14 @@ class _Walker:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "null", list: "a list"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        type(None): "null",
+        list: "a list",
+    }
     if types == NUM:
         return "a number"
     return " or ".join(names[t] for t in types)
@@ -289,8 +298,9 @@ def load_plan(path: str | Path, profiles: bool = True) -> Plan:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise PlanError(str(path), "plan", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                        mark.line + 1 if mark else None) from None
+        raise PlanError(
+            str(path), "plan", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None
+        ) from None
     if root is None:
         raise PlanError(str(path), "plan", "is empty")
     walker = _Walker(path)
@@ -303,15 +313,20 @@ def load_plan(path: str | Path, profiles: bool = True) -> Plan:
 def plan_yaml(plan: Plan) -> str:
     """The plan as YAML with every path absolute, so that it loads from anywhere: a build folder
     keeps this copy, and `cofc bench` reads it from any working directory."""
+
     def plain(value: Any) -> Any:
         if isinstance(value, Path):
             return str(value.resolve())
         if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                    if f.compare and f.name != "path"}
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.compare and f.name != "path"
+            }
         if isinstance(value, tuple):
             return [plain(v) for v in value]
         return value
+
     data = plain(plan)
     # Unset alternatives and fields that do not apply are left out, as in the user's plan.
     data["teacher"] = {k: v for k, v in data["teacher"].items() if v is not None}
@@ -331,7 +346,8 @@ def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
         return {**section, **{k: tuple(float(x) for x in section[k]) for k in keys if section[k] is not None}}
 
     return Plan(
-        path=path, name=raw["name"],
+        path=path,
+        name=raw["name"],
         teacher=TeacherPlan(**numbers(paths(raw["teacher"], "checkpoint", "hf_classifier", "weights"), "mean", "std")),
         dataset=DatasetPlan(**paths(raw["dataset"], "image_folder", "text_file", "test_file")),
         devices=tuple(DevicePlan(**{**d, "profile": base / d["profile"]}) for d in raw["devices"]),
@@ -339,7 +355,9 @@ def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
         export=ExportPlan(**raw["export"]),
         calibration=CalibrationPlan(**raw["calibration"]),
         runtime=RuntimePlan(**raw["runtime"]),
-        output=base / raw["output"], lines=lines)
+        output=base / raw["output"],
+        lines=lines,
+    )
 
 
 def _check_plan(plan: Plan, profiles: bool) -> None:
@@ -393,12 +411,18 @@ def _check_dataset(plan: Plan) -> None:
     if not given:
         raise plan.error("dataset", "missing: name a built-in data set (name), an image_folder or a text_file")
     if len(given) > 1:
-        raise plan.error(f"dataset.{given[1]}", f"give either {', '.join(DATA_SOURCES[:-1])} or "
-                         f"{DATA_SOURCES[-1]}, not {' and '.join(given)}")
+        raise plan.error(
+            f"dataset.{given[1]}",
+            f"give either {', '.join(DATA_SOURCES[:-1])} or {DATA_SOURCES[-1]}, not {' and '.join(given)}",
+        )
     for key in sorted(_unused_dataset_fields(d), key=lambda k: plan.lines.get(f"dataset.{k}", 0)):
         if f"dataset.{key}" in plan.lines:
-            raise plan.error(f"dataset.{key}", f"{key} goes with text_file" if key != "held_out" else
-                             "held_out is for an image_folder or text_file without a test split")
+            raise plan.error(
+                f"dataset.{key}",
+                f"{key} goes with text_file"
+                if key != "held_out"
+                else "held_out is for an image_folder or text_file without a test split",
+            )
     if d.image_folder is not None and not d.image_folder.is_dir():
         raise plan.error("dataset.image_folder", f"folder {d.image_folder} does not exist")
     for key in ("text_file", "test_file"):
@@ -408,8 +432,9 @@ def _check_dataset(plan: Plan) -> None:
         if not path.is_file():
             raise plan.error(f"dataset.{key}", f"file {path} does not exist")
         if path.suffix.lower() not in DELIMITERS:
-            raise plan.error(f"dataset.{key}", f"{path.name}: unknown text file type {path.suffix!r} "
-                             f"(use {', '.join(DELIMITERS)})")
+            raise plan.error(
+                f"dataset.{key}", f"{path.name}: unknown text file type {path.suffix!r} (use {', '.join(DELIMITERS)})"
+            )
 
 
 def _unused_dataset_fields(d: DatasetPlan) -> set[str]:
@@ -422,8 +447,9 @@ def _unused_dataset_fields(d: DatasetPlan) -> set[str]:
 def _check_profile(plan: Plan, i: int, profile: Path) -> None:
     where = f"devices[{i}].profile"
     if not profile.is_file():
-        raise plan.error(where, f"latency profile {profile} does not exist "
-                         "(capture one with 'cofc profile', see profiles/README.md)")
+        raise plan.error(
+            where, f"latency profile {profile} does not exist (capture one with 'cofc profile', see profiles/README.md)"
+        )
     try:
         table = json.loads(profile.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -437,22 +463,34 @@ def check_against_teacher(plan: Plan, spec: TransformerSpec) -> None:
     hold and afford at least the smallest possible sub-model (C3, C5, C6)?"""
     n = len(plan.devices)
     if n > spec.heads:
-        raise plan.error("devices", f"{n} devices, but the teacher has {spec.heads} heads per layer: "
-                         "each sub-model needs at least one head, so at most "
-                         f"{spec.heads} devices")
+        raise plan.error(
+            "devices",
+            f"{n} devices, but the teacher has {spec.heads} heads per layer: "
+            "each sub-model needs at least one head, so at most "
+            f"{spec.heads} devices",
+        )
     if n > spec.dim // spec.head_dim:
-        raise plan.error("devices", f"{n} devices, but the teacher's {spec.dim} channels fit at most "
-                         f"{spec.dim // spec.head_dim} sub-models of one head's width")
+        raise plan.error(
+            "devices",
+            f"{n} devices, but the teacher's {spec.dim} channels fit at most "
+            f"{spec.dim // spec.head_dim} sub-models of one head's width",
+        )
     if plan.objective.min_layers > spec.layers:
-        raise plan.error("objective.min_layers", f"{plan.objective.min_layers} layers, but the teacher has "
-                         f"{spec.layers}")
+        raise plan.error(
+            "objective.min_layers", f"{plan.objective.min_layers} layers, but the teacher has {spec.layers}"
+        )
     smallest = smallest_submodel(spec, plan.objective.min_layers)
-    need_mb = memory_bytes(smallest, spec) / 2 ** 20
+    need_mb = memory_bytes(smallest, spec) / 2**20
     need_mflops = flops(smallest, spec) / 1e6
     for i, d in enumerate(plan.devices):
         if d.memory_mb < need_mb:
-            raise plan.error(f"devices[{i}].memory_mb", f"{d.memory_mb} MB cannot hold even the "
-                             f"smallest sub-model of this teacher ({need_mb:.2f} MB)")
+            raise plan.error(
+                f"devices[{i}].memory_mb",
+                f"{d.memory_mb} MB cannot hold even the smallest sub-model of this teacher ({need_mb:.2f} MB)",
+            )
         if d.max_mflops < need_mflops:
-            raise plan.error(f"devices[{i}].max_mflops", f"{d.max_mflops} MFLOPs cannot run even the "
-                             f"smallest sub-model of this teacher ({need_mflops:.3f} MFLOPs)")
+            raise plan.error(
+                f"devices[{i}].max_mflops",
+                f"{d.max_mflops} MFLOPs cannot run even the "
+                f"smallest sub-model of this teacher ({need_mflops:.3f} MFLOPs)",
+            )

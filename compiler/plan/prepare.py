@@ -1,5 +1,6 @@
 """Load a plan, its teacher and its data, and check that they fit together: what every stage of
 a build starts from."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from cofc.errors import DataError
 @dataclass
 class Prepared:
     """A plan checked against its teacher and data set: what every stage starts from."""
+
     plan: Plan
     teacher: Teacher
     base: TransformerSpec  # the teacher's spec, read once
@@ -54,8 +56,10 @@ def prepare(plan_path: Path) -> Prepared:
     check_against_teacher(plan, base)
     data = _data(plan, teacher)
     if plan.dataset.calibration + plan.dataset.validation > len(data.train):
-        raise plan.error("dataset.calibration", f"calibration + validation samples exceed the "
-                         f"{len(data.train)} training samples of {data.name}")
+        raise plan.error(
+            "dataset.calibration",
+            f"calibration + validation samples exceed the {len(data.train)} training samples of {data.name}",
+        )
     return Prepared(plan, teacher, base, data)
 
 
@@ -69,9 +73,12 @@ def _data(plan: Plan, teacher: Teacher) -> Dataset:
     except DataError as exc:
         raise plan.error(f"dataset.{source}", str(exc)) from None
     if data.kind != expects.kind:
-        raise plan.error(f"dataset.{source}", f"{data.name} holds {data.kind}s; the teacher "
-                         f"({teacher.family}) takes {expects.kind}s")
+        raise plan.error(
+            f"dataset.{source}", f"{data.name} holds {data.kind}s; the teacher ({teacher.family}) takes {expects.kind}s"
+        )
     if len(data.classes) != teacher.num_classes:
-        raise plan.error(f"dataset.{source}", f"{data.name} has {len(data.classes)} classes, "
-                         f"the teacher's head has {teacher.num_classes}")
+        raise plan.error(
+            f"dataset.{source}",
+            f"{data.name} has {len(data.classes)} classes, the teacher's head has {teacher.num_classes}",
+        )
     return data

@@ -4,6 +4,7 @@ The choices of `teacher.family` and `dataset.name` come from the registries of f
 sets, and every default lives here only (the loader fills them in; nothing downstream restates
 them). No torch: reading a plan imports no model library.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class Field:
     """One scalar field: its type(s), whether it must be present, and a check on its value that
     returns what is wrong (or None)."""
+
     types: tuple[type, ...]
     required: bool = True
     default: Any = None
@@ -59,12 +61,14 @@ def _held_out(v: float) -> str | None:
 
 def _numbers(positive: bool) -> Callable[[Any], str | None]:
     """A list of one value per image channel (1 or 3), e.g. mean: [0.485, 0.456, 0.406]."""
+
     def check(v: list) -> str | None:
         if len(v) not in (1, 3) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
             return f"must be a list of 1 or 3 numbers, one per channel (got {v!r})"
         if positive and min(v) <= 0:
             return "must be positive numbers"
         return None
+
     return check
 
 

@@ -9,6 +9,7 @@ cluster: on the flagship (issue #17) the 0.3-core device's fastest 6-layer sub-m
 so no policy is predicted faster than 9.1x the teacher on the 0.8-core device (`cofc build --check
 examples/minilm_20ng.yaml`). Pure: numbers in, numbers out.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,8 +32,10 @@ class DeviceFloor:
     def __str__(self) -> str:
         s = self.spec  # uniform: the search's encoding
         heads = f"{s.heads[0]} head" + ("s" if s.heads[0] > 1 else "")
-        return (f"{self.name} answers in {self.ms:.2f} ms at the soonest ({s.layers} layers, width {s.dim}, "
-                f"{heads}, MLP {s.mlp[0]}); the teacher alone takes {self.teacher_ms:.2f} ms on it")
+        return (
+            f"{self.name} answers in {self.ms:.2f} ms at the soonest ({s.layers} layers, width {s.dim}, "
+            f"{heads}, MLP {s.mlp[0]}); the teacher alone takes {self.teacher_ms:.2f} ms on it"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,10 @@ class Floor:
         return self.fastest.teacher_ms / self.total_ms
 
     def __str__(self) -> str:
-        return (f"no decomposition answers sooner than {self.total_ms:.2f} ms ({self.limiting.name}'s floor, eq. 3): "
-                f"at most {self.ceiling:.1f}x the teacher alone on {self.fastest.name}")
+        return (
+            f"no decomposition answers sooner than {self.total_ms:.2f} ms ({self.limiting.name}'s floor, eq. 3): "
+            f"at most {self.ceiling:.1f}x the teacher alone on {self.fastest.name}"
+        )
 
 
 def _one_device_grid(space: SearchSpace) -> tuple[np.ndarray, ...]:

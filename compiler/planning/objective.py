@@ -10,6 +10,7 @@ Two readings made concrete here:
       teacher's width d, whose task head is reused: 2·d_agg·d + 2·d·classes FLOPs at the central
       device's throughput g, which is read off its own latency table (FLOPs per ms).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ Policy = tuple[SubModelSpec, ...]
 @dataclass(frozen=True)
 class DeviceModel:
     """What the planner knows of one device."""
+
     name: str
     predict_ms: Callable[[SubModelSpec], float]  # t1, from its latency predictor
     link_mbps: float  # r_n
@@ -82,15 +84,17 @@ def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: 
     return aggregation_flops(policy, base) / next(d for d in devices if d.central).flops_per_ms
 
 
-def latency(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec,
-            input_bytes: int = 0) -> Latency:
+def latency(
+    policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec, input_bytes: int = 0
+) -> Latency:
     t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices, strict=True))
     t2 = tuple(t2_ms(d, s.dim, input_bytes) for s, d in zip(policy, devices, strict=True))
     return Latency(t1, t2, t3_ms(policy, devices, base))
 
 
-def total_latency(policies: Sequence[Policy], devices: Sequence[DeviceModel], base: TransformerSpec,
-                  input_bytes: int = 0) -> np.ndarray:
+def total_latency(
+    policies: Sequence[Policy], devices: Sequence[DeviceModel], base: TransformerSpec, input_bytes: int = 0
+) -> np.ndarray:
     """Eq. 3's T of many policies at once (`latency(...).total` of each), every device's t1 from
     one batched prediction: the deadline screen of a thousand candidates costs one pass each."""
     slowest = np.zeros(len(policies))
@@ -125,8 +129,14 @@ def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], b
     return found
 
 
-def feasible_uniform(layers: np.ndarray, dims: np.ndarray, heads: np.ndarray, mlp: np.ndarray,
-                     devices: Sequence[DeviceModel], base: TransformerSpec) -> np.ndarray:
+def feasible_uniform(
+    layers: np.ndarray,
+    dims: np.ndarray,
+    heads: np.ndarray,
+    mlp: np.ndarray,
+    devices: Sequence[DeviceModel],
+    base: TransformerSpec,
+) -> np.ndarray:
     """C1–C6 of eq. 8 for n policies at once, each sub-model with the same head count and MLP width
     in every one of its layers (the search's encoding). Each argument is an (n, N) integer array
     of l_n, d_n, h_n, D_n (all ≥ 1), device n in column n; the answer is (n,) booleans, True
@@ -159,9 +169,15 @@ class Evaluator:
     exceeds it is infeasible too: a latency target as a constraint beside C1–C6, for a user with
     a deadline and for the single-model baseline that must answer as fast as a cluster."""
 
-    def __init__(self, devices: Sequence[DeviceModel], base: TransformerSpec,
-                 val_loss: Callable[[Policy], float], delta: float, input_bytes: int = 0,
-                 deadline_ms: float | None = None):
+    def __init__(
+        self,
+        devices: Sequence[DeviceModel],
+        base: TransformerSpec,
+        val_loss: Callable[[Policy], float],
+        delta: float,
+        input_bytes: int = 0,
+        deadline_ms: float | None = None,
+    ):
         self.devices, self.base, self.val_loss, self.delta = tuple(devices), base, val_loss, delta
         self.input_bytes, self.deadline_ms = input_bytes, deadline_ms
         self.calls = 0
@@ -178,14 +194,16 @@ class Evaluator:
     def feasible(self, policy: Sequence[SubModelSpec]) -> bool:
         return not self.violations(policy)
 
-    def feasible_uniform(self, layers: np.ndarray, dims: np.ndarray, heads: np.ndarray,
-                         mlp: np.ndarray) -> np.ndarray:
+    def feasible_uniform(self, layers: np.ndarray, dims: np.ndarray, heads: np.ndarray, mlp: np.ndarray) -> np.ndarray:
         """`feasible` for many uniform-layer policies at once: C1–C6 over the arrays (see
         `feasible_uniform`), then the deadline for the policies that pass them."""
         ok = feasible_uniform(layers, dims, heads, mlp, self.devices, self.base)
         rows = np.flatnonzero(ok)
         if self.deadline_ms is not None and len(rows):
-            policies = [tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i], strict=True)) for i in rows]
+            policies = [
+                tuple(SubModelSpec.uniform(*c) for c in zip(layers[i], dims[i], heads[i], mlp[i], strict=True))
+                for i in rows
+            ]
             ok[rows] = total_latency(policies, self.devices, self.base, self.input_bytes) <= self.deadline_ms
         return ok
 
@@ -205,5 +223,6 @@ def capacity_loss(base: TransformerSpec) -> Callable[[Policy], float]:
     sub-models of log(ω(teacher)/ω(C_n)), which, like a validation loss, falls as sub-models
     keep more of the teacher. Same signature as the real proxy."""
     import math
+
     teacher = flops(base.full(), base)
     return lambda policy: sum(math.log(teacher / flops(s, base)) for s in policy) / len(policy)

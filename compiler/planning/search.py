@@ -13,6 +13,7 @@ neighbours of the best so far), scored by scikit-optimize's GP (Matérn ν = 1.5
 expected improvement (eq. 12). Each step screens its thousand random candidates against C1–C6
 in one array pass (`objective.feasible_uniform`), not one spec at a time.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -58,8 +59,9 @@ class SearchSpace:
         return tuple(SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp, strict=True))
 
     def encode(self, policy: Policy) -> np.ndarray:
-        return np.array([[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit]
-                         for s in policy]).ravel()
+        return np.array(
+            [[s.layers, s.dim // self.base.head_dim, s.heads[0], s.mlp[0] // self.mlp_unit] for s in policy]
+        ).ravel()
 
     def unit_cube(self, xs: np.ndarray) -> np.ndarray:
         """Coordinates scaled to [0, 1], where the GP's length scale means the same in every one."""
@@ -114,8 +116,14 @@ def feasible_mask(space: SearchSpace, evaluator: Evaluator, xs: np.ndarray) -> n
     return evaluator.feasible_uniform(*space.columns(xs))
 
 
-def sample_feasible(space: SearchSpace, evaluator: Evaluator, rng: np.random.Generator, count: int,
-                    exclude: set[bytes] = frozenset(), max_tries: int = 200) -> list[np.ndarray]:
+def sample_feasible(
+    space: SearchSpace,
+    evaluator: Evaluator,
+    rng: np.random.Generator,
+    count: int,
+    exclude: set[bytes] = frozenset(),
+    max_tries: int = 200,
+) -> list[np.ndarray]:
     """Up to `count` distinct feasible policies (C1–C6), none of them in `exclude`, from at most
     `count · max_tries` proposals.
 
@@ -135,8 +143,9 @@ def sample_feasible(space: SearchSpace, evaluator: Evaluator, rng: np.random.Gen
     return list(found.values())
 
 
-def random_search(space: SearchSpace, evaluator: Evaluator, budget: int, seed: int = 0,
-                  progress: Callable[[int], None] | None = None) -> SearchResult:
+def random_search(
+    space: SearchSpace, evaluator: Evaluator, budget: int, seed: int = 0, progress: Callable[[int], None] | None = None
+) -> SearchResult:
     result = SearchResult("random")
     for x in sample_feasible(space, evaluator, np.random.default_rng(seed), budget):
         result.history.append(evaluator(space.decode(x)))
@@ -165,8 +174,15 @@ def uniform_search(space: SearchSpace, evaluator: Evaluator) -> SearchResult:
     return result
 
 
-def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int, seed: int = 0,
-         candidates: int = 1000, progress: Callable[[int], None] | None = None) -> SearchResult:
+def debo(
+    space: SearchSpace,
+    evaluator: Evaluator,
+    initial: int,
+    iterations: int,
+    seed: int = 0,
+    candidates: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> SearchResult:
     """Algorithm 1, lines 1–10: r random feasible policies, then I_s GP-EI steps."""
     from sklearn.exceptions import ConvergenceWarning
     from skopt.acquisition import gaussian_ei
@@ -192,8 +208,9 @@ def debo(space: SearchSpace, evaluator: Evaluator, initial: int, iterations: int
         y = np.array([e.objective for e in result.history])
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e1), nu=1.5)
         # Ψ is deterministic for a fixed validation set: a small jitter, not a fitted noise term.
-        gp = GaussianProcessRegressor(kernel=kernel, alpha=1e-6, normalize_y=True,
-                                      n_restarts_optimizer=2, random_state=int(rng.integers(2**31)))
+        gp = GaussianProcessRegressor(
+            kernel=kernel, alpha=1e-6, normalize_y=True, n_restarts_optimizer=2, random_state=int(rng.integers(2**31))
+        )
         seen = {x.tobytes() for x in xs}
         best = xs[int(np.argmin(y))]
         pool = sample_feasible(space, evaluator, rng, candidates, exclude=seen)

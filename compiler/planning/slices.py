@@ -19,6 +19,7 @@ So slices are disjoint exactly where C2–C4 ask: channels across all sub-models
 neurons within each teacher layer. A policy that needs more of a layer's heads or neurons than
 it has (possible when sub-models keep different layers) is refused.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 @dataclass(frozen=True)
 class Importance:
     """Scores of the teacher's units (`scoring/importance.py` measures them); higher matters more."""
+
     heads: np.ndarray  # (L, h)
     neurons: np.ndarray  # (L, D)
     channels: np.ndarray  # (d,)
@@ -49,6 +51,7 @@ class Importance:
 class WeightSlices:
     """Which parts of the teacher one sub-model takes: layers, channels, and per layer heads and
     MLP neurons (teacher indices, in the sub-model's order)."""
+
     layers: tuple[int, ...]
     channels: tuple[int, ...]
     heads: tuple[tuple[int, ...], ...]
@@ -56,14 +59,19 @@ class WeightSlices:
 
     @property
     def spec(self) -> SubModelSpec:
-        return SubModelSpec(len(self.layers), len(self.channels),
-                            tuple(len(h) for h in self.heads), tuple(len(n) for n in self.neurons))
+        return SubModelSpec(
+            len(self.layers), len(self.channels), tuple(len(h) for h in self.heads), tuple(len(n) for n in self.neurons)
+        )
 
     @classmethod
     def full(cls, base: TransformerSpec) -> WeightSlices:
         """Everything, in the teacher's order: the sub-model this gives is the teacher."""
-        return cls(tuple(range(base.layers)), tuple(range(base.dim)),
-                   (tuple(range(base.heads)),) * base.layers, (tuple(range(base.mlp)),) * base.layers)
+        return cls(
+            tuple(range(base.layers)),
+            tuple(range(base.dim)),
+            (tuple(range(base.heads)),) * base.layers,
+            (tuple(range(base.mlp)),) * base.layers,
+        )
 
 
 def snake_draft(scores: np.ndarray, quotas: Sequence[int], first: int = 0) -> list[tuple[int, ...]]:
@@ -93,7 +101,7 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
     for spec in policy:
         if spec.layers > n_layers:
             raise ValueError(f"C1: a sub-model of {spec.layers} layers from a teacher of {n_layers}")
-        best = np.argsort(-importance.layers, kind="stable")[:spec.layers]
+        best = np.argsort(-importance.layers, kind="stable")[: spec.layers]
         layers.append(tuple(sorted(int(j) for j in best)))
     channels = snake_draft(importance.channels, [s.dim for s in policy])
     heads = [dict() for _ in policy]
@@ -103,8 +111,10 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
         if not seats:
             continue
         position = {n: layers[n].index(j) for n in seats}
-        for per_layer, scores, quota_of in ((heads, importance.heads[j], lambda s, k: s.heads[k]),
-                                            (neurons, importance.neurons[j], lambda s, k: s.mlp[k])):
+        for per_layer, scores, quota_of in (
+            (heads, importance.heads[j], lambda s, k: s.heads[k]),
+            (neurons, importance.neurons[j], lambda s, k: s.mlp[k]),
+        ):
             quotas = [quota_of(policy[n], position[n]) for n in seats]
             try:
                 dealt = snake_draft(scores, quotas, first=j)
@@ -112,5 +122,9 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
                 raise ValueError(f"teacher layer {j + 1}: {exc}") from None
             for n, units in zip(seats, dealt, strict=True):
                 per_layer[n][j] = units
-    return [WeightSlices(layers[n], channels[n], tuple(heads[n][j] for j in layers[n]),
-                         tuple(neurons[n][j] for j in layers[n])) for n in range(len(policy))]
+    return [
+        WeightSlices(
+            layers[n], channels[n], tuple(heads[n][j] for j in layers[n]), tuple(neurons[n][j] for j in layers[n])
+        )
+        for n in range(len(policy))
+    ]

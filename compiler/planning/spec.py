@@ -6,6 +6,7 @@ A teacher is `TransformerSpec(L, d, h, D)` plus the few facts of its family that
 depend on (tokens per request, head width, embedding size); a sub-model is
 `SubModelSpec(l, d, heads[l], mlp[l])`, read against the teacher it is cut from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -76,10 +77,12 @@ class SubModelSpec:
 def _block_flops(tokens: int, dim: Count, attn: Count, mlp: Count) -> Count:
     """Matmul FLOPs of one block of width `dim`, attention width `attn` (heads × head_dim) and MLP
     width `mlp`: plain arithmetic, so the same formula serves one spec and arrays of them."""
-    return (2 * tokens * dim * 3 * attn  # q, k, v projections
-            + 2 * 2 * tokens * tokens * attn  # scores q·kᵀ and the weighted sum over v
-            + 2 * tokens * attn * dim  # output projection
-            + 2 * 2 * tokens * dim * mlp)  # MLP up and down
+    return (
+        2 * tokens * dim * 3 * attn  # q, k, v projections
+        + 2 * 2 * tokens * tokens * attn  # scores q·kᵀ and the weighted sum over v
+        + 2 * tokens * attn * dim  # output projection
+        + 2 * 2 * tokens * dim * mlp
+    )  # MLP up and down
 
 
 def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
@@ -89,9 +92,13 @@ def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
 
 def _block_parameters(dim: Count, attn: Count, mlp: Count) -> Count:
     """One block's parameters (biases in every linear)."""
-    return ((dim * 3 * attn + 3 * attn) + (attn * dim + dim)  # qkv, out projection
-            + (dim * mlp + mlp) + (mlp * dim + dim)  # MLP
-            + 4 * dim)  # two norms
+    return (
+        (dim * 3 * attn + 3 * attn)
+        + (attn * dim + dim)  # qkv, out projection
+        + (dim * mlp + mlp)
+        + (mlp * dim + dim)  # MLP
+        + 4 * dim
+    )  # two norms
 
 
 def _outside_parameters(base: TransformerSpec, dim: Count) -> Count:
@@ -112,18 +119,22 @@ def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     O(S·d) and left out, which keeps ω within a few percent of a real count.
     """
     return _outside_flops(base, sub.dim) + sum(
-        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True)
+    )
 
 
 def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
     return _outside_parameters(base, sub.dim) + sum(
-        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True)
+    )
 
 
 def activation_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """Peak activations of one request: the widest layer's live tensors, attention scores included."""
-    return max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp, strict=True)) * bytes_per_value
+    return (
+        max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp, strict=True)) * bytes_per_value
+    )
 
 
 def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
@@ -132,15 +143,22 @@ def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int 
     return parameters(sub, base) * bytes_per_value + activation_bytes(sub, base, bytes_per_value)
 
 
-def uniform_flops(base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray,
-                  mlp: np.ndarray) -> np.ndarray:
+def uniform_flops(
+    base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray, mlp: np.ndarray
+) -> np.ndarray:
     """`flops` of many sub-models at once, each with the same head count and MLP width in every
     one of its layers (the search's encoding): integer arrays of one shape in, ω per entry out."""
     return _outside_flops(base, dim) + layers * _block_flops(base.tokens, dim, heads * base.head_dim, mlp)
 
 
-def uniform_memory_bytes(base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray,
-                         mlp: np.ndarray, bytes_per_value: int = 4) -> np.ndarray:
+def uniform_memory_bytes(
+    base: TransformerSpec,
+    layers: np.ndarray,
+    dim: np.ndarray,
+    heads: np.ndarray,
+    mlp: np.ndarray,
+    bytes_per_value: int = 4,
+) -> np.ndarray:
     """`memory_bytes` of many uniform-layer sub-models at once (see `uniform_flops`)."""
     weights = _outside_parameters(base, dim) + layers * _block_parameters(dim, heads * base.head_dim, mlp)
     return weights * bytes_per_value + _block_activations(base, dim, heads, mlp) * bytes_per_value

@@ -10,6 +10,7 @@ outputs, of the MLP's output layer, and of each block (the embedding channels of
 stream). The score of a unit is Σ over batches of |∂L/∂m_u|. A layer's score is the sum of its
 heads' and neurons' scores, each normalised by the teacher-wide total, so both count equally.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,10 +27,12 @@ from cofc.compiler.planning.slices import Importance
 
 def _masking_hook(mask: torch.Tensor, group: int):
     """Multiply the hooked module's first input by `mask`, each entry covering `group` features."""
+
     def hook(module, args, kwargs):
         x = args[0]
         scale = mask.repeat_interleave(group) if group > 1 else mask
         return (x * scale, *args[1:]), kwargs
+
     return hook
 
 
@@ -52,24 +55,34 @@ def rank_units(teacher: Teacher, data: Split, batch: int = 64, device: torch.dev
     channel_masks = [torch.ones(spec.dim, device=device, requires_grad=True) for _ in blocks]
     handles = []
     for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks, strict=True):
-        handles.append(block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
-            _masking_hook(hm, spec.head_dim), with_kwargs=True))
-        handles.append(block.get_submodule(adapter.mlp_out).register_forward_pre_hook(
-            _masking_hook(nm, 1), with_kwargs=True))
+        handles.append(
+            block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
+                _masking_hook(hm, spec.head_dim), with_kwargs=True
+            )
+        )
+        handles.append(
+            block.get_submodule(adapter.mlp_out).register_forward_pre_hook(_masking_hook(nm, 1), with_kwargs=True)
+        )
         handles.append(block.register_forward_pre_hook(_masking_hook(cm, 1), with_kwargs=True))
-    scores = {"heads": np.zeros((spec.layers, spec.heads)), "neurons": np.zeros((spec.layers, spec.mlp)),
-              "channels": np.zeros((spec.layers, spec.dim))}
+    scores = {
+        "heads": np.zeros((spec.layers, spec.heads)),
+        "neurons": np.zeros((spec.layers, spec.mlp)),
+        "channels": np.zeros((spec.layers, spec.dim)),
+    }
     was_training = model.training
     model.eval()
     try:
         with placed(device, model):
             for i in tqdm(range(0, len(data), batch), desc="ranking heads and neurons", leave=False):
-                inputs = to_device(teacher.preprocess(data.inputs[i:i + batch]), device)
-                labels = torch.as_tensor(data.labels[i:i + batch], device=device)
-                grads = torch.autograd.grad(F.cross_entropy(teacher.logits(inputs), labels),
-                                            head_masks + neuron_masks + channel_masks)
+                inputs = to_device(teacher.preprocess(data.inputs[i : i + batch]), device)
+                labels = torch.as_tensor(data.labels[i : i + batch], device=device)
+                grads = torch.autograd.grad(
+                    F.cross_entropy(teacher.logits(inputs), labels), head_masks + neuron_masks + channel_masks
+                )
                 n = len(blocks)
-                for key, part in zip(("heads", "neurons", "channels"), (grads[:n], grads[n:2 * n], grads[2 * n:]), strict=True):
+                for key, part in zip(
+                    ("heads", "neurons", "channels"), (grads[:n], grads[n : 2 * n], grads[2 * n :]), strict=True
+                ):
                     scores[key] += np.abs(torch.stack(part).cpu().numpy())
     finally:
         for h in handles:

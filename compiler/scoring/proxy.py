@@ -13,6 +13,7 @@ Everything that does not depend on the policy is done once (inputs preprocessed 
 each policy's value is cached. The sub-models run on the build's device; the refit, small and
 iterative, runs on the CPU, where it rounds the same on every host.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,23 +41,23 @@ def refit_head_loss(features: torch.Tensor, labels: torch.Tensor, classes: int) 
     be sorted by class (20 Newsgroups is), and a head never shown half the classes scores noise."""
     f = (features - features.mean(0)) / (features.std(0) + 1e-6)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    fit, score = order[:len(labels) // 2], order[len(labels) // 2:]
+    fit, score = order[: len(labels) // 2], order[len(labels) // 2 :]
     head = nn.Linear(f.shape[1], classes)
     opt = torch.optim.LBFGS(head.parameters(), max_iter=100, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(head(f[fit]), labels[fit]) + L2 * (head.weight ** 2).sum()
+        loss = F.cross_entropy(head(f[fit]), labels[fit]) + L2 * (head.weight**2).sum()
         loss.backward()
         return loss
+
     opt.step(closure)
     with torch.no_grad():
         return float(F.cross_entropy(head(f[score]), labels[score]))
 
 
 class ValidationLoss:
-    def __init__(self, teacher: Teacher, importance: Importance, val: Split, feature: str,
-                 device: torch.device = CPU):
+    def __init__(self, teacher: Teacher, importance: Importance, val: Split, feature: str, device: torch.device = CPU):
         self.adapter, self.teacher, self.importance, self.feature = teacher.adapter, teacher.model, importance, feature
         self.device = device
         self.inputs = preprocess_all(teacher, val.inputs)
@@ -70,8 +71,9 @@ class ValidationLoss:
             losses = []
             for model in decompose(self.adapter, self.teacher, key, self.importance):
                 model.to(self.device)  # a fresh cut, dropped after: nothing to move back
-                feats = batched(lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs,
-                                device=self.device)
+                feats = batched(
+                    lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs, device=self.device
+                )
                 losses.append(refit_head_loss(feats, self.labels, self.classes))
             self.cache[key] = float(np.mean(losses))
         return self.cache[key]

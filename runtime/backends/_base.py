@@ -6,6 +6,7 @@ exactly what a device will run. Like Polygraphy's runners, a backend holds devic
 they are released on every path, and a closed backend refuses to run instead of touching freed
 memory.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

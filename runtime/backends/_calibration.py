@@ -3,6 +3,7 @@ the ONNX graph they feed (`backbone.onnx` -> `backbone.calib.npz`), so that a de
 INT8 engine at first `cofc run` calibrates on the data the sub-model was calibrated on, with no
 dataset on the device. Plain numpy, so the host writes and tests it without TensorRT.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,10 @@ class CalibrationBatches:
 
     def __init__(self, path: Path, input_names: Sequence[str], batch: int = 32):
         if not path.exists():
-            raise CofcError(f"INT8 needs calibration inputs beside the graph, and {path} is missing; "
-                            "rebuild the bundle with `export: {precision: int8}` in the plan")
+            raise CofcError(
+                f"INT8 needs calibration inputs beside the graph, and {path} is missing; "
+                "rebuild the bundle with `export: {precision: int8}` in the plan"
+            )
         with np.load(path) as stored:
             missing = [n for n in input_names if n not in stored.files]
             if missing:
@@ -58,4 +61,4 @@ class CalibrationBatches:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(self) * self.batch, self.batch):
-            yield {n: np.ascontiguousarray(a[start:start + self.batch]) for n, a in self.arrays.items()}
+            yield {n: np.ascontiguousarray(a[start : start + self.batch]) for n, a in self.arrays.items()}

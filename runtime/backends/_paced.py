@@ -2,6 +2,7 @@
 each run lasts its CPU time / share, whether it is the first after idle or the hundredth back to
 back; a run already slowed by contention is not slowed further. `cofc profile` and the bench's
 teacher alone measure through it; a device's runtime paces its whole request instead."""
+
 from __future__ import annotations
 
 import numpy as np

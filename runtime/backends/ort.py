@@ -1,4 +1,5 @@
 """ONNX Runtime: the reference backend (CPU everywhere; other execution providers if present)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,14 @@ import onnxruntime as ort
 
 from cofc.runtime.backends._base import Backend, TensorSpec
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-              "tensor(int32)": np.int32, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+}
 
 
 class OrtBackend(Backend):
@@ -24,7 +31,8 @@ class OrtBackend(Backend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = threads
         self._session: ort.InferenceSession | None = ort.InferenceSession(
-            str(model_path), options, providers=providers or ["CPUExecutionProvider"])
+            str(model_path), options, providers=providers or ["CPUExecutionProvider"]
+        )
         self._inputs = [_spec(a) for a in self._session.get_inputs()]
         self._outputs = [_spec(a) for a in self._session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]

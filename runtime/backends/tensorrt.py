@@ -12,6 +12,7 @@ stored beside the ONNX (`_calibration.py`), and keeps its calibration cache with
 named by the sha256 of the ONNX and of those inputs, so a rebuild for another GPU skips the
 calibration pass and a changed graph or data set never reuses a stale cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def _cache_dir(onnx_path: Path) -> Path:
 
 
 def engine_path(onnx_path: Path, precision: str) -> Path:
-    return _cache_dir(onnx_path) / (f"{onnx_path.stem}.{precision}.trt{trt.__version__}"
-                                    f".sm{compute_capability()}.engine")
+    return _cache_dir(onnx_path) / (
+        f"{onnx_path.stem}.{precision}.trt{trt.__version__}.sm{compute_capability()}.engine"
+    )
 
 
 class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -82,8 +84,11 @@ class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
             array = feeds[name]
             if name not in self._buffers:  # every batch has the same size
                 self._buffers[name] = _check(cudart.cudaMalloc(array.nbytes))
-            _check(cudart.cudaMemcpy(self._buffers[name], array.ctypes.data, array.nbytes,
-                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            _check(
+                cudart.cudaMemcpy(
+                    self._buffers[name], array.ctypes.data, array.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+                )
+            )
             pointers.append(int(self._buffers[name]))
         return pointers
 
@@ -125,8 +130,13 @@ def _batch_profile(builder, network, low: int, opt: int, high: int):
     return profile
 
 
-def build_engine(onnx_path: Path, precision: str, max_batch: int = MAX_BATCH,
-                 workspace_mb: int = 1024, timing_cache: Path | None = None) -> bytes:
+def build_engine(
+    onnx_path: Path,
+    precision: str,
+    max_batch: int = MAX_BATCH,
+    workspace_mb: int = 1024,
+    timing_cache: Path | None = None,
+) -> bytes:
     """Parse the ONNX and build a serialized engine with a dynamic batch of 1..max_batch.
 
     fp16 and int8 both keep the overflow-prone layers in FP32; int8 lets TensorRT fall back to
@@ -172,8 +182,13 @@ def load_or_build(onnx_path: Path, precision: str) -> bytes:
     """The cached engine for this ONNX, GPU and TensorRT version, rebuilt when stale or foreign."""
     path = engine_path(onnx_path, precision)
     sidecar = path.with_suffix(".json")
-    want = {"onnx_sha256": sha256_file(onnx_path), "precision": precision, "tensorrt": trt.__version__,
-            "compute_capability": compute_capability(), "batch": [1, MAX_BATCH]}
+    want = {
+        "onnx_sha256": sha256_file(onnx_path),
+        "precision": precision,
+        "tensorrt": trt.__version__,
+        "compute_capability": compute_capability(),
+        "batch": [1, MAX_BATCH],
+    }
     if precision == "int8":
         want["calibration_sha256"] = sha256_file(calibration_path(onnx_path))
     if path.exists() and sidecar.exists() and json.loads(sidecar.read_text()) == want:
@@ -203,8 +218,14 @@ class TensorRTBackend(Backend):
         if self._context is None:
             raise RuntimeError(f"TensorRT cannot create an execution context for {self.model_path}")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        specs = {n: TensorSpec(n, tuple(None if d < 0 else d for d in self._engine.get_tensor_shape(n)),
-                               np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))) for n in names}
+        specs = {
+            n: TensorSpec(
+                n,
+                tuple(None if d < 0 else d for d in self._engine.get_tensor_shape(n)),
+                np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))),
+            )
+            for n in names
+        }
         is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._inputs = [specs[n] for n in names if is_input[n]]
         self._outputs = [specs[n] for n in names if not is_input[n]]

@@ -1,4 +1,5 @@
 """Progressive boosting: the sample weights of eq. 13 and the distillation loss of eq. 14."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,5 +40,6 @@ def test_distillation_loss_is_eq_14_plus_the_soft_term_by_hand():
     np.testing.assert_allclose(Distill(soft=0.5, temperature=t)(*as_tensors).numpy(), eq14 + 0.5 * soft, rtol=1e-12)
     # The soft term vanishes when the student's distribution is the teacher's.
     same = Distill(soft=1.0)(torch.tensor(teacher), torch.tensor(labels), torch.tensor(teacher))
-    np.testing.assert_allclose(same.numpy(), Distill()(torch.tensor(teacher), torch.tensor(labels),
-                                                       torch.tensor(teacher)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        same.numpy(), Distill()(torch.tensor(teacher), torch.tensor(labels), torch.tensor(teacher)).numpy(), atol=1e-12
+    )

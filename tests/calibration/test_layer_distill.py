@@ -1,5 +1,6 @@
 """Layer-wise hidden-state distillation: each sub-model block is compared with the teacher block it
 was cut from, on the sub-model's channels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,9 +44,11 @@ def test_each_block_is_compared_with_the_teacher_block_it_was_cut_from():
     """Keep teacher layers 0 and 2 whole: block 0 is the teacher's block 0 exactly, and block 1
     applies teacher block 2 to block 0's output, so the term is β/2 times block 1's normalised
     error against teacher block 2's output, computed here by running timm's blocks by hand."""
+
     def layers_0_and_2(base):
-        return WeightSlices((0, 2), tuple(range(base.dim)), (tuple(range(base.heads)),) * 2,
-                            (tuple(range(base.mlp)),) * 2)
+        return WeightSlices(
+            (0, 2), tuple(range(base.dim)), (tuple(range(base.heads)),) * 2, (tuple(range(base.mlp)),) * 2
+        )
 
     adapter, teacher, student, slices, x, targets = setup("vit", layers_0_and_2)
     beta = 3.0
@@ -55,7 +58,7 @@ def test_each_block_is_compared_with_the_teacher_block_it_was_cut_from():
         h0 = teacher.blocks[0](h)
         h2 = teacher.blocks[2](teacher.blocks[1](h0))
         skipped = teacher.blocks[2](h0)
-    error = ((skipped - h2) ** 2).sum((1, 2)) / (h2 ** 2).sum((1, 2))
+    error = ((skipped - h2) ** 2).sum((1, 2)) / (h2**2).sum((1, 2))
     assert (error > 1e-3).all()  # skipping layer 1 does change the output
     np.testing.assert_allclose(term.detach().numpy(), beta / 2 * error.numpy(), rtol=1e-3)
     term.sum().backward()  # the error reaches the first block through its output
@@ -65,9 +68,14 @@ def test_each_block_is_compared_with_the_teacher_block_it_was_cut_from():
 def test_a_channel_subset_is_compared_on_its_own_channels():
     """A sub-model with half the channels is compared only on those: its targets are the teacher's
     block outputs on them, so the term is finite and does not count the channels it lacks."""
+
     def half_channels(base):
-        return WeightSlices(tuple(range(base.layers)), tuple(range(0, base.dim, 2)),
-                            (tuple(range(base.heads)),) * base.layers, (tuple(range(base.mlp)),) * base.layers)
+        return WeightSlices(
+            tuple(range(base.layers)),
+            tuple(range(0, base.dim, 2)),
+            (tuple(range(base.heads)),) * base.layers,
+            (tuple(range(base.mlp)),) * base.layers,
+        )
 
     adapter, _, student, slices, x, targets = setup("vit", half_channels)
     term = with_layer_distill(adapter, slices, 1.0, no_loss(adapter))(student, x, torch.zeros(3), targets)

@@ -1,4 +1,5 @@
 """The bundles of a built plan: what each holds, INT8 calibration inputs, and tampering refused by name."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,9 @@ def test_bundles_round_trip(built):
     assert result.returncode == 0 and "central" in result.stdout and "verified by sha256" in result.stdout
     assert f"manifest schema {SCHEMA}" in result.stdout and "fuses:     orin (" in result.stdout
     # How raw images become its inputs: the small plan's teacher (28x28 grey, mean 0.13, std 0.31).
-    assert "reads:     images as grey 28x28 (bilinear, crop 1), normalised by mean [0.13], std [0.31]" \
-        in result.stdout, result.stdout
+    assert (
+        "reads:     images as grey 28x28 (bilinear, crop 1), normalised by mean [0.13], std [0.31]" in result.stdout
+    ), result.stdout
 
 
 def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
@@ -49,13 +51,18 @@ def test_int8_bundles_carry_calibration_inputs_their_graphs_accept(built):
             assert (mask == 0).any() and (mask.sum(1) >= 1).all()  # some devices missing, never all
 
 
-@pytest.mark.parametrize("tamper,named", [
-    (lambda b: (b / "backbone.onnx").write_bytes((b / "backbone.onnx").read_bytes() + b"\0"), "backbone.onnx"),
-    (lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text().replace("int8", "fp16")),
-     "manifest.json"),
-    (lambda b: (b / "keys.json").unlink(), "keys.json"),
-    (lambda b: (b / "extra.onnx").write_bytes(b"x"), "extra.onnx"),
-])
+@pytest.mark.parametrize(
+    "tamper,named",
+    [
+        (lambda b: (b / "backbone.onnx").write_bytes((b / "backbone.onnx").read_bytes() + b"\0"), "backbone.onnx"),
+        (
+            lambda b: (b / "manifest.json").write_text((b / "manifest.json").read_text().replace("int8", "fp16")),
+            "manifest.json",
+        ),
+        (lambda b: (b / "keys.json").unlink(), "keys.json"),
+        (lambda b: (b / "extra.onnx").write_bytes(b"x"), "extra.onnx"),
+    ],
+)
 def test_tampered_bundle_is_refused_by_name(built, tmp_path, tamper, named):
     copy = tmp_path / "orin"
     shutil.copytree(built / "bundle" / "orin", copy)

@@ -1,4 +1,5 @@
 """ONNX export parity per family: ONNX Runtime within 1e-4 (abs) of torch on the same inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,9 @@ def test_aggregator_parity_with_missing_devices(tmp_path):
     agg = Aggregator([8, 4, 6], 16, torch.nn.Linear(16, 5)).eval()
     path = export_aggregator(agg, tmp_path / "a.onnx")
     feats = torch.randn(7, 18)
-    mask = torch.tensor(np.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]],
-                                 dtype=np.float32))
+    mask = torch.tensor(
+        np.array([[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    )
     with torch.no_grad():
         want = agg(feats, mask).numpy()
     assert parity(path, {"features": feats.numpy(), "mask": mask.numpy()}, want, TOLERANCE).ok
@@ -51,6 +53,7 @@ def test_failed_export_leaves_no_file(tmp_path):
 
         def forward(self, features, mask):
             raise RuntimeError("cannot trace")
+
     try:
         export_aggregator(Broken(), tmp_path / "a.onnx")
     except RuntimeError:

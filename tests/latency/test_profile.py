@@ -1,4 +1,5 @@
 """Latency tables: the model pool, real ORT timing, resume after kill -9, predictors, roofline."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, pa
 from cofc.errors import CofcError
 from tests.helpers import make_plan, run_cofc, small_record
 
-BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
-                       embed_in=16, embed_params_per_dim=68)
+BASE = TransformerSpec(
+    layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10, embed_in=16, embed_params_per_dim=68
+)
 
 
 @pytest.fixture
@@ -70,8 +72,18 @@ def test_table_of_another_teacher_is_not_resumed(vit_teacher_file, tmp_path):
 @pytest.mark.slow
 def test_killed_profile_keeps_rows_and_resumes(vit_teacher_file, tmp_path):
     out = tmp_path / "host.json"
-    cmd = [str(Path(sys.executable).with_name("cofc")), "profile", "--teacher", str(vit_teacher_file),
-           "--out", str(out), "--count", "30", "--device", "test-host"]
+    cmd = [
+        str(Path(sys.executable).with_name("cofc")),
+        "profile",
+        "--teacher",
+        str(vit_teacher_file),
+        "--out",
+        str(out),
+        "--count",
+        "30",
+        "--device",
+        "test-host",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     rows = []
@@ -88,14 +100,16 @@ def test_killed_profile_keeps_rows_and_resumes(vit_teacher_file, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     final = json.loads(out.read_text())
-    assert len(final["rows"]) == 30 and final["rows"][:len(kept)] == kept  # nothing re-measured
+    assert len(final["rows"]) == 30 and final["rows"][: len(kept)] == kept  # nothing re-measured
     assert "within ±10%" in done.stdout and predictor_path(out).with_suffix(".npz").exists()
 
 
 def _synthetic_table(fn) -> dict:
     pool = model_pool(BASE, 150, seed=1)
-    return {"provenance": {"teacher": {k: getattr(BASE, k) for k in BASE.__dataclass_fields__}},
-            "rows": [{"spec": s.to_dict(), "ms": fn(s)} for s in pool]}
+    return {
+        "provenance": {"teacher": {k: getattr(BASE, k) for k in BASE.__dataclass_fields__}},
+        "rows": [{"spec": s.to_dict(), "ms": fn(s)} for s in pool],
+    }
 
 
 def _linear_ms(s: SubModelSpec) -> float:
@@ -137,12 +151,15 @@ def test_roofline_is_anchored_and_orders_the_boards():
     assert estimate_ms(small, BASE, BOARDS["jetson-nano"]) < estimate_ms(BASE.full(), BASE, BOARDS["jetson-nano"])
 
 
-@pytest.mark.parametrize("args,words", [
-    (["--plan", "PLAN"], "--plan needs --device, one of the plan's devices: orin, tx2, nano"),
-    (["--plan", "PLAN", "--device", "xavier"], "one of the plan's devices: orin, tx2, nano"),
-    (["--plan", "PLAN", "--teacher", "t.pt", "--device", "orin"], "give one of --teacher and --plan"),
-    (["--teacher", "t.pt"], "--teacher needs --out"),
-])
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["--plan", "PLAN"], "--plan needs --device, one of the plan's devices: orin, tx2, nano"),
+        (["--plan", "PLAN", "--device", "xavier"], "one of the plan's devices: orin, tx2, nano"),
+        (["--plan", "PLAN", "--teacher", "t.pt", "--device", "orin"], "give one of --teacher and --plan"),
+        (["--teacher", "t.pt"], "--teacher needs --out"),
+    ],
+)
 def test_profile_names_what_is_missing_before_measuring(args, words, tmp_path):
     """A plan's tables need not exist to profile it, but its device must be named."""
     plan = make_plan(tmp_path)

@@ -1,4 +1,5 @@
 """Adapters: ragged sub-models for every family, and weight slicing that is exact."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,23 +39,36 @@ def test_full_slice_reproduces_teacher(family):
     adapter.copy_slices(teacher, student, full)
     x = adapter.preprocess(record, raw_inputs(family))
     with torch.no_grad():
-        torch.testing.assert_close(adapter.token_features(student, x),
-                                   adapter.token_features(teacher, x), atol=1e-5, rtol=0)
-        torch.testing.assert_close(adapter.logits(student, x), adapter.logits(teacher, x),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            adapter.token_features(student, x), adapter.token_features(teacher, x), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(adapter.logits(student, x), adapter.logits(teacher, x), atol=1e-5, rtol=0)
 
 
 # Where each family keeps block k's attention and MLP weights. "qkv" is one fused (3·h·hd, d)
 # projection, q|k|v one after another; GPT2's Conv1D stores its weights transposed, (in, out).
 LAYOUT = {
-    "vit": dict(qkv=["blocks.{}.attn.qkv"], out="blocks.{}.attn.proj", up="blocks.{}.mlp.fc1",
-                down="blocks.{}.mlp.fc2", conv1d=False),
-    "bert": dict(qkv=[f"backbone.encoder.layer.{{}}.attention.self.{p}" for p in ("query", "key", "value")],
-                 out="backbone.encoder.layer.{}.attention.output.dense",
-                 up="backbone.encoder.layer.{}.intermediate.dense", down="backbone.encoder.layer.{}.output.dense",
-                 conv1d=False),
-    "gpt2": dict(qkv=["backbone.h.{}.attn.c_attn"], out="backbone.h.{}.attn.c_proj", up="backbone.h.{}.mlp.c_fc",
-                 down="backbone.h.{}.mlp.c_proj", conv1d=True),
+    "vit": dict(
+        qkv=["blocks.{}.attn.qkv"],
+        out="blocks.{}.attn.proj",
+        up="blocks.{}.mlp.fc1",
+        down="blocks.{}.mlp.fc2",
+        conv1d=False,
+    ),
+    "bert": dict(
+        qkv=[f"backbone.encoder.layer.{{}}.attention.self.{p}" for p in ("query", "key", "value")],
+        out="backbone.encoder.layer.{}.attention.output.dense",
+        up="backbone.encoder.layer.{}.intermediate.dense",
+        down="backbone.encoder.layer.{}.output.dense",
+        conv1d=False,
+    ),
+    "gpt2": dict(
+        qkv=["backbone.h.{}.attn.c_attn"],
+        out="backbone.h.{}.attn.c_proj",
+        up="backbone.h.{}.mlp.c_fc",
+        down="backbone.h.{}.mlp.c_proj",
+        conv1d=True,
+    ),
 }
 HEAD_DIM = 16  # small_record: 96 channels, 6 heads
 
@@ -67,8 +81,10 @@ def _linear(state: dict, name: str, layer: int, conv1d: bool) -> tuple[torch.Ten
 
 def _both(teacher: dict, student: dict, layout: dict, part: str, layer: int, i: int):
     """`part` of teacher block `layer` and of sub-model block `i`, each as (weight (out, in), bias)."""
-    return (_linear(teacher, layout[part], layer, layout["conv1d"]),
-            _linear(student, layout[part], i, layout["conv1d"]))
+    return (
+        _linear(teacher, layout[part], layer, layout["conv1d"]),
+        _linear(student, layout[part], i, layout["conv1d"]),
+    )
 
 
 def _q_k_v(state: dict, layout: dict, layer: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -76,9 +92,9 @@ def _q_k_v(state: dict, layout: dict, layer: int) -> list[tuple[torch.Tensor, to
     parts = [_linear(state, name, layer, layout["conv1d"]) for name in layout["qkv"]]
     if len(parts) == 3:
         return parts
-    (weight, bias), = parts
+    ((weight, bias),) = parts
     width = len(bias) // 3
-    return [(weight[i * width:(i + 1) * width], bias[i * width:(i + 1) * width]) for i in range(3)]
+    return [(weight[i * width : (i + 1) * width], bias[i * width : (i + 1) * width]) for i in range(3)]
 
 
 def test_a_subset_of_heads_takes_exactly_those_heads_weights(family):
@@ -92,8 +108,9 @@ def test_a_subset_of_heads_takes_exactly_those_heads_weights(family):
         for p in teacher.parameters():
             p.normal_()
     channels = list(range(1, 96, 2))
-    slices = WeightSlices(layers=(2, 0), channels=tuple(channels), heads=((1, 4), (0, 3, 5)),
-                          neurons=((0, 9, 100), (7, 191)))
+    slices = WeightSlices(
+        layers=(2, 0), channels=tuple(channels), heads=((1, 4), (0, 3, 5)), neurons=((0, 9, 100), (7, 191))
+    )
     student = adapter.build_submodel(teacher, slices.spec)
     adapter.copy_slices(teacher, student, slices)
     t, s, layout = teacher.state_dict(), student.state_dict(), LAYOUT[family]

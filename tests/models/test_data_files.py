@@ -1,5 +1,6 @@
 """Data as users keep it: ImageFolder trees of image files and CSV/TSV/JSONL texts, read into Splits
 with the teacher's class indices; the one-line errors for files that cannot be used."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -88,25 +89,45 @@ def test_unnamed_teacher_numbers_class_folders_in_sorted_order(tmp_path):
     unnamed = Expects("image", ("0", "1", "2", "3"), RGB16)
     data = load_data(plan(image_folder=image_folder(tmp_path / "pets")), unnamed)
     assert data.classes == ("bird", "cat", "dog", "3")
-    colours = {label: tuple(image.reshape(3, -1).mean(1).round())
-               for image, label in zip(data.test.inputs, data.test.labels, strict=True)}
+    colours = {
+        label: tuple(image.reshape(3, -1).mean(1).round())
+        for image, label in zip(data.test.inputs, data.test.labels, strict=True)
+    }
     assert colours == {0: (200, 30, 30), 1: (30, 200, 30), 2: (30, 30, 200)}
 
 
 SENTIMENT = Expects("text", ("negative", "neutral", "positive"))
-CSV = ('\ufeffid,text,label\n1,"Great, really great",positive\n2,"two\nlines",negative\n'
-       '3,fine,neutral\n4,bad,negative\n5,ok,neutral\n')
+CSV = (
+    '\ufeffid,text,label\n1,"Great, really great",positive\n2,"two\nlines",negative\n'
+    "3,fine,neutral\n4,bad,negative\n5,ok,neutral\n"
+)
 
 
-@pytest.mark.parametrize("name,content", [
-    ("reviews.csv", CSV),
-    ("reviews.tsv", CSV.replace(",", "\t").replace('"Great\t really great"', "Great, really great")
-     .replace('"two\nlines"', "two lines")),
-    ("reviews.jsonl", "\n".join([
-        '{"text": "Great, really great", "label": "positive", "id": 1}', '{"text": "two\\nlines", "label": "negative"}',
-        "", '{"text": "fine", "label": "neutral"}', '{"text": "bad", "label": "negative"}',
-        '{"text": "ok", "label": "neutral"}'])),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("reviews.csv", CSV),
+        (
+            "reviews.tsv",
+            CSV.replace(",", "\t")
+            .replace('"Great\t really great"', "Great, really great")
+            .replace('"two\nlines"', "two lines"),
+        ),
+        (
+            "reviews.jsonl",
+            "\n".join(
+                [
+                    '{"text": "Great, really great", "label": "positive", "id": 1}',
+                    '{"text": "two\\nlines", "label": "negative"}',
+                    "",
+                    '{"text": "fine", "label": "neutral"}',
+                    '{"text": "bad", "label": "negative"}',
+                    '{"text": "ok", "label": "neutral"}',
+                ]
+            ),
+        ),
+    ],
+)
 def test_text_files_read_with_labels_by_the_teachers_names(name, content, tmp_path):
     (tmp_path / name).write_text(content, encoding="utf-8")
     (tmp_path / f"test{Path(name).suffix}").write_text(content, encoding="utf-8")
@@ -147,8 +168,11 @@ def _write(path: Path, content: str | bytes) -> Path:
 # (file name, content, words of the error after the file's name)
 BAD_TEXTS = [
     ("t.csv", "body,label\nhi,positive\n", "t.csv: no column 'text' (columns: body, label); set dataset.text_column"),
-    ("t.csv", "text,label\nhi,positive\nbye,angry\n",
-     "t.csv line 3: label 'angry' is not one of the teacher's classes"),
+    (
+        "t.csv",
+        "text,label\nhi,positive\nbye,angry\n",
+        "t.csv line 3: label 'angry' is not one of the teacher's classes",
+    ),
     ("t.csv", "text,label\ncafé,positive\n".encode("latin-1"), "t.csv: not UTF-8 text (byte 0xe9 at offset 14)"),
     ("t.csv", "", "t.csv: empty file"),
     ("t.csv", "text,label\n", "t.csv: no rows below the header"),
@@ -198,14 +222,19 @@ def test_rows_remember_their_lines(tmp_path):
     assert rows.lines == [3, 4] and rows.texts == ["a\nb", "c"]
 
 
-@pytest.mark.parametrize("dataset,given", [
-    ("{name: mnist-5k}", {"name"}),
-    ("{image_folder: pets}", {"image_folder"}),  # pets/ has test/: held_out does not apply
-    ("{image_folder: pets/train-only, held_out: 0.3}", {"image_folder", "held_out"}),
-    ("{text_file: r.csv, test_file: r.csv, text_column: body}",
-     {"text_file", "test_file", "text_column", "label_column"}),
-    ("{text_file: r.jsonl}", {"text_file", "text_column", "label_column", "held_out"}),
-])
+@pytest.mark.parametrize(
+    "dataset,given",
+    [
+        ("{name: mnist-5k}", {"name"}),
+        ("{image_folder: pets}", {"image_folder"}),  # pets/ has test/: held_out does not apply
+        ("{image_folder: pets/train-only, held_out: 0.3}", {"image_folder", "held_out"}),
+        (
+            "{text_file: r.csv, test_file: r.csv, text_column: body}",
+            {"text_file", "test_file", "text_column", "label_column"},
+        ),
+        ("{text_file: r.jsonl}", {"text_file", "text_column", "label_column", "held_out"}),
+    ],
+)
 def test_the_plan_a_build_keeps_loads_again_with_the_same_data(dataset, given, tmp_path):
     """A build keeps its plan (plan_yaml, every path absolute) and `cofc bench` reads it back: only
     the fields that apply to the data source are written, so the copy passes the checks that
@@ -221,7 +250,8 @@ def test_the_plan_a_build_keeps_loads_again_with_the_same_data(dataset, given, t
         "name: p\nteacher: {checkpoint: p.json}\n"
         f"dataset: {dataset[:-1]}, calibration: 1, validation: 1}}\n"
         "devices: [{name: a, profile: p.json, memory_mb: 1, max_mflops: 1, link_mbps: 1, central: true}]\n"
-        "objective: {delta: 1, initial: 1, iterations: 0}\noutput: out\n")
+        "objective: {delta: 1, initial: 1, iterations: 0}\noutput: out\n"
+    )
     original = load_plan(tmp_path / "plan.yaml")
     kept = tmp_path / "kept" / "plan.yaml"
     kept.parent.mkdir()

@@ -1,4 +1,5 @@
 """The offline data sets: real sizes, labels in range, fixed splits, clear errors when absent."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Decomposition end to end: a sub-model that takes everything is the teacher; device features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,12 @@ def test_giving_everything_to_one_submodel_reproduces_the_teacher(family):
     (student,) = decompose(teacher.adapter, teacher.model, [teacher.spec.full()], imp)
     x = teacher.preprocess(data.inputs)
     with torch.no_grad():
-        torch.testing.assert_close(teacher.adapter.token_features(student, x),
-                                   teacher.adapter.token_features(teacher.model, x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            teacher.adapter.token_features(student, x),
+            teacher.adapter.token_features(teacher.model, x),
+            atol=1e-5,
+            rtol=0,
+        )
 
 
 def test_device_feature_kinds(family):

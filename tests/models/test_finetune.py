@@ -1,6 +1,7 @@
 """`cofc teacher`: fine-tuning the top blocks of a real pretrained backbone (all-MiniLM-L6-v2)
 learns the task, changes nothing else, and the file it writes rebuilds exactly the model it
 measured."""
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,9 @@ def test_fine_tuned_teacher_learns_and_its_file_rebuilds_it(tmp_path):
     teacher = minilm(len(data.classes))
     untouched = {k: v.clone() for k, v in teacher.model.state_dict().items() if ".layer.0." in k}
     before = accuracy(teacher, test)
-    record = make_teacher(teacher, train, test, FineTune(layers=1, epochs=3, lr=1e-4, batch=16),
-                          tmp_path / "t.pt", "test")
+    record = make_teacher(
+        teacher, train, test, FineTune(layers=1, epochs=3, lr=1e-4, batch=16), tmp_path / "t.pt", "test"
+    )
     # A random head is at chance; a few epochs on 256 texts learn the 8 topics.
     assert before < 0.5 and record["test_accuracy"] > 0.75, (before, record["test_accuracy"])
     assert all(v.dtype == torch.float16 for v in record["state_dict"].values())
@@ -71,9 +73,29 @@ def test_cofc_teacher_on_a_text_file_states_an_accuracy_that_reproduces(tmp_path
     write_csv(tmp_path / "test.csv", data.test.take(160, seed=1), data.classes)
 
     def teacher_command(out):
-        return run_cofc("teacher", "--family", "bert", "--source", SOURCE, "--text-file", str(tmp_path / "train.csv"),
-                        "--test-file", str(tmp_path / "test.csv"), "--label-column", "topic", "--input-size", "32",
-                        "--layers", "0", "--epochs", "8", "--batch", "16", "--out", str(out))
+        return run_cofc(
+            "teacher",
+            "--family",
+            "bert",
+            "--source",
+            SOURCE,
+            "--text-file",
+            str(tmp_path / "train.csv"),
+            "--test-file",
+            str(tmp_path / "test.csv"),
+            "--label-column",
+            "topic",
+            "--input-size",
+            "32",
+            "--layers",
+            "0",
+            "--epochs",
+            "8",
+            "--batch",
+            "16",
+            "--out",
+            str(out),
+        )
 
     result = teacher_command(tmp_path / "r8.pt")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -81,8 +103,12 @@ def test_cofc_teacher_on_a_text_file_states_an_accuracy_that_reproduces(tmp_path
     # The head's classes are the file's label names; the stated accuracy is measured again from
     # the file alone, as a plan would read the test file against this teacher.
     assert tuple(stated.record["classes"]) == tuple(sorted(data.classes))
-    test = load_data(DatasetPlan(None, 1, 1, None, text_file=tmp_path / "train.csv",
-                                 test_file=tmp_path / "test.csv", label_column="topic"), stated.expects).test
+    test = load_data(
+        DatasetPlan(
+            None, 1, 1, None, text_file=tmp_path / "train.csv", test_file=tmp_path / "test.csv", label_column="topic"
+        ),
+        stated.expects,
+    ).test
     # 0.6 is clear of these texts' majority class (49%). After 4 epochs the accuracy still hung
     # on the head's random start (0.59 to 0.68 in four unseeded runs); after 8, 0.72 to 0.76.
     assert accuracy(stated, test) == stated.record["test_accuracy"] > 0.6
@@ -96,11 +122,14 @@ def test_cofc_teacher_on_a_text_file_states_an_accuracy_that_reproduces(tmp_path
     assert all(torch.equal(again[k], v) for k, v in stated.record["state_dict"].items())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dataset", "imagenet"], "'imagenet' is not one of"),
-    ([], "give one of --dataset and --text-file"),
-    (["--family", "vit", "--text-file", __file__], "--text-file is for text families"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "imagenet"], "'imagenet' is not one of"),
+        ([], "give one of --dataset and --text-file"),
+        (["--family", "vit", "--text-file", __file__], "--text-file is for text families"),
+    ],
+)
 def test_cli_refuses_a_data_set_it_cannot_use(tmp_path, args, message):
     family = [] if "--family" in args else ["--family", "bert"]
     result = run_cofc("teacher", *family, "--source", SOURCE, *args, "--out", str(tmp_path / "t.pt"))
@@ -110,7 +139,18 @@ def test_cli_refuses_a_data_set_it_cannot_use(tmp_path, args, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_for_where_there_is_none_is_one_line(tmp_path):
-    result = run_cofc("teacher", "--family", "bert", "--source", SOURCE, "--dataset", "reuters-r8",
-                      "--device", "cuda", "--out", str(tmp_path / "t.pt"))
+    result = run_cofc(
+        "teacher",
+        "--family",
+        "bert",
+        "--source",
+        SOURCE,
+        "--dataset",
+        "reuters-r8",
+        "--device",
+        "cuda",
+        "--out",
+        str(tmp_path / "t.pt"),
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "cofc: error: --device cuda: no CUDA device is visible to torch here"

@@ -1,4 +1,5 @@
 """The aggregator (eq. 2) and the comparison fusions."""
+
 from __future__ import annotations
 
 import itertools
@@ -38,7 +39,7 @@ def test_aggregator_handles_every_missing_subset():
         noisy = feats.clone()
         for k, d0 in enumerate(np.cumsum([0, *agg.dims[:-1]])):
             if not present[k]:
-                noisy[:, d0:d0 + agg.dims[k]] = 1e6
+                noisy[:, d0 : d0 + agg.dims[k]] = 1e6
         torch.testing.assert_close(agg(noisy, mask), out)
 
 

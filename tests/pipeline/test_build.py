@@ -1,5 +1,6 @@
 """`cofc build` end to end on a small plan: the report, resuming after kill -9, and a deadline no
 policy meets."""
+
 from __future__ import annotations
 
 import re
@@ -69,10 +70,15 @@ def test_a_deadline_no_policy_meets_is_one_line_naming_it(tmp_path):
     plan.write_text(plan.read_text().replace("iterations: 2}", "iterations: 2, max_ms: 0.001}"))
     result = run_cofc("build", str(plan))
     assert result.returncode == 1
-    floor = (r"no decomposition answers sooner than (\d+\.\d\d) ms \((orin|tx2|nano)'s floor, eq\. 3\): "
-             r"at most \d+\.\dx the teacher alone on (orin|tx2|nano)")
-    said = re.fullmatch(f"cofc: error: {re.escape(str(plan))}:8: objective.max_ms: 0.001 ms is too soon: {floor}; "
-                        "raise max_ms, or use faster devices", result.stderr.strip().splitlines()[-1])
+    floor = (
+        r"no decomposition answers sooner than (\d+\.\d\d) ms \((orin|tx2|nano)'s floor, eq\. 3\): "
+        r"at most \d+\.\dx the teacher alone on (orin|tx2|nano)"
+    )
+    said = re.fullmatch(
+        f"cofc: error: {re.escape(str(plan))}:8: objective.max_ms: 0.001 ms is too soon: {floor}; "
+        "raise max_ms, or use faster devices",
+        result.stderr.strip().splitlines()[-1],
+    )
     assert said and float(said[1]) > 0.001, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out" / "report.json").exists()

@@ -1,5 +1,6 @@
 """Stage caching: a change reruns exactly the stages that read it, whether it is a plan setting
 or the source of a module a stage runs."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,11 @@ def test_a_stage_counts_the_modules_its_modules_import():
     """The code key of calibrate reaches booster.py (imported by calibrate.py) and the adapter
     interface, and not the search, which calibrate never runs."""
     closure = set(module_closure(("cofc.compiler.calibration.calibrate",)))
-    assert {"cofc.compiler.calibration.booster", "cofc.compiler.models.adapters.base",
-            "cofc.compiler.calibration.layer_distill"} <= closure
+    assert {
+        "cofc.compiler.calibration.booster",
+        "cofc.compiler.models.adapters.base",
+        "cofc.compiler.calibration.layer_distill",
+    } <= closure
     assert "cofc.compiler.planning.search" not in closure
     assert source_digest(("cofc.compiler.calibration.calibrate",)) != source_digest(("cofc.compiler.planning.search",))
 
@@ -36,8 +40,14 @@ def _copy_build(built: Path, tmp_path: Path) -> Path:
 
 def _rebuild(folder: Path, env: dict | None = None) -> tuple[set[str], set[str]]:
     """Build again; which stages were reused and which ran."""
-    result = subprocess.run([sys.executable, "-m", "cofc.cli", "build", "plan.yaml"], cwd=folder, capture_output=True,
-                            text=True, timeout=900, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-m", "cofc.cli", "build", "plan.yaml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reused = set(re.findall(r"stage (\w+): unchanged", result.stderr))
     ran = set(re.findall(r"stage (\w+) \.\.\.", result.stderr))

@@ -1,6 +1,7 @@
 """`cofc build --device auto|cpu|cuda`: where the build's torch work runs, what its report says,
 that a stage is not reused across kinds of device, and, where a GPU is present, that a small
 plan's accuracies on CUDA agree with the CPU's."""
+
 from __future__ import annotations
 
 import json
@@ -80,9 +81,16 @@ def test_a_small_plan_on_cuda_agrees_with_the_cpu_within_a_third_of_a_point(tmp_
     assert [d.spec for d in cpu.devices] == [d.spec for d in cuda.devices]
 
     def accuracies(r) -> dict[str, float]:
-        return {"teacher": r.teacher.accuracy, "fused": r.fused.accuracy, "fused, torch": r.fused.accuracy_torch,
-                "average": r.average, "vote": r.vote, **{f"{d.name} alone": d.accuracy for d in r.devices},
-                **{f"{name} missing": a for name, a in r.fused.missing_one.items()}}
+        return {
+            "teacher": r.teacher.accuracy,
+            "fused": r.fused.accuracy,
+            "fused, torch": r.fused.accuracy_torch,
+            "average": r.average,
+            "vote": r.vote,
+            **{f"{d.name} alone": d.accuracy for d in r.devices},
+            **{f"{name} missing": a for name, a in r.fused.missing_one.items()},
+        }
+
     gaps = {k: abs(v - accuracies(cuda)[k]) for k, v in accuracies(cpu).items()}
     assert max(gaps.values()) <= 0.003, gaps
     seconds = {d: sum(r.stage_seconds.values()) for d, r in reports.items()}

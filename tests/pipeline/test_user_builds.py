@@ -3,6 +3,7 @@ Face classification folder (BERT, MPNet, GPT2; tiny random weights written with 
 with real texts in a CSV, JSONL or TSV file, and a timm ViT checkpoint with an ImageFolder of PNGs.
 Each plan is profiled (`cofc profile --plan`), built (`cofc build`), and asked about raw inputs of
 its kind through `cofc run` (a worker process and the central one, CURVE over loopback)."""
+
 from __future__ import annotations
 
 import csv
@@ -45,6 +46,7 @@ TRAIN, TEST = 45, 15  # samples per split: calibration 20 and validation 10 come
 @dataclass(frozen=True)
 class Case:
     """One user's teacher and data: the plan's `teacher:` and `dataset:`, and what `cofc run` reads."""
+
     teacher: str
     dataset: str
     ask: str  # the --input of `cofc run`, relative to the plan's folder: the plan's test split,
@@ -54,24 +56,34 @@ class Case:
 
 def _texts(folder: Path, family: str) -> Case:
     """Real news texts (Reuters R8) labelled with the folder model's class names."""
-    texts = load_dataset("reuters-r8").train.inputs[:TRAIN + TEST]
+    texts = load_dataset("reuters-r8").train.inputs[: TRAIN + TEST]
     rows = [{"body": t, "sentiment": LABELS[i % 3]} for i, t in enumerate(texts)]
     save_folder(hf_model(family), folder / "teacher")
     teacher = "{hf_classifier: teacher, input_size: 24}"
     if family == "mpnet":  # JSONL, the test split held out of the same file; asked: unlabelled JSONL
         _jsonl(folder / "texts.jsonl", rows)
         _jsonl(folder / "ask.jsonl", [{"body": r["body"]} for r in rows[TRAIN:]])
-        return Case(teacher, "{text_file: texts.jsonl, text_column: body, label_column: sentiment, "
-                             "held_out: 0.25, calibration: 20, validation: 10}", "ask.jsonl", texts[TRAIN:], "body")
+        return Case(
+            teacher,
+            "{text_file: texts.jsonl, text_column: body, label_column: sentiment, "
+            "held_out: 0.25, calibration: 20, validation: 10}",
+            "ask.jsonl",
+            texts[TRAIN:],
+            "body",
+        )
     suffix, delimiter = (".csv", ",") if family == "bert" else (".tsv", "\t")
     for name, part in (("train", rows[:TRAIN]), ("test", rows[TRAIN:])):
         with open(folder / f"{name}{suffix}", "w", encoding="utf-8", newline="") as f:
             writer = csv.DictWriter(f, ["body", "sentiment"], delimiter=delimiter)
             writer.writeheader()
             writer.writerows(part)
-    return Case(teacher, f"{{text_file: train{suffix}, test_file: test{suffix}, text_column: body, "
-                         "label_column: sentiment, calibration: 20, validation: 10}", f"test{suffix}",
-                text_column="body")
+    return Case(
+        teacher,
+        f"{{text_file: train{suffix}, test_file: test{suffix}, text_column: body, "
+        "label_column: sentiment, calibration: 20, validation: 10}",
+        f"test{suffix}",
+        text_column="body",
+    )
 
 
 def _jsonl(path: Path, rows: list[dict]) -> None:
@@ -89,12 +101,16 @@ def _images(folder: Path) -> Case:
         for c, name in enumerate(("zero", "one", "two")):
             (folder / "images" / split / name).mkdir(parents=True)
             found = np.flatnonzero(digits.labels == c)
-            for k, i in enumerate(found[:count // 3] if split == "train" else found[-(count // 3):]):
+            for k, i in enumerate(found[: count // 3] if split == "train" else found[-(count // 3) :]):
                 grey = Image.fromarray(digits.inputs[i]).resize((72, 80), Image.Resampling.BILINEAR)
                 Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grey)).save(
-                    folder / "images" / split / name / f"{k:03d}.png")
-    return Case(f"{{timm: test_vit, weights: {weights.name}, classes: 3, input_size: 64}}",
-                "{image_folder: images, calibration: 20, validation: 10}", "images/test")
+                    folder / "images" / split / name / f"{k:03d}.png"
+                )
+    return Case(
+        f"{{timm: test_vit, weights: {weights.name}, classes: 3, input_size: 64}}",
+        "{image_folder: images, calibration: 20, validation: 10}",
+        "images/test",
+    )
 
 
 @pytest.mark.parametrize("family", ["bert", "mpnet", "gpt2", "vit"])
@@ -136,11 +152,16 @@ def test_own_teacher_and_data_build_and_answer_raw_inputs(family, tmp_path, monk
 def _cofc_run(bundles: Path, ask: Path, text_column: str) -> list[dict]:
     """A worker process for device b, then central answering `ask` with `cofc run --input`."""
     cofc = str(Path(sys.executable).with_name("cofc"))
-    worker = subprocess.Popen([cofc, "run", "--bundle", str(bundles / "b")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [cofc, "run", "--bundle", str(bundles / "b")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
-        central = subprocess.run([cofc, "run", "--bundle", str(bundles / "a"), "--input", str(ask),
-                                  "--text-column", text_column], capture_output=True, text=True, timeout=120)
+        central = subprocess.run(
+            [cofc, "run", "--bundle", str(bundles / "a"), "--input", str(ask), "--text-column", text_column],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         worker.terminate()
         worker.wait(10)

@@ -1,6 +1,7 @@
 """Bad teacher folders and files and bad data, each refused by `cofc build --check PLAN` (run as a
 user runs it) with exit code 1 and one line that names the file and what is wrong: no traceback,
 and nothing written anywhere. The same plans with good inputs pass."""
+
 from __future__ import annotations
 
 import json
@@ -71,6 +72,7 @@ def edit_config(**changes) -> Callable[[Path], None]:
         config = json.loads((folder / "config.json").read_text())
         config.update(changes)
         (folder / "config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+
     return change
 
 
@@ -109,60 +111,130 @@ def images(change: Callable[[Path], None]) -> Case:
 # message names, words in the message)
 Case = Callable[[Path, Path], tuple[str, str]]
 CASES: list[tuple[str, Case, str, str]] = [
-    ("folder without config.json",
-     lambda c, g: (f"{{hf_classifier: {copy_folder(g, c, remove('config.json'))}}}",
-                   data("text_file", g / "reviews.csv")),
-     "teacher/config.json", "missing; "),
-    ("unknown model_type",
-     lambda c, g: (f"{{hf_classifier: {copy_folder(g, c, edit_config(model_type='roberta'))}}}",
-                   data("text_file", g / "reviews.csv")),
-     "teacher/config.json", "model_type 'roberta' is not one cofc reads (bert, gpt2, mpnet)"),
-    ("classification folder without id2label",
-     lambda c, g: (f"{{hf_classifier: {copy_folder(g, c, edit_config(id2label=None, label2id=None))}}}",
-                   data("text_file", g / "reviews.csv")),
-     "teacher", "config.json has no id2label, so 2 classes"),
-    ("backbone without a classification head",
-     lambda c, g: (f"{{hf_classifier: {resolve(TOKENIZER)}}}", data("text_file", g / "reviews.csv")),
-     "config.json", "is not a sequence-classification model"),
-    ("folder without a tokenizer",
-     lambda c, g: (f"{{hf_classifier: {copy_folder(g, c, remove('tokenizer.json', 'tokenizer_config.json'))}}}",
-                   data("text_file", g / "reviews.csv")),
-     "teacher", "no tokenizer: neither tokenizer.json nor vocabulary files"),
-    ("config.json that is not JSON",
-     lambda c, g: (f"{{hf_classifier: {copy_folder(g, c, write('config.json', '{model_type: bert'))}}}",
-                   data("text_file", g / "reviews.csv")),
-     "teacher/config.json", "not readable JSON"),
-    ("checkpoint of another timm model",
-     lambda c, g: (f"{{timm: deit_tiny_patch16_224, weights: {g / 'vit.safetensors'}}}",
-                   data("image_folder", g / "images")),
-     "vit.safetensors", "does not fit timm model deit_tiny_patch16_224: "),
-    ("unknown timm name",
-     lambda c, g: (f"{{timm: vit_enormous, weights: {g / 'vit.safetensors'}}}", data("image_folder", g / "images")),
-     "vit_enormous", "timm has no model named"),
-    ("corrupt safetensors file",
-     lambda c, g: (f"{{timm: test_vit, weights: {text_file(c, 'w.safetensors', b'not tensors')}}}",
-                   data("image_folder", g / "images")),
-     "w.safetensors", "not a readable safetensors file"),
-    ("CSV without the text column", texts("r.csv", REVIEWS.replace("text,", "body,")),
-     "r.csv", "no column 'text' (columns: body, label); set dataset.text_column"),
-    ("label the teacher does not know", texts("r.csv", REVIEWS + "meh,mixed\n"),
-     "r.csv line 14", "label 'mixed' is not one of the teacher's classes (negative, neutral, positive)"),
-    ("text file in another encoding", texts("r.tsv", "text\tlabel\ncafé\tneutral\n".encode("cp1252")),
-     "r.tsv", "not UTF-8 text (byte 0xe9 at offset 14); save it as UTF-8"),
+    (
+        "folder without config.json",
+        lambda c, g: (
+            f"{{hf_classifier: {copy_folder(g, c, remove('config.json'))}}}",
+            data("text_file", g / "reviews.csv"),
+        ),
+        "teacher/config.json",
+        "missing; ",
+    ),
+    (
+        "unknown model_type",
+        lambda c, g: (
+            f"{{hf_classifier: {copy_folder(g, c, edit_config(model_type='roberta'))}}}",
+            data("text_file", g / "reviews.csv"),
+        ),
+        "teacher/config.json",
+        "model_type 'roberta' is not one cofc reads (bert, gpt2, mpnet)",
+    ),
+    (
+        "classification folder without id2label",
+        lambda c, g: (
+            f"{{hf_classifier: {copy_folder(g, c, edit_config(id2label=None, label2id=None))}}}",
+            data("text_file", g / "reviews.csv"),
+        ),
+        "teacher",
+        "config.json has no id2label, so 2 classes",
+    ),
+    (
+        "backbone without a classification head",
+        lambda c, g: (f"{{hf_classifier: {resolve(TOKENIZER)}}}", data("text_file", g / "reviews.csv")),
+        "config.json",
+        "is not a sequence-classification model",
+    ),
+    (
+        "folder without a tokenizer",
+        lambda c, g: (
+            f"{{hf_classifier: {copy_folder(g, c, remove('tokenizer.json', 'tokenizer_config.json'))}}}",
+            data("text_file", g / "reviews.csv"),
+        ),
+        "teacher",
+        "no tokenizer: neither tokenizer.json nor vocabulary files",
+    ),
+    (
+        "config.json that is not JSON",
+        lambda c, g: (
+            f"{{hf_classifier: {copy_folder(g, c, write('config.json', '{model_type: bert'))}}}",
+            data("text_file", g / "reviews.csv"),
+        ),
+        "teacher/config.json",
+        "not readable JSON",
+    ),
+    (
+        "checkpoint of another timm model",
+        lambda c, g: (
+            f"{{timm: deit_tiny_patch16_224, weights: {g / 'vit.safetensors'}}}",
+            data("image_folder", g / "images"),
+        ),
+        "vit.safetensors",
+        "does not fit timm model deit_tiny_patch16_224: ",
+    ),
+    (
+        "unknown timm name",
+        lambda c, g: (f"{{timm: vit_enormous, weights: {g / 'vit.safetensors'}}}", data("image_folder", g / "images")),
+        "vit_enormous",
+        "timm has no model named",
+    ),
+    (
+        "corrupt safetensors file",
+        lambda c, g: (
+            f"{{timm: test_vit, weights: {text_file(c, 'w.safetensors', b'not tensors')}}}",
+            data("image_folder", g / "images"),
+        ),
+        "w.safetensors",
+        "not a readable safetensors file",
+    ),
+    (
+        "CSV without the text column",
+        texts("r.csv", REVIEWS.replace("text,", "body,")),
+        "r.csv",
+        "no column 'text' (columns: body, label); set dataset.text_column",
+    ),
+    (
+        "label the teacher does not know",
+        texts("r.csv", REVIEWS + "meh,mixed\n"),
+        "r.csv line 14",
+        "label 'mixed' is not one of the teacher's classes (negative, neutral, positive)",
+    ),
+    (
+        "text file in another encoding",
+        texts("r.tsv", "text\tlabel\ncafé\tneutral\n".encode("cp1252")),
+        "r.tsv",
+        "not UTF-8 text (byte 0xe9 at offset 14); save it as UTF-8",
+    ),
     ("empty text file", texts("r.jsonl", ""), "r.jsonl", "empty file"),
-    ("JSONL line that is not an object", texts("r.jsonl", '{"text": "a", "label": "neutral"}\n"b"\n'),
-     "r.jsonl line 2", "not a JSON object"),
-    ("empty class folder", images(lambda r: [p.unlink() for p in (r / "train" / "1").iterdir()]),
-     "images/train/1", "empty class folder"),
-    ("unreadable image", images(lambda r: (r / "test" / "2" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")),
-     "images/test/2/1.png", "not a readable image"),
-    ("image folder for a text teacher", lambda c, g: (text_teacher(g), data("image_folder", g / "images")),
-     "images", "an image folder, but the teacher takes texts"),
+    (
+        "JSONL line that is not an object",
+        texts("r.jsonl", '{"text": "a", "label": "neutral"}\n"b"\n'),
+        "r.jsonl line 2",
+        "not a JSON object",
+    ),
+    (
+        "empty class folder",
+        images(lambda r: [p.unlink() for p in (r / "train" / "1").iterdir()]),
+        "images/train/1",
+        "empty class folder",
+    ),
+    (
+        "unreadable image",
+        images(lambda r: (r / "test" / "2" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")),
+        "images/test/2/1.png",
+        "not a readable image",
+    ),
+    (
+        "image folder for a text teacher",
+        lambda c, g: (text_teacher(g), data("image_folder", g / "images")),
+        "images",
+        "an image folder, but the teacher takes texts",
+    ),
 ]
 
 
 def resolve(source: str) -> str:
     from cofc.compiler.models.adapters._hf import resolve_source
+
     return resolve_source(source)
 
 
@@ -205,8 +277,11 @@ def test_bad_input_is_one_line_naming_the_file(what, make, file, words, good, tm
 @pytest.mark.parametrize("kind", ["text", "image"])
 def test_the_good_inputs_pass(kind, good, tmp_path):
     """The cases above fail for the reason they name: unchanged, the same plans pass."""
-    teacher, dataset = ((text_teacher(good), data("text_file", good / "reviews.csv")) if kind == "text"
-                        else (image_teacher(good), data("image_folder", good / "images")))
+    teacher, dataset = (
+        (text_teacher(good), data("text_file", good / "reviews.csv"))
+        if kind == "text"
+        else (image_teacher(good), data("image_folder", good / "images"))
+    )
     # --check predicts from each device's table, so this one needs a table of its teacher's shape
     loaded = teacher_from_plan(load_plan(write_plan(tmp_path, teacher, dataset, good / "profile.json")))
     profile = estimated_profile(tmp_path / "profile.json", loaded.family, loaded.spec)
@@ -225,4 +300,5 @@ def test_a_table_that_names_no_teacher_is_one_line_naming_it(good, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"cofc: error: {tmp_path / 'plan.yaml'}:5: devices[0].profile: {good / 'profile.json'} does not say which "
-        "teacher it measured (provenance.teacher); capture it with 'cofc profile'"]
+        "teacher it measured (provenance.teacher); capture it with 'cofc profile'"
+    ]

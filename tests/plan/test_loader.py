@@ -1,4 +1,5 @@
 """plan.yaml validation: every user mistake gives one line naming file, field, line and problem."""
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,19 @@ export:
 output: build/test
 """
 
-DEVICES = GOOD[GOOD.index("devices:"):GOOD.index("objective:")]
+DEVICES = GOOD[GOOD.index("devices:") : GOOD.index("objective:")]
 
 # (what is wrong, how to break GOOD, field named, line named, words in the message)
 BAD = [
     ("unknown top-level key", ("output: build/test", "output: build/test\nouptut: x"), "ouptut", 29, "unknown key"),
     ("unknown nested key", ("  link_mbps: 2\n", "  link_mbps: 2\n    gpu: yes\n"), "devices[0].gpu", 15, "unknown key"),
-    ("missing section", ("objective:\n  delta: 0.01\n  initial: 5\n  iterations: 10\n", ""), "objective", 1, "missing required field"),
+    (
+        "missing section",
+        ("objective:\n  delta: 0.01\n  initial: 5\n  iterations: 10\n", ""),
+        "objective",
+        1,
+        "missing required field",
+    ),
     ("missing field", ("  calibration: 2000\n", ""), "dataset.calibration", 5, "missing required field"),
     ("string for a number", ("memory_mb: 512", "memory_mb: lots"), "devices[0].memory_mb", 12, "must be a number"),
     ("number for a string", ("name: test-plan", "name: 12"), "name", 1, "must be a string"),
@@ -58,25 +65,80 @@ BAD = [
     ("zero memory", ("memory_mb: 256", "memory_mb: 0"), "devices[1].memory_mb", 18, "positive"),
     ("unknown precision", ("precision: fp16", "precision: fp8"), "export.precision", 26, "fp32, fp16, int8"),
     ("opset out of range", ("opset: 17", "opset: 9"), "export.opset", 27, "outside"),
-    ("negative soft-label weight", ("output: build/test", "calibration: {soft_labels: -1}\noutput: build/test"),
-     "calibration.soft_labels", 28, "must be 0 or more"),
-    ("zero joint learning rate", ("output: build/test", "calibration: {joint_lr: 0}\noutput: build/test"),
-     "calibration.joint_lr", 28, "positive"),
-    ("negative weight decay", ("output: build/test", "calibration: {weight_decay: -0.1}\noutput: build/test"),
-     "calibration.weight_decay", 28, "must be 0 or more"),
-    ("negative layer-distill weight", ("output: build/test", "calibration: {layer_distill: -1}\noutput: build/test"),
-     "calibration.layer_distill", 28, "must be 0 or more"),
-    ("word for a yes/no", ("output: build/test", "calibration: {held_out_fusion: maybe}\noutput: build/test"),
-     "calibration.held_out_fusion", 28, "true or false"),
+    (
+        "negative soft-label weight",
+        ("output: build/test", "calibration: {soft_labels: -1}\noutput: build/test"),
+        "calibration.soft_labels",
+        28,
+        "must be 0 or more",
+    ),
+    (
+        "zero joint learning rate",
+        ("output: build/test", "calibration: {joint_lr: 0}\noutput: build/test"),
+        "calibration.joint_lr",
+        28,
+        "positive",
+    ),
+    (
+        "negative weight decay",
+        ("output: build/test", "calibration: {weight_decay: -0.1}\noutput: build/test"),
+        "calibration.weight_decay",
+        28,
+        "must be 0 or more",
+    ),
+    (
+        "negative layer-distill weight",
+        ("output: build/test", "calibration: {layer_distill: -1}\noutput: build/test"),
+        "calibration.layer_distill",
+        28,
+        "must be 0 or more",
+    ),
+    (
+        "word for a yes/no",
+        ("output: build/test", "calibration: {held_out_fusion: maybe}\noutput: build/test"),
+        "calibration.held_out_fusion",
+        28,
+        "true or false",
+    ),
     ("unknown dataset", ("name: fashion-mnist", "name: imagenet"), "dataset.name", 5, "must be one of"),
-    ("missing profile file", ("profile: slow.json", "profile: nowhere.json"), "devices[1].profile", 17, "does not exist"),
-    ("profile without rows", ("profile: slow.json", "profile: empty.json"), "devices[1].profile", 17, "no measured rows"),
-    ("two central devices", ("link_mbps: 1.5", "link_mbps: 1.5\n    central: true"), "devices[1].central", 21, "exactly one device"),
+    (
+        "missing profile file",
+        ("profile: slow.json", "profile: nowhere.json"),
+        "devices[1].profile",
+        17,
+        "does not exist",
+    ),
+    (
+        "profile without rows",
+        ("profile: slow.json", "profile: empty.json"),
+        "devices[1].profile",
+        17,
+        "no measured rows",
+    ),
+    (
+        "two central devices",
+        ("link_mbps: 1.5", "link_mbps: 1.5\n    central: true"),
+        "devices[1].central",
+        21,
+        "exactly one device",
+    ),
     ("no central device", ("    central: true\n", ""), "devices", 9, "exactly one device"),
     ("duplicate device name", ("name: slow", "name: fast"), "devices[1].name", 16, "used twice"),
     ("empty device list", (DEVICES, "devices: []\n"), "devices", 9, "non-empty list"),
-    ("missing teacher file", ("checkpoint: teacher.pt", "checkpoint: missing.pt"), "teacher.checkpoint", 3, "does not exist"),
-    ("teacher given twice", ("checkpoint: teacher.pt", "checkpoint: teacher.pt\n  family: vit"), "teacher.family", 4, "either"),
+    (
+        "missing teacher file",
+        ("checkpoint: teacher.pt", "checkpoint: missing.pt"),
+        "teacher.checkpoint",
+        3,
+        "does not exist",
+    ),
+    (
+        "teacher given twice",
+        ("checkpoint: teacher.pt", "checkpoint: teacher.pt\n  family: vit"),
+        "teacher.family",
+        4,
+        "either",
+    ),
     ("duplicate key", ("  test: 1000\n", "  test: 1000\n  test: 10\n"), "dataset.test", 9, "twice"),
     ("list for a scalar", ("delta: 0.01", "delta: [0.01]"), "objective.delta", 22, "must be a number, not a list"),
     ("zero deadline", ("delta: 0.01", "delta: 0.01\n  max_ms: 0"), "objective.max_ms", 23, "positive"),
@@ -133,13 +195,17 @@ def test_defaults_apply(plan_dir):
     assert plan.objective.max_ms is None
 
 
-SPEC = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
-                       embed_in=16, embed_params_per_dim=68)
+SPEC = TransformerSpec(
+    layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10, embed_in=16, embed_params_per_dim=68
+)
 
 
 def test_more_devices_than_heads_is_refused(plan_dir):
-    devices = "".join(f"  - name: d{i}\n    profile: fast.json\n    memory_mb: 64\n    max_mflops: 9\n"
-                      f"    link_mbps: 2\n" + ("    central: true\n" if i == 0 else "") for i in range(7))
+    devices = "".join(
+        f"  - name: d{i}\n    profile: fast.json\n    memory_mb: 64\n    max_mflops: 9\n"
+        f"    link_mbps: 2\n" + ("    central: true\n" if i == 0 else "")
+        for i in range(7)
+    )
     text = GOOD.split("devices:\n")[0] + "devices:\n" + devices + GOOD.split("objective:")[1].join(["objective:", ""])
     plan = load_plan(_write(plan_dir, text))
     with pytest.raises(PlanError, match="7 devices, but the teacher has 6 heads") as info:
@@ -147,11 +213,14 @@ def test_more_devices_than_heads_is_refused(plan_dir):
     assert info.value.line == 9
 
 
-@pytest.mark.parametrize("field,value,words", [("memory_mb", "0.01", "cannot hold even the smallest"),
-                                               ("max_mflops", "0.001", "cannot run even the smallest")])
+@pytest.mark.parametrize(
+    "field,value,words",
+    [("memory_mb", "0.01", "cannot hold even the smallest"), ("max_mflops", "0.001", "cannot run even the smallest")],
+)
 def test_device_too_small_for_any_submodel(plan_dir, field, value, words):
-    plan = load_plan(_write(plan_dir, GOOD.replace(f"{field}: 256" if field == "memory_mb"
-                                                   else f"{field}: 10", f"{field}: {value}")))
+    plan = load_plan(
+        _write(plan_dir, GOOD.replace(f"{field}: 256" if field == "memory_mb" else f"{field}: 10", f"{field}: {value}"))
+    )
     with pytest.raises(PlanError, match=words) as info:
         check_against_teacher(plan, SPEC)
     assert info.value.field == f"devices[1].{field}" and info.value.line in (13, 18, 19)

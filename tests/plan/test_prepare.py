@@ -1,4 +1,5 @@
 """What a checked plan hands the stages: which training images calibrate, validate and fuse."""
+
 from __future__ import annotations
 
 import json
@@ -51,4 +52,6 @@ def test_calibration_sets_with_and_without_a_held_out_fusion_split(plan: Path):
     # the split that ranks units and the one the search validates on do not change
     pooled_cal, pooled_val, _, _ = pooled.splits()
     assert _rows(pooled_cal) == _rows(cal) and _rows(pooled_val) == _rows(val)
-    assert set(zip(map(bytes, train.inputs), train.labels, strict=True)) >= set(zip(map(bytes, cal.inputs), cal.labels, strict=True))
+    assert set(zip(map(bytes, train.inputs), train.labels, strict=True)) >= set(
+        zip(map(bytes, cal.inputs), cal.labels, strict=True)
+    )

@@ -1,5 +1,6 @@
 """The floor of eq. 3 on a hand-worked example: each device's fastest sub-model of the search
 space within its budgets, the slowest of them, and the speed-up ceiling they give."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,10 @@ def slow_ms(s: SubModelSpec) -> float:
 
 
 def devices(fast_flops: float = 1e12) -> list[DeviceModel]:
-    return [DeviceModel("fast", fast_ms, 100.0, fast_flops, 1e12, AGGREGATION_FLOPS, central=True),
-            DeviceModel("slow", slow_ms, 8.0, 1e12, 1e12, 1.0)]
+    return [
+        DeviceModel("fast", fast_ms, 100.0, fast_flops, 1e12, AGGREGATION_FLOPS, central=True),
+        DeviceModel("slow", slow_ms, 8.0, 1e12, 1e12, 1.0),
+    ]
 
 
 def test_the_floor_is_the_slowest_devices_fastest_sub_model_plus_aggregation():

@@ -1,4 +1,5 @@
 """Evaluator: eq. 3–6 on a hand-worked example, each of C1–C6 caught by name, and the deadline."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """DeBo and its baselines on a synthetic three-device cluster (no models)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,16 +17,25 @@ from cofc.compiler.planning.search import (
 )
 from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes
 
-BASE = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
-                       embed_in=16, embed_params_per_dim=68)
+BASE = TransformerSpec(
+    layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10, embed_in=16, embed_params_per_dim=68
+)
 TEACHER_FLOPS = flops(BASE.full(), BASE)
 TEACHER_BYTES = memory_bytes(BASE.full(), BASE)
 
 
-def cluster(max_flops=0.3 * TEACHER_FLOPS, memory=64 * 2 ** 20):
+def cluster(max_flops=0.3 * TEACHER_FLOPS, memory=64 * 2**20):
     def dev(name, mflops_per_ms, link, central=False):
-        return DeviceModel(name, lambda s, k=mflops_per_ms: 0.2 + flops(s, BASE) / 1e6 / k, link,
-                           max_flops, memory, mflops_per_ms * 1e6, central)
+        return DeviceModel(
+            name,
+            lambda s, k=mflops_per_ms: 0.2 + flops(s, BASE) / 1e6 / k,
+            link,
+            max_flops,
+            memory,
+            mflops_per_ms * 1e6,
+            central,
+        )
+
     return [dev("orin", 40, 2, True), dev("tx2", 25, 2), dev("nano", 10, 1)]
 
 

@@ -1,4 +1,5 @@
 """Which teacher units each sub-model takes: the snake draft and the disjointness C2–C4 ask for."""
+
 from __future__ import annotations
 
 import itertools
@@ -40,7 +41,7 @@ def test_slices_are_disjoint_where_c2_to_c4_require(seed):
             assert all(not (a & b) for a, b in itertools.combinations(group, 2))
     for s, spec in zip(slices, policy, strict=True):
         assert s.spec == spec
-        assert list(s.layers) == sorted(np.argsort(-imp.layers)[:spec.layers])  # most important layers
+        assert list(s.layers) == sorted(np.argsort(-imp.layers)[: spec.layers])  # most important layers
 
 
 def test_policy_needing_more_heads_than_a_layer_has_is_refused():

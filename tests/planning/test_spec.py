@@ -1,4 +1,5 @@
 """ω(C) and φ(C) against real models: torch's FLOP counter and real parameter tensors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +58,8 @@ def test_flops_and_parameters_of_the_minilm_teacher():
     base = adapter.spec(teacher.model)
     assert (base.layers, base.dim, base.heads, base.mlp) == (6, 384, 12, 1536)
     assert flops(base.full(), base) == pytest.approx(
-        _counted_flops("bert", adapter, teacher.model, teacher.record), rel=0.05)
+        _counted_flops("bert", adapter, teacher.model, teacher.record), rel=0.05
+    )
     assert parameters(base.full(), base) == sum(p.numel() for p in teacher.model.parameters())
 
 
@@ -74,8 +76,12 @@ def test_memory_counts_every_weight_byte(family):
 def test_bigger_submodels_cost_more():
     base = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
     small = SubModelSpec(2, 32, (1, 2), (32, 64))
-    for bigger in (SubModelSpec(3, 32, (1, 2, 1), (32, 64, 8)), SubModelSpec(2, 48, (1, 2), (32, 64)),
-                   SubModelSpec(2, 32, (2, 2), (32, 64)), SubModelSpec(2, 32, (1, 2), (33, 64))):
+    for bigger in (
+        SubModelSpec(3, 32, (1, 2, 1), (32, 64, 8)),
+        SubModelSpec(2, 48, (1, 2), (32, 64)),
+        SubModelSpec(2, 32, (2, 2), (32, 64)),
+        SubModelSpec(2, 32, (1, 2), (33, 64)),
+    ):
         assert flops(bigger, base) > flops(small, base)
         assert memory_bytes(bigger, base) > memory_bytes(small, base)
 
@@ -83,20 +89,29 @@ def test_bigger_submodels_cost_more():
 def test_array_forms_equal_flops_and_memory_of_uniform_specs():
     """The search screens candidates with `uniform_flops`/`uniform_memory_bytes`: they must be ω
     and φ exactly, for every shape (embedding and head terms included)."""
-    base = TransformerSpec(layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10,
-                           embed_in=16, embed_params_per_dim=68)
+    base = TransformerSpec(
+        layers=6, dim=96, heads=6, mlp=192, head_dim=16, tokens=50, classes=10, embed_in=16, embed_params_per_dim=68
+    )
     rng = np.random.default_rng(0)
     layers, dims, heads, mlp = (rng.integers(1, top + 1, size=(100, 3)) for top in (8, 96, 8, 256))
-    specs = [SubModelSpec(int(n), int(d), (int(h),) * int(n), (int(m),) * int(n))
-             for n, d, h, m in zip(layers.ravel(), dims.ravel(), heads.ravel(), mlp.ravel(), strict=True)]
+    specs = [
+        SubModelSpec(int(n), int(d), (int(h),) * int(n), (int(m),) * int(n))
+        for n, d, h, m in zip(layers.ravel(), dims.ravel(), heads.ravel(), mlp.ravel(), strict=True)
+    ]
     assert uniform_flops(base, layers, dims, heads, mlp).ravel().tolist() == [flops(s, base) for s in specs]
-    assert (uniform_memory_bytes(base, layers, dims, heads, mlp).ravel().tolist()
-            == [memory_bytes(s, base) for s in specs])
+    assert uniform_memory_bytes(base, layers, dims, heads, mlp).ravel().tolist() == [
+        memory_bytes(s, base) for s in specs
+    ]
 
 
-@pytest.mark.parametrize("bad", [dict(layers=0, dim=8, heads=(), mlp=()),
-                                 dict(layers=2, dim=8, heads=(1,), mlp=(4, 4)),
-                                 dict(layers=1, dim=8, heads=(0,), mlp=(4,))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(layers=0, dim=8, heads=(), mlp=()),
+        dict(layers=2, dim=8, heads=(1,), mlp=(4, 4)),
+        dict(layers=1, dim=8, heads=(0,), mlp=(4,)),
+    ],
+)
 def test_submodel_spec_rejects_impossible_shapes(bad):
     with pytest.raises(ValueError):
         SubModelSpec(**bad)

@@ -1,4 +1,5 @@
 """Helpers of the runtime tests: start a device as `cofc run`, real test images as requests."""
+
 from __future__ import annotations
 
 import subprocess
@@ -17,9 +18,13 @@ def mnist_images():
 
 def requests_for(bundles, images):
     prep = Preprocessor.for_bundle(bundles["orin"])
-    return [prep.pack(images[i:i + 1]) for i in range(len(images))]
+    return [prep.pack(images[i : i + 1]) for i in range(len(images))]
 
 
 def start(bundle, *extra) -> subprocess.Popen:
-    return subprocess.Popen([COFC, "run", "--bundle", str(bundle.path), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [COFC, "run", "--bundle", str(bundle.path), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -1,5 +1,6 @@
 """Fixtures of the runtime tests: the session-built plan's bundles, and its devices running as
 separate `cofc run` processes over loopback."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """One conformance suite for every backend: ONNX Runtime here; TensorRT wherever it imports."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,11 @@ def affine_onnx(tmp_path_factory):
     """y = x·W + b with a dynamic batch axis: small enough to know the answer exactly."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
-        "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "b")])
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "b")],
+    )
     path = tmp_path_factory.mktemp("onnx") / "affine.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path

@@ -1,6 +1,7 @@
 """CPU limits that emulate slower devices: a table's limit is read back as it was measured (paced,
 or a cgroup quota and its period), and a short period slows a single long request after idle,
 where the kernel's 100 ms default does not."""
+
 from __future__ import annotations
 
 import os

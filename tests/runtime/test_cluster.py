@@ -1,4 +1,5 @@
 """The runtime over real ZeroMQ on loopback: central and workers as separate `cofc run` processes."""
+
 from __future__ import annotations
 
 import json
@@ -101,6 +102,7 @@ def test_refused_client_times_out_instead_of_hanging(tmp_path):
     """A client whose key central's ZAP handler refuses has no connection, and a DEALER blocks on
     send until it has one: every request must still come back as None within its timeout."""
     from zmq.auth.thread import ThreadAuthenticator
+
     ctx = zmq.Context()
     auth = ThreadAuthenticator(ctx)
     auth.start()
@@ -127,9 +129,18 @@ def _junk(rng: random.Random) -> list[bytes]:
     choice = rng.randrange(4)
     if choice == 0:
         return [rng.randbytes(rng.randint(0, 200)) for _ in range(rng.randint(1, 4))]
-    head = {"v": 1, "type": rng.choice(["infer", "feature", "hello", "request", "answer"]), "id": rng.randint(0, 9),
-            "arrays": [{"name": rng.choice(["image", "feature", "utf8"]), "dtype": rng.choice(["float32", "uint8"]),
-                        "shape": [rng.randint(0, 3), rng.randint(0, 30)]}]}
+    head = {
+        "v": 1,
+        "type": rng.choice(["infer", "feature", "hello", "request", "answer"]),
+        "id": rng.randint(0, 9),
+        "arrays": [
+            {
+                "name": rng.choice(["image", "feature", "utf8"]),
+                "dtype": rng.choice(["float32", "uint8"]),
+                "shape": [rng.randint(0, 3), rng.randint(0, 30)],
+            }
+        ],
+    }
     if choice == 1:
         head["device"] = rng.choice(["tx2", "nano", "evil"])
         head["digest"] = "0" * 64
@@ -151,7 +162,10 @@ def test_fuzzed_central_keeps_serving(bundles, cluster):
         ctx = zmq.Context()
         attacker = ctx.socket(zmq.DEALER)
         attacker.curve_serverkey, attacker.curve_publickey, attacker.curve_secretkey = (
-            central.public_key.encode(), client_keys.public.encode(), client_keys.secret.encode())
+            central.public_key.encode(),
+            client_keys.public.encode(),
+            client_keys.secret.encode(),
+        )
         attacker.linger = 0
         attacker.sndtimeo = 30_000  # a send that cannot go out fails the test instead of hanging it
         attacker.connect(str(central.endpoint.on("127.0.0.1")))

@@ -1,5 +1,6 @@
 """`cofc bench --emulate` (issue #17, item 2): each device runs in its own network namespace at
 the CPU share its latency table was measured under, paced as `cofc profile --cpu-share` paces."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,10 @@ import yaml
 from cofc.compiler.cluster.bench_result import BenchResult
 from tests.helpers import run_cofc
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("tc")),
-                                reason="emulation needs root, ip and tc (network namespaces, cgroups)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("tc")),
+    reason="emulation needs root, ip and tc (network namespaces, cgroups)",
+)
 
 
 def _paced_copy(table, folder, share: float):

@@ -1,5 +1,6 @@
 """Whoever opens a backend closes it: a backend used in `with` refuses to run afterwards, and the
 local pipeline, central and a worker release every backend they opened when their `with` ends."""
+
 from __future__ import annotations
 
 import numpy as np

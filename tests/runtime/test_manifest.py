@@ -1,6 +1,7 @@
 """The typed manifest on real bundles of the session-built plan: what `cofc build` writes reads back
 field for field, and a manifest of another schema version, with a missing field or a field of the
 wrong type is refused naming the file and the field (one line from the CLI, no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def test_built_manifests_round_trip(built, tmp_path):
     assert central.device.role == "central" and central.fusion is not None
     assert [d.name for d in central.fusion.devices] == ["orin", "tx2", "nano"]
     assert {w.name: w.digest for w in central.fusion.workers} == {n: bundles[n].digest for n in ("tx2", "nano")}
-    assert {w.name: w.public_key for w in central.fusion.workers} == {n: bundles[n].keys().public
-                                                                      for n in ("tx2", "nano")}
+    assert {w.name: w.public_key for w in central.fusion.workers} == {
+        n: bundles[n].keys().public for n in ("tx2", "nano")
+    }
     assert central.fusion.client_keys == (bundles["orin"].client_keys().public,)
     assert len(central.fusion.classes) == 10
     for worker in ("tx2", "nano"):
@@ -69,21 +71,24 @@ def _old_format(data: dict[str, Any]) -> None:
     data["format"] = "cofc-bundle/1"
 
 
-@pytest.mark.parametrize("edit,words", [
-    (lambda m: m.update(schema=99), ["schema: version 99", "newer cofc"]),
-    (lambda m: m.update(schema=1), ["schema: version 1", "rebuild it with `cofc build`"]),
-    (lambda m: m.update(schema="2"), ["schema: expected an integer"]),
-    (_old_format, ["no schema version", "older cofc", "rebuild it with `cofc build`"]),
-    (lambda m: m["central"].pop("public_key"), ["central.public_key: missing"]),
-    (lambda m: m["fusion"]["workers"][1].pop("digest"), ["fusion.workers[1].digest: missing"]),
-    (lambda m: m["device"].update(index="0"), ["device.index: expected an integer, got a string"]),
-    (lambda m: m["inputs"][0].update(shape=[None, 1, 28.5, 28]), ["inputs[0].shape[2]: expected an integer"]),
-    (lambda m: m["central"].update(endpoint="tcp://orin"), ["central.endpoint: bad endpoint 'tcp://orin'"]),
-    (lambda m: m["device"].update(role="boss"), ["device.role: 'boss' is not one of 'central', 'worker'"]),
-    (lambda m: m["preprocess"].update(kind="audio"), ["preprocess.kind: 'audio' is not one of"]),
-    (lambda m: m.update(fusion=None), ["fusion: a central bundle must describe the fusion"]),
-    (lambda m: m.update(surprise=1), ["surprise: unexpected field"]),
-])
+@pytest.mark.parametrize(
+    "edit,words",
+    [
+        (lambda m: m.update(schema=99), ["schema: version 99", "newer cofc"]),
+        (lambda m: m.update(schema=1), ["schema: version 1", "rebuild it with `cofc build`"]),
+        (lambda m: m.update(schema="2"), ["schema: expected an integer"]),
+        (_old_format, ["no schema version", "older cofc", "rebuild it with `cofc build`"]),
+        (lambda m: m["central"].pop("public_key"), ["central.public_key: missing"]),
+        (lambda m: m["fusion"]["workers"][1].pop("digest"), ["fusion.workers[1].digest: missing"]),
+        (lambda m: m["device"].update(index="0"), ["device.index: expected an integer, got a string"]),
+        (lambda m: m["inputs"][0].update(shape=[None, 1, 28.5, 28]), ["inputs[0].shape[2]: expected an integer"]),
+        (lambda m: m["central"].update(endpoint="tcp://orin"), ["central.endpoint: bad endpoint 'tcp://orin'"]),
+        (lambda m: m["device"].update(role="boss"), ["device.role: 'boss' is not one of 'central', 'worker'"]),
+        (lambda m: m["preprocess"].update(kind="audio"), ["preprocess.kind: 'audio' is not one of"]),
+        (lambda m: m.update(fusion=None), ["fusion: a central bundle must describe the fusion"]),
+        (lambda m: m.update(surprise=1), ["surprise: unexpected field"]),
+    ],
+)
 def test_bad_manifest_is_refused_naming_file_and_field(built, tmp_path, edit, words):
     copy = _retouched(built, tmp_path, edit)
     with pytest.raises(BundleError) as caught:
@@ -100,4 +105,3 @@ def test_old_bundle_is_refused_by_the_cli_in_one_line(built, tmp_path):
         result = run_cofc(*args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 and "rebuild it with `cofc build`" in result.stderr
-

@@ -1,6 +1,7 @@
 """A paced backend emulates a device with a share of this core (issue #17, item 2): every run,
 the first after idle as much as back to back, lasts at least its CPU time / share, and answers
 exactly what the unpaced backend answers."""
+
 from __future__ import annotations
 
 import statistics
@@ -22,14 +23,18 @@ DIM, DEPTH = 768, 48
 @pytest.fixture(scope="module")
 def chain_onnx(tmp_path_factory):
     """48 dense 768x768 layers with tanh: about 57 MFLOPs, a few milliseconds on one core."""
-    w = np.random.default_rng(0).standard_normal((DIM, DIM)).astype(np.float32) / DIM ** 0.5
+    w = np.random.default_rng(0).standard_normal((DIM, DIM)).astype(np.float32) / DIM**0.5
     nodes, name = [], "x"
     for i in range(DEPTH):
         nodes += [helper.make_node("MatMul", [name, "W"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"h{i}"])]
         name = f"h{i}"
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, DIM])],
-                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, DIM])],
-                              [numpy_helper.from_array(w, "W")])
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, DIM])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, DIM])],
+        [numpy_helper.from_array(w, "W")],
+    )
     path = tmp_path_factory.mktemp("onnx") / "chain.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -50,8 +55,10 @@ def _median_ms(plain, paced, feeds, idle_s: float, runs: int = 15) -> tuple[floa
 @pytest.mark.parametrize("idle_s", [0.0, 0.02], ids=["back-to-back", "after-idle"])
 def test_paced_run_lasts_cpu_time_over_share(chain_onnx, idle_s):
     feeds = {"x": np.ones((1, DIM), np.float32)}
-    with open_backend("onnxruntime", chain_onnx) as plain, \
-            open_backend("onnxruntime", chain_onnx, cpu_share=0.25) as paced:
+    with (
+        open_backend("onnxruntime", chain_onnx) as plain,
+        open_backend("onnxruntime", chain_onnx, cpu_share=0.25) as paced,
+    ):
         plain.run(feeds), paced.run(feeds)
         full, slowed = _median_ms(plain, paced, feeds, idle_s)
         np.testing.assert_array_equal(paced.run(feeds)[f"h{DEPTH - 1}"], plain.run(feeds)[f"h{DEPTH - 1}"])
@@ -126,8 +133,10 @@ def test_a_shared_clock_adds_the_requests_transfer_and_refuses_another_hosts_clo
         arrival(sent - 3600.0, 1000, 50.0)
 
 
-@pytest.mark.parametrize("device, options", [("orin", ["--cpu-share", "0.5", "--emulated-link-mbps", "10"]),
-                                             ("tx2", ["--emulated-link-mbps", "10"])])
+@pytest.mark.parametrize(
+    "device, options",
+    [("orin", ["--cpu-share", "0.5", "--emulated-link-mbps", "10"]), ("tx2", ["--emulated-link-mbps", "10"])],
+)
 def test_cofc_run_refuses_a_shared_clock_it_cannot_use(device, options, built):
     """Only a paced worker counts from central's send time: central has no request to count from,
     and without a share there is no pace to absorb a wait."""

@@ -1,6 +1,7 @@
 """A device reads raw inputs from the files users keep them in, without torch, exactly as the
 compiler read its data: image files scaled and cut as the manifest says, CSV/TSV/JSONL text
 columns, .txt lines; and a bad file is one line naming it, before anything starts."""
+
 from __future__ import annotations
 
 import json
@@ -52,23 +53,29 @@ def test_image_folder_reads_as_the_compiler_read_it(tmp_path):
     np.testing.assert_allclose(pixels, (compiler / 255.0 - 0.5) / 0.25, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,content", [
-    ("a.txt", "first text\n\nsecond, with a comma\n"),
-    ("a.csv", 'body,label\nfirst text,x\n"second, with a comma",y\n'),
-    ("a.tsv", "body\nfirst text\nsecond, with a comma\n"),
-    ("a.jsonl", json.dumps({"body": "first text"}) + "\n" + json.dumps({"body": "second, with a comma"}) + "\n"),
-])
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("a.txt", "first text\n\nsecond, with a comma\n"),
+        ("a.csv", 'body,label\nfirst text,x\n"second, with a comma",y\n'),
+        ("a.tsv", "body\nfirst text\nsecond, with a comma\n"),
+        ("a.jsonl", json.dumps({"body": "first text"}) + "\n" + json.dumps({"body": "second, with a comma"}) + "\n"),
+    ],
+)
 def test_texts_are_read_from_lines_or_a_named_column(name, content, tmp_path):
     (tmp_path / name).write_text(content, encoding="utf-8")
     assert read_texts(tmp_path / name, "body") == ["first text", "second, with a comma"]
 
 
-@pytest.mark.parametrize("name,content,words", [
-    ("a.csv", "text,label\nhi,x\n", "no column 'body' (columns: text, label); set --text-column"),
-    ("a.txt", "\n \n", "a.txt: empty file"),
-    ("a.jsonl", '{"body": 3}\n', "line 1: 'body' is not a string"),
-    ("a.xml", "<t/>", "unknown text file type '.xml' (use .txt, .csv, .tsv, .jsonl)"),
-])
+@pytest.mark.parametrize(
+    "name,content,words",
+    [
+        ("a.csv", "text,label\nhi,x\n", "no column 'body' (columns: text, label); set --text-column"),
+        ("a.txt", "\n \n", "a.txt: empty file"),
+        ("a.jsonl", '{"body": 3}\n', "line 1: 'body' is not a string"),
+        ("a.xml", "<t/>", "unknown text file type '.xml' (use .txt, .csv, .tsv, .jsonl)"),
+    ],
+)
 def test_bad_text_files_are_one_line_naming_them(name, content, words, tmp_path):
     (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
@@ -76,12 +83,15 @@ def test_bad_text_files_are_one_line_naming_them(name, content, words, tmp_path)
 
 
 @pytest.mark.slow  # `cofc run` in a new process, on the session's built plan
-@pytest.mark.parametrize("name,content,words", [
-    ("broken.png", b"not a png", "not a readable image"),
-    ("wrong.npy", None, "expected uint8 images of shape (N, 28, 28)"),
-    ("broken.npy", b"\x93NUMPY garbage", "not a readable .npy file"),
-    ("empty", "folder", "no image files"),
-])
+@pytest.mark.parametrize(
+    "name,content,words",
+    [
+        ("broken.png", b"not a png", "not a readable image"),
+        ("wrong.npy", None, "expected uint8 images of shape (N, 28, 28)"),
+        ("broken.npy", b"\x93NUMPY garbage", "not a readable .npy file"),
+        ("empty", "folder", "no image files"),
+    ],
+)
 def test_cofc_run_refuses_a_bad_input_file_in_one_line(name, content, words, built, tmp_path):
     path = tmp_path / name
     if content == "folder":
@@ -103,10 +113,19 @@ def _trained_tokenizers(tmp_path, texts: list[str]) -> dict[str, str]:
 
     files = {"wordpiece": str(Path(resolve_source(TOKENIZER)) / "tokenizer.json")}
     for name, model, pre, trainer in [
-            ("bytelevel", models.BPE(), pre_tokenizers.ByteLevel(add_prefix_space=False),
-             trainers.BpeTrainer(vocab_size=1000, special_tokens=["<pad>"])),
-            ("metaspace", models.Unigram(), pre_tokenizers.Metaspace(),
-             trainers.UnigramTrainer(vocab_size=1000, special_tokens=["<pad>", "<unk>"], unk_token="<unk>"))]:
+        (
+            "bytelevel",
+            models.BPE(),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+            trainers.BpeTrainer(vocab_size=1000, special_tokens=["<pad>"]),
+        ),
+        (
+            "metaspace",
+            models.Unigram(),
+            pre_tokenizers.Metaspace(),
+            trainers.UnigramTrainer(vocab_size=1000, special_tokens=["<pad>", "<unk>"], unk_token="<unk>"),
+        ),
+    ]:
         tokenizer = Tokenizer(model)
         tokenizer.pre_tokenizer = pre
         tokenizer.train_from_iterator(texts, trainer)
@@ -123,8 +142,15 @@ def test_a_texts_head_gives_the_whole_texts_tokens(max_length, tmp_path):
     WordPiece, byte-level BPE and Metaspace tokenizers."""
     posts = list(load_dataset("20newsgroups").test.inputs[:1500])
     made = ["x " * n + "supercalifragilisticexpialidocious" * 9 + " tail" for n in range(0, 400, 7)]
-    made += ["word " * 300, "word  " * 300, "a" * 5000, "ab\x1ccd " * 500, "Ünïcödé ÀÉÎ 日本語のテキスト " * 200,
-             " " * 3000 + "late words", "short"]
+    made += [
+        "word " * 300,
+        "word  " * 300,
+        "a" * 5000,
+        "ab\x1ccd " * 500,
+        "Ünïcödé ÀÉÎ 日本語のテキスト " * 200,
+        " " * 3000 + "late words",
+        "short",
+    ]
     for name, file in _trained_tokenizers(tmp_path, posts[:500]).items():
         spec = TextPreprocess(max_length, Path(file).name, 0, "[PAD]" if name == "wordpiece" else "<pad>")
         device = Preprocessor(spec, Path(file).parent)
@@ -135,7 +161,6 @@ def test_a_texts_head_gives_the_whole_texts_tokens(max_length, tmp_path):
         got = device(posts + made)
         np.testing.assert_array_equal(got["input_ids"], [e.ids for e in expected], err_msg=name)
         np.testing.assert_array_equal(got["attention_mask"], [e.attention_mask for e in expected], err_msg=name)
-
 
 
 def test_central_relays_token_ids_that_give_the_workers_the_same_inputs():
@@ -153,11 +178,13 @@ def test_central_relays_token_ids_that_give_the_workers_the_same_inputs():
         np.testing.assert_array_equal(value, inputs[key], err_msg=key)
 
     ids, counts = relayed["token_ids"][:5], np.array([2, 3], np.int64)
-    for bad in [{"token_ids": ids.astype(np.uint8), "token_counts": counts},
-                {"token_ids": ids, "token_counts": np.array([2, 2], np.int64)},  # counts != ids
-                {"token_ids": np.array([30522], np.uint16), "token_counts": np.array([1], np.int64)},
-                {"token_ids": ids[:0], "token_counts": np.array([0], np.int64)},
-                {"token_ids": np.zeros(129, np.uint16), "token_counts": np.array([129], np.int64)}]:
+    for bad in [
+        {"token_ids": ids.astype(np.uint8), "token_counts": counts},
+        {"token_ids": ids, "token_counts": np.array([2, 2], np.int64)},  # counts != ids
+        {"token_ids": np.array([30522], np.uint16), "token_counts": np.array([1], np.int64)},
+        {"token_ids": ids[:0], "token_counts": np.array([0], np.int64)},
+        {"token_ids": np.zeros(129, np.uint16), "token_counts": np.array([129], np.int64)},
+    ]:
         with pytest.raises(WireError, match="bad-input"):
             prep.unpack(bad)
 
@@ -171,8 +198,9 @@ def test_the_planned_request_bytes_are_what_central_relays_for_a_full_length_tex
     if words == 30522:
         folder, vocab = Path(resolve_source(TOKENIZER)), words
     else:
-        tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i for i in range(2, words)}},
-                                               unk_token="[UNK]"))
+        tokenizer = Tokenizer(
+            models.WordLevel({"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i for i in range(2, words)}}, unk_token="[UNK]")
+        )
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
         tokenizer.save(str(tmp_path / "tokenizer.json"))
         folder, vocab = tmp_path, tokenizer.get_vocab_size()

@@ -1,5 +1,6 @@
 """No request is lost to a central restart (issue #18, item 2): the client keeps what central has
 not answered and sends it again once central is back; every request ends in exactly one answer."""
+
 from __future__ import annotations
 
 import signal
@@ -56,5 +57,5 @@ def test_central_killed_and_restarted_mid_stream_loses_no_request(bundles, clust
         names = [d.name for d in bundles["orin"].fusion.devices]
         for a in by_id:  # each answer is the fusion of exactly the devices it says were present
             mask = np.float32([[n in a.present for n in names]])
-            want = pipeline.fuse([f[a.id - first:a.id - first + 1] for f in features], mask)
+            want = pipeline.fuse([f[a.id - first : a.id - first + 1] for f in features], mask)
             np.testing.assert_allclose(a.logits, want, atol=1e-4, rtol=0)

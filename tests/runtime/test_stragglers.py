@@ -1,6 +1,7 @@
 """A worker persistently slower than the deadline allows is planned around (issue #18, item 3):
 central answers from the others at once, probes it every k-th request, and takes it back once
 its probes are fast again."""
+
 from __future__ import annotations
 
 import signal

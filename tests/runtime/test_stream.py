@@ -1,5 +1,6 @@
 """`cofc bench --stream` (issue #18, item 4): a pipelined stream's answers per second against what
 the slowest stage allows, as a user runs it."""
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ and spray such features for small request ids (central's ids counted from 1 befo
 randomised). They must receive no request and change no
 answer: the answers equal the local pipeline's on the same inputs, none degraded.
 """
+
 from __future__ import annotations
 
 import threading
@@ -34,15 +35,15 @@ class Attacker(threading.Thread):
         self.server_key, self.keys = manifest.central.public_key, keys
         self.identity, self.hello_as = identity, hello_as
         worker = {w.name: w for w in central_bundle.fusion.workers}["tx2"]
-        self.hello = Message("hello", 0, meta={"device": hello_as, "plan": central_bundle.plan_id,
-                                               "digest": worker.digest})
+        self.hello = Message(
+            "hello", 0, meta={"device": hello_as, "plan": central_bundle.plan_id, "digest": worker.digest}
+        )
         self.dim = {d.name: d.feature_dim for d in central_bundle.fusion.devices}["tx2"]
         self.requests = 0
         self.stop = threading.Event()
 
     def forged(self, rid: int) -> list:
-        return encode(Message("feature", rid, {"feature": np.full((1, self.dim), HUGE, np.float32)},
-                              {"t1_ms": 0.1}))
+        return encode(Message("feature", rid, {"feature": np.full((1, self.dim), HUGE, np.float32)}, {"t1_ms": 0.1}))
 
     def run(self) -> None:
         ctx = zmq.Context()

@@ -1,5 +1,6 @@
 """Wire format: round trip, zero-copy over real ZeroMQ, and ≥10,000 malformed frame sets rejected
 with a kind (never any other exception)."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def _mutate(frames: list[bytes], rng: random.Random) -> list[bytes]:
     elif choice == 3:
         head["arrays"][0]["dtype"] = rng.choice(["object", "float128", "<f4", 3, "V8"])
     elif choice == 4:
-        head["arrays"][0]["shape"] = rng.choice([[-1], [2 ** 40], "3", [1.5], [True], [1] * 9])
+        head["arrays"][0]["shape"] = rng.choice([[-1], [2**40], "3", [1.5], [True], [1] * 9])
     elif choice == 5:
         head["arrays"][0]["shape"] = [rng.randint(1, 9), rng.randint(1, 9)]
     elif choice == 6:
@@ -62,9 +63,9 @@ def _mutate(frames: list[bytes], rng: random.Random) -> list[bytes]:
     elif choice == 7:
         return frames[:1]
     elif choice == 8:
-        return [frames[0][:rng.randint(0, len(frames[0]) - 1)], *frames[1:]]
+        return [frames[0][: rng.randint(0, len(frames[0]) - 1)], *frames[1:]]
     elif choice == 9:
-        head["id"] = rng.choice([-1, 2 ** 70, "7", True, 1.5])
+        head["id"] = rng.choice([-1, 2**70, "7", True, 1.5])
     elif choice == 10:
         return [b" " * 5000, *frames[1:]]
     else:
@@ -85,13 +86,23 @@ def test_fuzz_rejects_every_malformed_frame_set_by_kind():
             kinds[exc.kind] = kinds.get(exc.kind, 0) + 1
     assert sum(kinds.values()) + accepted == 10_000
     assert sum(kinds.values()) > 9_000
-    assert {"bad-version", "bad-type", "bad-dtype", "bad-shape", "size-mismatch", "frame-count",
-            "bad-header", "oversized-header", "bad-id"} <= set(kinds)
+    assert {
+        "bad-version",
+        "bad-type",
+        "bad-dtype",
+        "bad-shape",
+        "size-mismatch",
+        "frame-count",
+        "bad-header",
+        "oversized-header",
+        "bad-id",
+    } <= set(kinds)
 
 
 def test_oversized_payload_is_refused_before_reading_it():
-    header = json.dumps({"v": 1, "type": "request", "id": 1,
-                         "arrays": [{"name": "x", "dtype": "float32", "shape": [1 << 20, 64]}]}).encode()
+    header = json.dumps(
+        {"v": 1, "type": "request", "id": 1, "arrays": [{"name": "x", "dtype": "float32", "shape": [1 << 20, 64]}]}
+    ).encode()
     with pytest.raises(WireError) as info:
         decode([header, b""])
     assert info.value.kind == "oversized"

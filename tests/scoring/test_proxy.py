@@ -1,4 +1,5 @@
 """The validation-loss proxy of eq. 7: a head refitted on sub-model features."""
+
 from __future__ import annotations
 
 import numpy as np

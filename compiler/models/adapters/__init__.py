@@ -3,6 +3,7 @@
 `FAMILIES` is the one list of families: the plan schema takes its choices from it. An adapter's
 module is imported on first use, so that a BERT plan never imports timm, a ViT plan never imports
 transformers, and reading a plan imports neither (nor torch)."""
+
 from __future__ import annotations
 
 import importlib

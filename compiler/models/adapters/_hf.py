@@ -4,6 +4,7 @@ are the same for every family, offline source resolution, `save_pretrained` clas
 
 A family reads classification folders when its adapter mixes in `HfFolderFamily` and is named
 in `FOLDER_FAMILIES` (the family name is the folder's config.json `model_type`)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,15 @@ class HfClassifier(nn.Module):
     FLOPs and latency depend on it, and a text model cannot know it from its weights alone. Both
     are attributes, not weights: a sub-model takes them from its teacher."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, seq_len: int, pooling: str = "mean",
-                 pre_classifier: bool = False, bias: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        seq_len: int,
+        pooling: str = "mean",
+        pre_classifier: bool = False,
+        bias: bool = True,
+    ):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
@@ -100,8 +108,7 @@ class HfAdapter(ModelAdapter):
         return tokenize(record, raw)
 
     def token_features(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
-        return model.backbone(input_ids=inputs["input_ids"],
-                              attention_mask=inputs["attention_mask"]).last_hidden_state
+        return model.backbone(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
 
     def pool(self, model: nn.Module, tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
         return pool_tokens(model.pooling, tokens, inputs)
@@ -112,9 +119,14 @@ class HfAdapter(ModelAdapter):
 
 def like_teacher(teacher: HfClassifier, backbone: nn.Module) -> HfClassifier:
     """A sub-model's wrapper: the teacher's head layout, pooling and request length."""
-    return HfClassifier(backbone, teacher.classifier.out_features, teacher.seq_len, teacher.pooling,
-                        pre_classifier=teacher.pre_classifier is not None,
-                        bias=teacher.classifier.bias is not None)
+    return HfClassifier(
+        backbone,
+        teacher.classifier.out_features,
+        teacher.seq_len,
+        teacher.pooling,
+        pre_classifier=teacher.pre_classifier is not None,
+        bias=teacher.classifier.bias is not None,
+    )
 
 
 # -- sources ------------------------------------------------------------------------------------
@@ -169,8 +181,7 @@ def build_classifier(backbone: nn.Module, record: dict[str, Any], pooling: str =
     state = record.get("state_dict") or {}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or (state and "source" not in record["arch"] and missing):
-        raise CofcError(f"teacher weights do not fit the model: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}")
+        raise CofcError(f"teacher weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model
 
 
@@ -210,6 +221,7 @@ class HfFolderFamily(ABC):
 @dataclass(frozen=True)
 class HfFolder:
     """What a classification folder's config.json says, checked before any weights load."""
+
     path: Path
     family: str  # = its model_type
     classes: tuple[str, ...]  # id2label, in id order
@@ -232,12 +244,15 @@ def read_folder(path: Path) -> HfFolder:
     family = config.get("model_type")
     if family not in FOLDER_FAMILIES:
         hint = " (a timm ViT is given as teacher.timm and teacher.weights)" if family == "vit" else ""
-        raise CofcError(f"{config_file}: model_type {family!r} is not one cofc reads "
-                        f"({', '.join(FOLDER_FAMILIES)}){hint}")
+        raise CofcError(
+            f"{config_file}: model_type {family!r} is not one cofc reads ({', '.join(FOLDER_FAMILIES)}){hint}"
+        )
     kinds = config.get("architectures") or []
     if kinds and not all(str(k).endswith("ForSequenceClassification") for k in kinds):
-        raise CofcError(f"{config_file}: architectures {kinds} is not a sequence-classification model "
-                        "(a backbone without a task head has no classes to compile)")
+        raise CofcError(
+            f"{config_file}: architectures {kinds} is not a sequence-classification model "
+            "(a backbone without a task head has no classes to compile)"
+        )
     return HfFolder(path, family, _classes(config_file, config), config)
 
 
@@ -253,8 +268,9 @@ def _classes(config_file: Path, config: dict[str, Any]) -> tuple[str, ...]:
     try:
         ids = sorted(int(k) for k in labels)
     except ValueError:
-        raise CofcError(f"{config_file}: id2label keys must be class ids 0, 1, ... "
-                        f"(got {sorted(labels)[:3]})") from None
+        raise CofcError(
+            f"{config_file}: id2label keys must be class ids 0, 1, ... (got {sorted(labels)[:3]})"
+        ) from None
     if ids != list(range(len(ids))):
         raise CofcError(f"{config_file}: id2label ids must be 0..{len(ids) - 1} (got {ids[:5]}...)")
     return tuple(str(labels[str(i)]) for i in ids)
@@ -266,8 +282,13 @@ def load_folder_classifier(family: HfFolderFamily, record: dict[str, Any]) -> Hf
     model_cls = getattr(importlib.import_module("transformers"), family.hf_class)
     try:
         with _quiet_transformers():  # mismatched shapes are reported below, by name
-            model, info = model_cls.from_pretrained(folder.path, local_files_only=True, dtype=torch.float32,
-                                                    output_loading_info=True, ignore_mismatched_sizes=True)
+            model, info = model_cls.from_pretrained(
+                folder.path,
+                local_files_only=True,
+                dtype=torch.float32,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            )
     except Exception as exc:  # no weights file, a corrupt one
         raise CofcError(f"{folder.path}: cannot load a {family.hf_class}: {_first_line(exc)}") from None
     problems = [f"missing {', '.join(sorted(info['missing_keys'])[:3])}"] if info.get("missing_keys") else []
@@ -276,12 +297,17 @@ def load_folder_classifier(family: HfFolderFamily, record: dict[str, Any]) -> Hf
     if problems:
         hint = ""
         if any("classifier" in p or "score" in p for p in problems):
-            hint = (" (config.json's id2label gives the classes)" if "id2label" in folder.config else
-                    f" (config.json has no id2label, so {len(folder.classes)} classes: add id2label)")
+            hint = (
+                " (config.json's id2label gives the classes)"
+                if "id2label" in folder.config
+                else f" (config.json has no id2label, so {len(folder.classes)} classes: add id2label)"
+            )
         raise CofcError(f"{folder.path}: weights do not fit a {family.hf_class}: {'; '.join(problems)}{hint}")
     if model.config.num_labels != len(folder.classes):
-        raise CofcError(f"{folder.path / 'config.json'}: id2label names {len(folder.classes)} classes, "
-                        f"the model has {model.config.num_labels}")
+        raise CofcError(
+            f"{folder.path / 'config.json'}: id2label names {len(folder.classes)} classes, "
+            f"the model has {model.config.num_labels}"
+        )
     limit = family.max_tokens(model.config)
     seq_len = record["preprocess"].get("max_length") or min(DEFAULT_MAX_LENGTH, limit)  # the plan's, or a default
     if seq_len > limit:
@@ -297,8 +323,7 @@ def _first_line(exc: Exception) -> str:
 
 # -- tokenizers ---------------------------------------------------------------------------------
 TOKENIZER_FILE = "tokenizer.json"  # what the device runtime reads (`tokenizers`, no transformers)
-VOCAB_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
-               "tokenizer.model")
+VOCAB_FILES = ("vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 _TOKENIZER_SIDE = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "config.json")
 
 
@@ -310,8 +335,9 @@ def folder_tokenizer(folder: Path) -> Path:
         return folder
     vocab = [name for name in VOCAB_FILES if (folder / name).is_file()]
     if not vocab:
-        raise CofcError(f"{folder}: no tokenizer: neither {TOKENIZER_FILE} nor vocabulary files "
-                        f"({', '.join(VOCAB_FILES[:3])}, ...)")
+        raise CofcError(
+            f"{folder}: no tokenizer: neither {TOKENIZER_FILE} nor vocabulary files ({', '.join(VOCAB_FILES[:3])}, ...)"
+        )
     digest = hashlib.sha256()
     for name in sorted(vocab + [n for n in _TOKENIZER_SIDE if (folder / n).is_file()]):
         digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
@@ -326,8 +352,9 @@ def folder_tokenizer(folder: Path) -> Path:
     except Exception as exc:
         raise CofcError(f"{folder}: cannot build a tokenizer from {', '.join(vocab)}: {_first_line(exc)}") from None
     if not getattr(tokenizer, "is_fast", False):
-        raise CofcError(f"{folder}: {', '.join(vocab)} give no fast tokenizer, so no {TOKENIZER_FILE} "
-                        "for the device runtime")
+        raise CofcError(
+            f"{folder}: {', '.join(vocab)} give no fast tokenizer, so no {TOKENIZER_FILE} for the device runtime"
+        )
     kept.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=kept.parent, prefix=".part-"))
     try:
@@ -353,15 +380,23 @@ def text_preprocess(tokenizer_source: str, max_length: int | None, pad_id: int |
     elif tokenizer.eos_token is not None:
         pad_token = tokenizer.eos_token
     else:
-        raise CofcError(f"{resolve_source(tokenizer_source)}: the tokenizer has no pad token, and the "
-                        "model names none (pad_token_id)")
-    return {"kind": "text", "tokenizer": tokenizer_source, "max_length": max_length,
-            "pad_token": pad_token, "pad_id": int(tokenizer.convert_tokens_to_ids(pad_token))}
+        raise CofcError(
+            f"{resolve_source(tokenizer_source)}: the tokenizer has no pad token, and the "
+            "model names none (pad_token_id)"
+        )
+    return {
+        "kind": "text",
+        "tokenizer": tokenizer_source,
+        "max_length": max_length,
+        "pad_token": pad_token,
+        "pad_id": int(tokenizer.convert_tokens_to_ids(pad_token)),
+    }
 
 
 @lru_cache(maxsize=8)
 def _tokenizer(source: str):
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(resolve_source(source), local_files_only=True)
 
 
@@ -393,8 +428,13 @@ def tokenize(record: dict[str, Any], texts: list[str]) -> Inputs:
     tokenizer = _tokenizer(tokenizer_source(record))
     tokenizer.padding_side = "right"
     tokenizer.pad_token = padding(record)[1]
-    enc = tokenizer(list(texts), padding="max_length", truncation=True,
-                    max_length=prep.get("max_length", DEFAULT_MAX_LENGTH), return_tensors="pt")
+    enc = tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=prep.get("max_length", DEFAULT_MAX_LENGTH),
+        return_tensors="pt",
+    )
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 

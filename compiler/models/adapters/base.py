@@ -7,6 +7,7 @@ task head), and where each parameter's axes live. The last is a table of
 into any sub-model with the same code. Names are matched exactly, never guessed: a parameter that
 no rule names is an error (transformers renames modules between versions).
 """
+
 from __future__ import annotations
 
 import re
@@ -111,8 +112,9 @@ class ModelAdapter(ABC):
                     index = _role_index(role, layer, slices, base)
                     value = value.index_select(axis, torch.as_tensor(index, dtype=torch.long))
             if value.shape != target.shape:
-                raise ValueError(f"{name}: sliced teacher shape {tuple(value.shape)} "
-                                 f"!= sub-model shape {tuple(target.shape)}")
+                raise ValueError(
+                    f"{name}: sliced teacher shape {tuple(value.shape)} != sub-model shape {tuple(target.shape)}"
+                )
             target.copy_(value)
 
 

@@ -7,6 +7,7 @@ feature is the first token's final state (pooling "first"), and the pooler's den
 first part of the task head (`pre_classifier`), with the classifier after it: the pooler is not
 linear, so it must run after the central device fuses the features, not on each device. The full
 sub-model therefore runs exactly the folder model's computation, and reproduces its logits."""
+
 from __future__ import annotations
 
 import copy
@@ -57,11 +58,16 @@ class BertAdapter(HfAdapter, HfFolderFamily):
     def spec(self, model: nn.Module) -> TransformerSpec:
         cfg = model.backbone.config
         return TransformerSpec(
-            layers=cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
-            mlp=cfg.intermediate_size, head_dim=cfg.hidden_size // cfg.num_attention_heads,
-            tokens=model.seq_len, classes=model.classifier.out_features,
+            layers=cfg.num_hidden_layers,
+            dim=cfg.hidden_size,
+            heads=cfg.num_attention_heads,
+            mlp=cfg.intermediate_size,
+            head_dim=cfg.hidden_size // cfg.num_attention_heads,
+            tokens=model.seq_len,
+            classes=model.classifier.out_features,
             embed_params_per_dim=embedding_params_per_dim(model.backbone.embeddings, cfg.hidden_size),
-            norm_params_per_dim=0)
+            norm_params_per_dim=0,
+        )
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         cfg = copy.deepcopy(teacher.backbone.config)
@@ -72,7 +78,7 @@ class BertAdapter(HfAdapter, HfFolderFamily):
         for layer, heads, width in zip(backbone.encoder.layer, sub.heads, sub.mlp, strict=True):
             attn = layer.attention.self
             attn.num_attention_heads, attn.attention_head_size = heads, head_dim
-            attn.all_head_size, attn.scaling = heads * head_dim, head_dim ** -0.5
+            attn.all_head_size, attn.scaling = heads * head_dim, head_dim**-0.5
             for name in ("query", "key", "value"):
                 setattr(attn, name, new_linear(sub.dim, attn.all_head_size, getattr(like.attention.self, name)))
             layer.attention.output.dense = new_linear(attn.all_head_size, sub.dim, like.attention.output.dense)

@@ -8,6 +8,7 @@ the last non-pad token whenever a text holds no pad token itself) and `score` is
 so the full sub-model reproduces the folder model's logits. No pretrained GPT2 exists offline
 here: other GPT2 teachers are built from a config with random weights (export, profiling and
 runtime tests) and tokenised with the record's tokenizer source."""
+
 from __future__ import annotations
 
 import copy
@@ -51,8 +52,9 @@ class Gpt2Adapter(HfAdapter, HfFolderFamily):
 
     def from_hf(self, model: nn.Module, seq_len: int) -> HfClassifier:
         """GPT2ForSequenceClassification: `score` on the last non-pad token."""
-        wrapped = HfClassifier(model.transformer, model.config.num_labels, seq_len, "last",
-                               bias=model.score.bias is not None)
+        wrapped = HfClassifier(
+            model.transformer, model.config.num_labels, seq_len, "last", bias=model.score.bias is not None
+        )
         wrapped.classifier = model.score
         return wrapped
 
@@ -63,9 +65,16 @@ class Gpt2Adapter(HfAdapter, HfFolderFamily):
         cfg, d = model.backbone.config, model.backbone.config.n_embd
         embeddings = nn.ModuleList([model.backbone.wte, model.backbone.wpe])
         return TransformerSpec(
-            layers=cfg.n_layer, dim=d, heads=cfg.n_head, mlp=cfg.n_inner or 4 * d,
-            head_dim=d // cfg.n_head, tokens=model.seq_len, classes=model.classifier.out_features,
-            embed_params_per_dim=embedding_params_per_dim(embeddings, d), norm_params_per_dim=2)
+            layers=cfg.n_layer,
+            dim=d,
+            heads=cfg.n_head,
+            mlp=cfg.n_inner or 4 * d,
+            head_dim=d // cfg.n_head,
+            tokens=model.seq_len,
+            classes=model.classifier.out_features,
+            embed_params_per_dim=embedding_params_per_dim(embeddings, d),
+            norm_params_per_dim=2,
+        )
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         cfg = copy.deepcopy(teacher.backbone.config)
@@ -76,7 +85,7 @@ class Gpt2Adapter(HfAdapter, HfFolderFamily):
             attn = block.attn
             attn.num_heads, attn.head_dim, attn.split_size = heads, head_dim, heads * head_dim
             if cfg.scale_attn_weights:
-                attn.scaling = head_dim ** -0.5 / (attn.layer_idx + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
+                attn.scaling = head_dim**-0.5 / (attn.layer_idx + 1 if cfg.scale_attn_by_inverse_layer_idx else 1)
             attn.c_attn = Conv1D(3 * attn.split_size, sub.dim)
             attn.c_proj = Conv1D(sub.dim, attn.split_size)
             block.mlp.c_fc = Conv1D(width, sub.dim)

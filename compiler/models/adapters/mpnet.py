@@ -35,6 +35,7 @@ dense + tanh is the head's first part (`pre_classifier`, not linear, so it runs 
 the central device) and out_proj its classifier: the full sub-model reproduces the folder model's
 logits.
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,12 +82,19 @@ class PerLayerBiasEncoder(nn.Module):
         """(S, S) bucket of each query-key distance, as MPNetEncoder.compute_position_bias."""
         n = hidden_states.size(1)
         positions = torch.arange(n, dtype=torch.long, device=hidden_states.device)
-        return MPNetEncoder.relative_position_bucket(positions[None, :] - positions[:, None],
-                                                     num_buckets=self.num_buckets)
+        return MPNetEncoder.relative_position_bucket(
+            positions[None, :] - positions[:, None], num_buckets=self.num_buckets
+        )
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                return_dict: bool = False, **kwargs: Any):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = False,
+        **kwargs: Any,
+    ):
         buckets = self.buckets(hidden_states)
         states, attentions = (), ()
         for layer in self.layer:
@@ -102,8 +110,9 @@ class PerLayerBiasEncoder(nn.Module):
             states += (hidden_states,)
         if not return_dict:
             return tuple(v for v in (hidden_states, states or None, attentions or None) if v is not None)
-        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=states or None,
-                               attentions=attentions or None)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=states or None, attentions=attentions or None
+        )
 
 
 class MpnetAdapter(HfAdapter, HfFolderFamily):
@@ -141,11 +150,16 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
         `spec.parameters`: it has no per-head term, and they are 0.004% of a base model."""
         cfg = model.backbone.config
         return TransformerSpec(
-            layers=cfg.num_hidden_layers, dim=cfg.hidden_size, heads=cfg.num_attention_heads,
-            mlp=cfg.intermediate_size, head_dim=cfg.hidden_size // cfg.num_attention_heads,
-            tokens=model.seq_len, classes=model.classifier.out_features,
+            layers=cfg.num_hidden_layers,
+            dim=cfg.hidden_size,
+            heads=cfg.num_attention_heads,
+            mlp=cfg.intermediate_size,
+            head_dim=cfg.hidden_size // cfg.num_attention_heads,
+            tokens=model.seq_len,
+            classes=model.classifier.out_features,
             embed_params_per_dim=embedding_params_per_dim(model.backbone.embeddings, cfg.hidden_size),
-            norm_params_per_dim=0)
+            norm_params_per_dim=0,
+        )
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         cfg = copy.deepcopy(teacher.backbone.config)
@@ -181,8 +195,10 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
             target = layer.get_submodule(BIAS_TABLE).weight
             value = shared[:, list(heads)]
             if value.shape != target.shape:
-                raise ValueError(f"layer {k} bias table: sliced teacher shape {tuple(value.shape)} "
-                                 f"!= sub-model shape {tuple(target.shape)}")
+                raise ValueError(
+                    f"layer {k} bias table: sliced teacher shape {tuple(value.shape)} "
+                    f"!= sub-model shape {tuple(target.shape)}"
+                )
             target.copy_(value)
 
 

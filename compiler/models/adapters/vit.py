@@ -6,6 +6,7 @@ name with a checkpoint file fine-tuned elsewhere (`.pth`/`.pt`/`.bin` state dict
 `.safetensors`). The last two take image size and normalisation from timm's config of that name,
 which timm knows offline; the plan may set either. Pooling and head are timm's own (class token
 or average, then fc_norm and head), so every ViT teacher's device feature is `model.pool`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,25 +63,30 @@ class VitAdapter(ModelAdapter):
         d = model.embed_dim
         embed_params = sum(p.numel() for p in model.patch_embed.parameters())
         embed_params += model.pos_embed.numel() + sum(
-            t.numel() for t in (model.cls_token, model.reg_token) if t is not None)
+            t.numel() for t in (model.cls_token, model.reg_token) if t is not None
+        )
         norm_params = sum(p.numel() for m in (model.norm, model.fc_norm) for p in m.parameters())
         return TransformerSpec(
-            layers=len(blocks), dim=d, heads=heads.pop(), mlp=widths.pop(),
+            layers=len(blocks),
+            dim=d,
+            heads=heads.pop(),
+            mlp=widths.pop(),
             head_dim=blocks[0].attn.head_dim,
             tokens=model.patch_embed.num_patches + model.num_prefix_tokens,
             classes=model.num_classes,
             embed_in=model.patch_embed.proj.weight[0].numel(),
-            embed_params_per_dim=embed_params // d, norm_params_per_dim=norm_params // d)
+            embed_params_per_dim=embed_params // d,
+            norm_params_per_dim=norm_params // d,
+        )
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         head_dim = teacher.blocks[0].attn.head_dim
-        model = VisionTransformer(embed_dim=sub.dim, depth=sub.layers, num_heads=1, mlp_ratio=1.0,
-                                  **_arch(teacher))
+        model = VisionTransformer(embed_dim=sub.dim, depth=sub.layers, num_heads=1, mlp_ratio=1.0, **_arch(teacher))
         like = teacher.blocks[0]  # every teacher block has the same layer types (bias, dtype)
         for block, heads, width in zip(model.blocks, sub.heads, sub.mlp, strict=True):
             attn = block.attn
             attn.num_heads, attn.head_dim, attn.attn_dim = heads, head_dim, heads * head_dim
-            attn.scale = head_dim ** -0.5
+            attn.scale = head_dim**-0.5
             attn.qkv = new_linear(sub.dim, 3 * attn.attn_dim, like.attn.qkv)
             attn.proj = new_linear(attn.attn_dim, sub.dim, like.attn.proj)
             block.mlp.fc1 = new_linear(sub.dim, width, like.mlp.fc1)
@@ -113,8 +119,9 @@ def _pretrained(record: dict[str, Any]) -> nn.Module:
 
     arch = record["arch"]
     try:
-        model = timm.create_model(arch["source"], pretrained=True, num_classes=arch["num_classes"],
-                                  img_size=arch["img_size"])
+        model = timm.create_model(
+            arch["source"], pretrained=True, num_classes=arch["num_classes"], img_size=arch["img_size"]
+        )
     except Exception as exc:  # unknown name, or weights not in the local cache (no network here)
         raise CofcError(f"cannot load timm model {arch['source']!r}: {exc}") from None
     if not isinstance(model, VisionTransformer):
@@ -150,8 +157,10 @@ def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
     except Exception as exc:
         raise CofcError(f"cannot build timm model {name!r}: {exc}") from None
     if not isinstance(model, VisionTransformer) or isinstance(model, VisionTransformerDistilled):
-        raise CofcError(f"timm model {name!r} is a {type(model).__name__}; cofc splits plain "
-                        "VisionTransformers (ViT, DeiT without a distillation head)")
+        raise CofcError(
+            f"timm model {name!r} is a {type(model).__name__}; cofc splits plain "
+            "VisionTransformers (ViT, DeiT without a distillation head)"
+        )
     _load_exactly(model, state, path, name)
     cfg = model.pretrained_cfg
     channels = model.patch_embed.proj.in_channels
@@ -175,6 +184,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CofcError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         try:
             state: Any = load_file(str(path))
         except Exception as exc:
@@ -225,10 +235,15 @@ def _load_exactly(model: VisionTransformer, state: dict[str, torch.Tensor], path
 def _arch(model: VisionTransformer) -> dict[str, Any]:
     """The constructor arguments, other than size, that make a model of the teacher's kind."""
     return dict(
-        img_size=model.patch_embed.img_size, patch_size=model.patch_embed.patch_size,
-        in_chans=model.patch_embed.proj.in_channels, num_classes=model.num_classes,
-        global_pool=model.global_pool, class_token=model.has_class_token,
-        reg_tokens=model.num_reg_tokens, no_embed_class=model.no_embed_class,
+        img_size=model.patch_embed.img_size,
+        patch_size=model.patch_embed.patch_size,
+        in_chans=model.patch_embed.proj.in_channels,
+        num_classes=model.num_classes,
+        global_pool=model.global_pool,
+        class_token=model.has_class_token,
+        reg_tokens=model.num_reg_tokens,
+        no_embed_class=model.no_embed_class,
         qkv_bias=model.blocks[0].attn.qkv.bias is not None,
         fc_norm=not isinstance(model.fc_norm, nn.Identity),
-        final_norm=not (isinstance(model.fc_norm, nn.Identity) and isinstance(model.norm, nn.Identity)))
+        final_norm=not (isinstance(model.fc_norm, nn.Identity) and isinstance(model.norm, nn.Identity)),
+    )

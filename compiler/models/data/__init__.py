@@ -3,6 +3,7 @@
 
 Torch-free (numpy, and Pillow for images): the teacher's side is an `Expects`, built from a loaded
 teacher (`Teacher.expects`) or, on the device side, from a bundle's manifest."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -27,15 +28,18 @@ def load_data(plan: DatasetPlan, expects: Expects) -> Dataset:
     if plan.image_folder is not None:
         return read_image_folder(plan.image_folder, expects, plan.held_out)
     if plan.text_file is not None:
-        return read_text_files(plan.text_file, plan.test_file, plan.text_column, plan.label_column,
-                               expects, plan.held_out)
+        return read_text_files(
+            plan.text_file, plan.test_file, plan.text_column, plan.label_column, expects, plan.held_out
+        )
     data = load_dataset(plan.name)
     if data.kind == "image" and expects.image is not None:
         image = expects.image
         want = image.size if image.channels == 1 else (image.channels, *image.size)
         if data.train.inputs.shape[1:] != want:
-            raise DataError(f"{plan.name}: images are {'x'.join(map(str, data.train.inputs.shape[1:]))}; "
-                            f"the teacher takes {'x'.join(map(str, want))}")
+            raise DataError(
+                f"{plan.name}: images are {'x'.join(map(str, data.train.inputs.shape[1:]))}; "
+                f"the teacher takes {'x'.join(map(str, want))}"
+            )
     return in_teacher_order(data, expects)
 
 

@@ -1,5 +1,6 @@
 """What a teacher takes, as the data loaders need to know it (torch-free, so that the runtime side
 and `cofc bench` can build it from a bundle manifest as well as from a loaded teacher)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ class Expects:
     names mean something (`named`); a head without names (0, 1, ... or LABEL_0, LABEL_1, ...)
     takes integer labels as class indices, and other labels in sorted order, as torchvision's
     ImageFolder numbers its class folders."""
+
     kind: str  # "image" or "text"
     classes: tuple[str, ...]
     image: ImageInput | None = None  # for kind "image"

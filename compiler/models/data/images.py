@@ -1,6 +1,7 @@
 """Image folders in torchvision's ImageFolder layout (ROOT/train/<class>/*.png, ROOT/test/<class>/...)
 as uint8 arrays at the teacher's input size, each file decoded by the runtime's `load_image`, the
 same function a device uses on the image files it is asked about."""
+
 from __future__ import annotations
 
 from pathlib import Path

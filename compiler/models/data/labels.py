@@ -1,4 +1,5 @@
 """Label names in a user's files -> the teacher's class indices (the rule is `Expects`' docstring)."""
+
 from __future__ import annotations
 
 from collections.abc import Collection

@@ -1,4 +1,5 @@
 """Labelled texts from CSV, TSV or JSONL files with named text and label columns (UTF-8)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def classes_in_files(paths: list[Path], text_column: str, label_column: str) -> 
     return tuple(sorted(labels))
 
 
-def read_text_files(train: Path, test: Path | None, text_column: str, label_column: str,
-                    expects: Expects, held_out: float) -> Dataset:
+def read_text_files(
+    train: Path, test: Path | None, text_column: str, label_column: str, expects: Expects, held_out: float
+) -> Dataset:
     """A train file, and a test file or a seeded `held_out` fraction of the train file."""
     if expects.kind != "text":
         raise DataError(f"{train}: a text file, but the teacher takes {expects.kind}s")
@@ -34,8 +36,7 @@ def read_text_files(train: Path, test: Path | None, text_column: str, label_colu
     except UnknownLabel as exc:
         rows = next(r for r in files if exc.label in r.labels)
         raise DataError(f"{rows.path} line {rows.lines[rows.labels.index(exc.label)]}: {exc}") from None
-    splits = [Split(rows.texts, np.array([index[label] for label in rows.labels], dtype=np.int64))
-              for rows in files]
+    splits = [Split(rows.texts, np.array([index[label] for label in rows.labels], dtype=np.int64)) for rows in files]
     if test is None:
         if len(splits[0]) < 2:
             raise DataError(f"{train}: too few rows to hold out a test split")
