@@ -57,7 +57,8 @@ def to_json(value: Any) -> Any:
 
 def from_json(cls: type[T], data: Any) -> T:
     """An instance of the dataclass `cls` from JSON data; SchemaError for anything that does not fit."""
-    return _decode(cls, data, "")
+    decoded: T = _decode(cls, data, "")
+    return decoded
 
 
 def _join(path: str, name: str) -> str:
@@ -100,12 +101,12 @@ def _decode(hint: Any, data: Any, path: str) -> Any:
             return Path(data) if hint is Path else hint.parse(data)
         except ValueError as exc:
             raise SchemaError(path, str(exc)) from None
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _decode_dataclass(hint, data, path)
     return _decode_scalar(hint, data, path)
 
 
-def _decode_union(args: tuple, data: Any, path: str) -> Any:
+def _decode_union(args: tuple[Any, ...], data: Any, path: str) -> Any:
     options = [a for a in args if a is not type(None)]
     if data is None and len(options) < len(args):
         return None

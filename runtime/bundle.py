@@ -23,7 +23,17 @@ from pathlib import Path
 
 from cofc.runtime._files import sha256_file
 from cofc.runtime.keys import KeyPair
-from cofc.runtime.manifest import DIGEST, MANIFEST, BundleError, Fusion, Manifest, Role, read_manifest
+from cofc.runtime.manifest import (
+    DIGEST,
+    MANIFEST,
+    BundleError,
+    Fusion,
+    Manifest,
+    Preprocess,
+    Role,
+    TextPreprocess,
+    read_manifest,
+)
 
 ENGINES = "engines"
 
@@ -117,9 +127,9 @@ def describe(bundle: Bundle) -> str:
     return "\n".join(lines)
 
 
-def _reads(prep) -> str:
+def _reads(prep: Preprocess) -> str:
     """How the device turns raw inputs into its graph inputs (manifest `preprocess`)."""
-    if prep.kind == "text":
+    if isinstance(prep, TextPreprocess):
         return (
             f"UTF-8 texts, {prep.tokenizer_file}, padded or cut to {prep.max_length} tokens "
             f"with {prep.pad_token} ({prep.pad_id})"

@@ -197,7 +197,7 @@ class Central(Closing):
         return text in self.worker_keys or text in self.client_keys
 
     def _peer_key(self, frame: zmq.Frame) -> str | None:
-        return None if self.insecure else frame.get("User-Id")
+        return None if self.insecure else str(frame.get("User-Id"))  # a str metadata property
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self, stop: threading.Event | None = None) -> None:
@@ -235,7 +235,7 @@ class Central(Closing):
                 auth.stop()
             ctx.term()
 
-    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+    def _dispatch(self, sock: zmq.Socket[bytes], frames: list[zmq.Frame]) -> None:
         identity, body = frames[0].bytes, frames[1:]
         try:
             msg = decode(body)
@@ -253,10 +253,10 @@ class Central(Closing):
         else:
             self.rejected.add("unexpected-type", msg.type)
 
-    def _hello(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+    def _hello(self, sock: zmq.Socket[bytes], identity: bytes, key: str | None, msg: Message) -> None:
         name = msg.meta.get("device")
-        reason = None
-        if name not in self.workers:
+        reason = ""
+        if not isinstance(name, str) or name not in self.workers:
             reason = f"device {name!r} is not a worker of plan {self.bundle.plan_id}"
         elif key is not None and self.worker_keys.get(key) != name:
             reason = f"{name!r} spoke with another device's key"
@@ -264,7 +264,7 @@ class Central(Closing):
             reason = f"bundle of plan {msg.meta.get('plan')!r}, central runs plan {self.bundle.plan_id}"
         elif msg.meta.get("digest") != self.worker_digests.get(name):
             reason = f"{name!r} runs a bundle this plan did not build (digest mismatch)"
-        if reason:
+        if reason or not isinstance(name, str):
             self.rejected.add("refused-worker", reason)
             sock.send_multipart([identity, *encode(Message("refuse", 0, meta={"reason": reason}))], copy=False)
             return
@@ -282,7 +282,7 @@ class Central(Closing):
         now = time.monotonic()
         return {n for n, t in self.last_seen.items() if now - t < ALIVE_S}
 
-    def _infer(self, sock: zmq.Socket, client: bytes, msg: Message) -> None:
+    def _infer(self, sock: zmq.Socket[bytes], client: bytes, msg: Message) -> None:
         clock = DeviceClock(self.cpu_share)
         try:
             with clock.step():
@@ -321,7 +321,7 @@ class Central(Closing):
         name = self.worker_keys.get(key)
         return name if name is not None and self.route.get(name) == identity else None
 
-    def _feature(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+    def _feature(self, sock: zmq.Socket[bytes], identity: bytes, key: str | None, msg: Message) -> None:
         if key is not None and key not in self.worker_keys:
             return self.rejected.add("not-a-worker", "a feature sent with a client key")
         name = self._worker_of(identity, key)
@@ -358,7 +358,7 @@ class Central(Closing):
         self.stragglers.observe(name, (time.monotonic() - probe[1]) * 1e3, self._may_exclude())
         return True
 
-    def _expire(self, sock: zmq.Socket) -> None:
+    def _expire(self, sock: zmq.Socket[bytes]) -> None:
         now = time.monotonic()
         for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
             self._finish(sock, rid)
@@ -374,13 +374,13 @@ class Central(Closing):
         waited = [n for n, s in self.stragglers.state.items() if not s.excluded]
         return len(waited) >= self.min_devices
 
-    def _finish(self, sock: zmq.Socket, rid: int) -> None:
+    def _finish(self, sock: zmq.Socket[bytes], rid: int) -> None:
         p = self.pending.pop(rid)
         for name in p.waiting:  # missed the deadline
             self.stragglers.observe(name, float("inf"), self._may_exclude())
         present = [n for n in self.names if n in p.features]
         missing = [n for n in self.names if n not in p.features]
-        timings = {"t1_ms": p.t1, "t2_ms": p.t2}
+        timings: dict[str, dict[str, float] | float] = {"t1_ms": p.t1, "t2_ms": p.t2}
         if len(present) < self.min_devices:
             return self._answer_error(
                 sock, p.client, p.client_id, "too-few-devices", f"only {present} answered before the deadline"
@@ -400,7 +400,7 @@ class Central(Closing):
         sock.send_multipart([p.client, *encode(Message("answer", p.client_id, {"logits": logits}, meta))], copy=False)
         self.answered += 1
 
-    def _answer_error(self, sock: zmq.Socket, client: bytes, client_id: int, kind: str, detail: str) -> None:
+    def _answer_error(self, sock: zmq.Socket[bytes], client: bytes, client_id: int, kind: str, detail: str) -> None:
         self.rejected.add(kind, detail)
         sock.send_multipart(
             [client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))], copy=False

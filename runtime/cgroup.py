@@ -41,7 +41,7 @@ class CpuLimit:
     def __post_init__(self) -> None:
         if not 0 < self.share <= (1 if self.paced else 64):
             raise CofcError(f"cpu share {self.share} must be above 0 and at most 1 when paced (1.0 is one full core)")
-        if not self.paced and not 1_000 <= self.period_us <= 1_000_000:
+        if self.period_us is not None and not 1_000 <= self.period_us <= 1_000_000:
             raise CofcError(f"cpu period {self.period_us} us must be between 1 ms and 1 s")
 
     @property
@@ -86,9 +86,11 @@ class CpuGroup:
     def __init__(self, limit: CpuLimit, name: str):
         if limit.paced:
             raise CofcError("a paced cpu limit has no cgroup quota; open the backend with its share")
+        period = limit.period_us
+        assert period is not None  # not paced
         self.root, version = _layout()
         self.path = self.root / name
-        period, quota = limit.period_us, int(limit.share * limit.period_us)
+        quota = int(limit.share * period)
         try:
             self.path.mkdir(exist_ok=True)
             if version == "v1":
@@ -116,7 +118,7 @@ class CpuGroup:
             self.path.rmdir()
 
 
-def held_to(limit: CpuLimit | None) -> contextlib.AbstractContextManager:
+def held_to(limit: CpuLimit | None) -> contextlib.AbstractContextManager[Path | None]:
     """The body under `limit`'s cgroup quota; nothing to hold where it is paced, or None."""
     return cpu_quota(limit) if limit is not None and not limit.paced else contextlib.nullcontext()
 

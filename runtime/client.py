@@ -14,6 +14,7 @@ import itertools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import zmq
@@ -38,7 +39,7 @@ class Answer:
     present: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     degraded: bool = False
-    timings: dict = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why central did not wait for it
     tries: int = 1  # how many times the client sent it
@@ -82,15 +83,20 @@ class Client(Closing):
 
     @classmethod
     def for_bundle(
-        cls, bundle: Bundle, endpoint: Endpoint | None = None, insecure: bool = False, **options: float
+        cls,
+        bundle: Bundle,
+        endpoint: Endpoint | None = None,
+        insecure: bool = False,
+        retry_s: float = RETRY_S,
+        total_timeout_s: float = TOTAL_TIMEOUT_S,
     ) -> Client:
         """A client on the central device (by default at its bundle's port on 127.0.0.1), with the
         client key its bundle carries."""
         central = bundle.manifest.central
         endpoint = endpoint or central.endpoint.on("127.0.0.1")
         if insecure:
-            return cls(endpoint, **options)
-        return cls(endpoint, central.public_key, bundle.client_keys(), **options)
+            return cls(endpoint, retry_s=retry_s, total_timeout_s=total_timeout_s)
+        return cls(endpoint, central.public_key, bundle.client_keys(), retry_s, total_timeout_s)
 
     # -- sending -------------------------------------------------------------------------------
     def submit(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> int:
@@ -184,14 +190,17 @@ class Client(Closing):
             self.dropped += 1
             return None
         meta = msg.meta
+        logits, error = msg.arrays.get("logits"), meta.get("error")
+        if logits is None and error is None:  # so that every answer without an error has its logits
+            error = "malformed answer: neither logits nor an error"
         return Answer(
             msg.id,
-            msg.arrays.get("logits"),
+            logits,
             meta.get("present", []),
             meta.get("missing", []),
             meta.get("degraded", False),
             meta.get("timings", {}),
-            meta.get("error"),
+            error,
             meta.get("excluded", {}),
             request.tries,
         )

@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cofc.errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 RESAMPLING = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")  # Pillow's filters
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -49,8 +53,8 @@ def load_image(path: Path, image: ImageInput) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if image.channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            img = opened.convert("L" if image.channels == 1 else "RGB")
     except Exception as exc:  # not an image, truncated, a decompression bomb: name the file
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: not a readable image ({why})") from None
@@ -58,7 +62,7 @@ def load_image(path: Path, image: ImageInput) -> np.ndarray:
     return array if image.channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def fit(img, image: ImageInput):
+def fit(img: PILImage, image: ImageInput) -> PILImage:
     """timm's evaluation resize and centre crop, on a Pillow image (torchvision's arithmetic:
     the shorter side to floor(side / crop_pct), the longer side in proportion, truncated; then
     the centre, its offsets rounded)."""

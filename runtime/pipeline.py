@@ -50,7 +50,7 @@ class LocalPipeline(Closing):
         """Release every backend (idempotent)."""
         self._backends.close()
 
-    def features(self, raw) -> list[np.ndarray]:
+    def features(self, raw: np.ndarray | Sequence[str]) -> list[np.ndarray]:
         inputs = self.preprocess(raw)
         return [next(iter(b.run({k: inputs[k] for k in (i.name for i in b.inputs)}).values())) for b in self.backbones]
 
@@ -67,7 +67,7 @@ class LocalPipeline(Closing):
             )
         )
 
-    def __call__(self, raw, mask: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, raw: np.ndarray | Sequence[str], mask: np.ndarray | None = None) -> np.ndarray:
         feats = self.features(raw)
         if mask is None:
             mask = np.ones((len(feats[0]), len(feats)), dtype=np.float32)

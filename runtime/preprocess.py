@@ -19,7 +19,7 @@ import numpy as np
 from cofc.errors import DataError
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.images import IMAGE_SUFFIXES, image_files, load_image
-from cofc.runtime.manifest import ImagePreprocess, Preprocess
+from cofc.runtime.manifest import ImagePreprocess, Preprocess, TextPreprocess
 from cofc.runtime.texts import read_texts
 from cofc.runtime.wire import WireError
 
@@ -46,6 +46,16 @@ class Preprocessor:
             self.tokenizer.enable_truncation(max_length=spec.max_length)
             self.tokenizer.enable_padding(length=spec.max_length, pad_id=spec.pad_id, pad_token=spec.pad_token)
 
+    @property
+    def _image(self) -> ImagePreprocess:
+        assert isinstance(self.spec, ImagePreprocess), "an image step on a text preprocessor"
+        return self.spec
+
+    @property
+    def _text(self) -> TextPreprocess:
+        assert isinstance(self.spec, TextPreprocess), "a text step on an image preprocessor"
+        return self.spec
+
     @classmethod
     def for_bundle(cls, bundle: Bundle) -> Preprocessor:
         return cls(bundle.manifest.preprocess, bundle.path)
@@ -60,7 +70,7 @@ class Preprocessor:
         image = self.spec.image
         if path.suffix == ".npy":
             try:
-                arrays = np.load(path, allow_pickle=False)
+                arrays: np.ndarray = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise DataError(f"{path}: not a readable .npy file ({exc})") from None
             if arrays.dtype != np.uint8 or arrays.shape[1:] != image.shape:
@@ -99,14 +109,14 @@ class Preprocessor:
         if self.tokenizer.pre_tokenizer is None:  # no word splitting: a cut may change any token
             return self.tokenizer.encode_batch(texts)
         encodings: list[Encoding | None] = [None] * len(texts)
-        todo, limit = list(range(len(texts))), HEAD_CHARS_PER_TOKEN * self.spec.max_length
+        todo, limit = list(range(len(texts))), HEAD_CHARS_PER_TOKEN * self._text.max_length
         while todo:
             heads = [texts[i][:limit] for i in todo]
             for i, head, enc in zip(todo, heads, self.tokenizer.encode_batch(heads), strict=True):
                 if len(head) == len(texts[i]) or _head_holds_every_kept_token(head, enc):
                     encodings[i] = enc
             todo, limit = [i for i in todo if encodings[i] is None], 2 * limit
-        return encodings
+        return [e for e in encodings if e is not None]  # every one, once `todo` is empty
 
     # -- on the wire ---------------------------------------------------------------------------
     def pack(self, raw: np.ndarray | Sequence[str]) -> dict[str, np.ndarray]:
@@ -140,8 +150,8 @@ class Preprocessor:
             image = arrays.get("image")
             if image is None or image.dtype != np.uint8 or image.ndim not in (3, 4):
                 raise WireError("bad-input", "expected uint8 images")
-            if image.shape[1:] != self.spec.image.shape:
-                raise WireError("bad-input", f"image shape {image.shape[1:]}, expected {self.spec.image.shape}")
+            if image.shape[1:] != self._image.image.shape:
+                raise WireError("bad-input", f"image shape {image.shape[1:]}, expected {self._image.image.shape}")
             return self(image)
         data, lengths = arrays.get("utf8"), arrays.get("lengths")
         if (
@@ -175,13 +185,13 @@ class Preprocessor:
             or counts.ndim != 1
             or len(counts) == 0
             or (counts < 1).any()
-            or (counts > self.spec.max_length).any()
+            or (counts > self._text.max_length).any()
             or int(counts.sum()) != len(ids)
         ):
-            raise WireError("bad-input", f"expected token ids and counts of 1 to {self.spec.max_length}")
+            raise WireError("bad-input", f"expected token ids and counts of 1 to {self._text.max_length}")
         if len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < self.tokenizer.get_vocab_size():
             raise WireError("bad-input", "token ids beyond the vocabulary")
-        return _padded(ids, counts, self.spec.max_length, self.spec.pad_id)
+        return _padded(ids, counts, self._text.max_length, self._text.pad_id)
 
 
 def _padded(ids: np.ndarray, counts: np.ndarray, length: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -211,5 +221,7 @@ def packed_request_bytes(
     """Bytes of one request central relays to a worker: the pixels, or the planned length of
     token ids (`token_id_dtype` of the vocabulary) plus its count. The evaluator's t2 counts these."""
     if kind == "image":
+        if image_shape is None:
+            raise ValueError("an image request's size needs the image shape")
         return int(np.prod(image_shape))
     return np.dtype(token_id_dtype(vocab_size)).itemsize * max_length + 8

@@ -85,6 +85,7 @@ def _answer(central: Central, raw: np.ndarray | list[str], insecure: bool) -> No
                 if answer.error:
                     row["error"] = answer.error
                 else:
+                    assert answer.logits is not None  # Client gives every answer without an error its logits
                     k = int(answer.logits[0].argmax())
                     row.update(prediction=k, label=classes[k] if classes else str(k), logits=answer.logits[0].tolist())
                 sys.stdout.write(json.dumps(row) + "\n")

@@ -116,6 +116,9 @@ def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
 
 
 def _add(rows: Rows, text: str, label: str | None, line: int, label_column: str | None) -> None:
-    if label_column and not label.strip():
+    if label_column is None:
+        rows.add(text, None, line)
+        return
+    if label is None or not label.strip():
         raise DataError(f"{rows.path} line {line}: empty {label_column!r}")
-    rows.add(text, label.strip() if label_column else None, line)
+    rows.add(text, label.strip(), line)

@@ -50,7 +50,7 @@ def encode(message: Message) -> list[Any]:
         "arrays": [{"name": n, "dtype": a.dtype.name, "shape": list(a.shape)} for n, a in arrays],
         **message.meta,
     }
-    return [json.dumps(header, separators=(",", ":")).encode(), *(memoryview(a).cast("B") for _, a in arrays)]
+    return [json.dumps(header, separators=(",", ":")).encode(), *(a.data.cast("B") for _, a in arrays)]
 
 
 def _as_bytes(frame: Any) -> memoryview:
@@ -123,7 +123,7 @@ def match_inputs(arrays: dict[str, np.ndarray], specs: Sequence[Any]) -> dict[st
     return feeds
 
 
-class Rejections(dict):
+class Rejections(dict[str, int]):
     """Rejected messages counted per kind; the first of each kind is logged, the rest only counted,
     so a flood of bad frames neither kills a node nor floods its log."""
 

@@ -125,7 +125,7 @@ class Worker(Closing):
             return None
         return arrival(sent, sum(len(f) for f in frames), self.link_mbps)
 
-    def _answer(self, sock: zmq.Socket, msg: Message, arrived: float | None) -> None:
+    def _answer(self, sock: zmq.Socket[bytes], msg: Message, arrived: float | None) -> None:
         clock = DeviceClock(self.cpu_share, arrived)
         try:
             with clock.step():

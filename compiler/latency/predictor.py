@@ -73,7 +73,7 @@ class Predictor:
             "base": {k: getattr(self.base, k) for k in self.base.__dataclass_fields__},
         }
         arrays = io.BytesIO()
-        np.savez(arrays, **self.arrays)
+        np.savez(arrays, **self.arrays)  # type: ignore[arg-type]  # stub: **kwds may be allow_pickle
         atomic_write(path.with_suffix(".npz"), arrays.getvalue())
         atomic_write_json(path.with_suffix(".json"), meta)
 

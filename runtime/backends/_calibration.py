@@ -30,7 +30,7 @@ def save_calibration(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> Path:
         raise ValueError(f"calibration inputs disagree on the sample count: {sorted(lengths)}")
     path = calibration_path(onnx_path)
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.ascontiguousarray(a) for name, a in feeds.items()})
+    np.savez(buffer, **{name: np.ascontiguousarray(a) for name, a in feeds.items()})  # type: ignore[arg-type]  # stub: **kwds may be allow_pickle
     atomic_write(path, buffer.getvalue())
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -39,15 +40,16 @@ class OrtBackend(Backend):
 
     @property
     def version(self) -> str:
-        return ort.__version__
+        return str(ort.__version__)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._session is not None  # `run` refuses a closed backend
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds), strict=True))
 
     def _release(self) -> None:
         self._session = None  # ONNX Runtime frees a session's memory when its last reference goes
 
 
-def _spec(arg) -> TensorSpec:
+def _spec(arg: Any) -> TensorSpec:  # an onnxruntime NodeArg (untyped)
     shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES[arg.type]))

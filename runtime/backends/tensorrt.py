@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorrt as trt
@@ -38,7 +39,8 @@ MAX_BATCH = 8  # engines take a dynamic batch of 1..MAX_BATCH requests
 _FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 
 
-def _check(result):
+def _check(result: Any) -> Any:
+    """The values of a cuda-python call (untyped) that returns (error, *values); RuntimeError on an error."""
     err, *rest = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
         raise RuntimeError(f"CUDA error {err}")
@@ -95,7 +97,7 @@ class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
     def read_calibration_cache(self) -> bytes | None:
         return self.cache.read_bytes() if self.cache.exists() else None
 
-    def write_calibration_cache(self, cache) -> None:
+    def write_calibration_cache(self, cache: Any) -> None:  # a TensorRT buffer
         atomic_write(self.cache, bytes(cache))
 
     def free(self) -> None:
@@ -110,7 +112,7 @@ def calibration_cache_path(onnx_path: Path) -> Path:
     return _cache_dir(onnx_path) / f"{onnx_path.stem}.int8.{digest}.trt{trt.__version__}.calib"
 
 
-def _keep_fp32(network) -> None:
+def _keep_fp32(network: Any) -> None:  # tensorrt.INetworkDefinition (untyped)
     """Pin LayerNorm, softmax and reductions to FP32: they overflow in FP16 inside transformers."""
     keep = {getattr(trt.LayerType, t) for t in _FP32_LAYER_TYPES if hasattr(trt.LayerType, t)}
     for i in range(network.num_layers):
@@ -121,7 +123,7 @@ def _keep_fp32(network) -> None:
                 layer.set_output_type(j, trt.float32)
 
 
-def _batch_profile(builder, network, low: int, opt: int, high: int):
+def _batch_profile(builder: Any, network: Any, low: int, opt: int, high: int) -> Any:
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
@@ -234,7 +236,7 @@ class TensorRTBackend(Backend):
 
     @property
     def version(self) -> str:
-        return trt.__version__
+        return str(trt.__version__)
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
