@@ -4,10 +4,14 @@ it, build and bench its single compressed model at the same measured median (`co
 keep both points: accuracy against measured end-to-end latency, two curves, with the teacher
 alone as the reference point (frontier.json, frontier.png).
 
+Each budget's search weighs latency as the baseline's does (δ ≈ 0): it takes the decomposition
+of least validation loss that is predicted within the budget, so that a larger budget buys
+accuracy. With the plan's δ, Ψ = L_val + δ·T may settle on the same fast policy at every budget.
+
 Resumable: each budget is a build folder of its own under OUT; a rerun reuses every build stage
-whose inputs are unchanged (the pipeline's stage cache, seeded across budgets for the stages that
-do not depend on the budget), a bench newer than the bundles it measured, and a single model
-already benched at equal latency."""
+whose inputs are unchanged (the pipeline's stage cache, seeded from the plan's own build and
+across budgets for the stages that depend on neither devices nor objective), a bench newer than
+the bundles it measured, and a single model already benched at equal latency."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofc.compiler.cluster.baseline import make_baseline
+from cofc.compiler.cluster.baseline import NO_LATENCY_WEIGHT, make_baseline
 from cofc.compiler.cluster.bench import bench, format_table
 from cofc.compiler.cluster.bench_result import BENCH, BenchResult
 from cofc.compiler.cluster.gain import CollaborationGain, single_dir
@@ -78,22 +82,23 @@ def run_frontier(plan_path: Path, budgets: list[float], requests: int, emulate: 
     plan = load_plan(plan_path)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[FrontierRow] = []
-    first: Path | None = None
+    seeds = [Path(plan.output)]  # the plan's own build, where there is one, then the first budget's
     for budget in sorted(budgets):
         name = budget_name(budget)
         folder = (out / name).resolve()
         variant = dataclasses.replace(
             plan,
             name=f"{plan.name}-{budget:g}ms",
-            objective=dataclasses.replace(plan.objective, max_ms=budget),
+            objective=dataclasses.replace(plan.objective, delta=NO_LATENCY_WEIGHT, max_ms=budget),
             output=folder,
         )
         path = out / f"{name}.yaml"
         path.write_text(plan_yaml(variant))
         print(f"frontier: budget {budget:g} ms -> {folder}")
-        if first is not None:
-            seed_stages(first, folder)
-        first = first or folder
+        for seed in seeds:
+            if (seed / "stages").is_dir():
+                seed_stages(seed, folder)
+        seeds.append(folder)
         report = build(path, None, False)
         if _bench_is_current(folder, requests, emulate):
             print(f"frontier: {folder / BENCH} is current, kept")
