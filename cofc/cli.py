@@ -481,7 +481,12 @@ def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: i
     result = run_bench(build_dir, requests, emulate, stream=stream, window=window)
     click.echo(format_table(result))
     click.echo(f"written {build_dir / BENCH}")
-    if (gain := gain_beside(build_dir, single)) is not None:
+    try:
+        gain = gain_beside(build_dir, single)
+    except CofcError as exc:  # the single model was benched otherwise: say so, the bench itself stands
+        click.echo(f"no collaboration gain: {exc}")
+        return
+    if gain is not None:
         click.echo(str(gain))
 
 

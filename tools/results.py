@@ -496,13 +496,17 @@ def measured_table(root: Path) -> list[str]:
     from cofc.compiler.cluster.bench_result import BenchResult
     from cofc.compiler.cluster.gain import SINGLE_SUFFIX, gain_beside
     from cofc.compiler.pipeline.report import load_report
+    from cofc.errors import CofcError
 
     rows = []
     for folder in report_folders(root):
         if not (folder / "bench.json").is_file():
             continue
         b = BenchResult.load(folder)
-        gain = None if folder.name.endswith(SINGLE_SUFFIX) else gain_beside(folder)
+        try:
+            gain = None if folder.name.endswith(SINGLE_SUFFIX) else gain_beside(folder)
+        except CofcError as exc:
+            raise ResultsError(f"{folder.relative_to(root)}: {exc}") from None
         source = read_source(folder, root, sources(folder))
         build_s = sum(load_report(folder).stage_seconds.values())
         rows.append(
