@@ -461,16 +461,90 @@ def run(
 @click.option(
     "--window", type=click.IntRange(1), default=8, show_default=True, help="With --stream: requests in flight at once."
 )
-def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int) -> None:
+@click.option(
+    "--single",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The build's single compressed model (`cofc baseline`), benched: print the collaboration "
+    "gain against it (default: BUILD_DIR-single, where it has a bench.json).",
+)
+def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int, single: Path | None) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
     from cofc.compiler.cluster.bench import bench as run_bench
     from cofc.compiler.cluster.bench import format_table
     from cofc.compiler.cluster.bench_result import BENCH
+    from cofc.compiler.cluster.gain import gain_beside
 
+    if single is not None and not (single / BENCH).is_file():
+        raise click.BadParameter(f"{single} has no {BENCH}: run 'cofc baseline {build_dir}'", param_hint="--single")
     result = run_bench(build_dir, requests, emulate, stream=stream, window=window)
     click.echo(format_table(result))
     click.echo(f"written {build_dir / BENCH}")
+    try:
+        gain = gain_beside(build_dir, single)
+    except CofcError as exc:  # the single model was benched otherwise: say so, the bench itself stands
+        click.echo(f"no collaboration gain: {exc}")
+        return
+    if gain is not None:
+        click.echo(str(gain))
+
+
+@cli.command()
+@click.argument("build_dir", type=click.Path(file_okay=False, path_type=Path))
+def baseline(build_dir: Path) -> None:
+    """Build and bench the single compressed model a user would otherwise deploy: one sub-model
+    of the same teacher on the plan's fastest device, calibrated with the same budget, as fast as
+    BUILD_DIR's measured median (run `cofc bench BUILD_DIR` first). Writes BUILD_DIR-single and
+    prints the collaboration gain, which BUILD_DIR/report.md then shows."""
+    from cofc.compiler.cluster.baseline import make_baseline
+
+    click.echo(str(make_baseline(build_dir)))
+
+
+def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    """`--budgets 6,8,10`: distinct positive milliseconds; a bad list is a usage error naming the option."""
+    try:
+        budgets = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give milliseconds separated by commas, e.g. 6,8,10") from None
+    if not budgets or min(budgets) <= 0 or len(set(budgets)) != len(budgets):
+        raise click.BadParameter(f"{value!r}: give distinct positive milliseconds, e.g. 6,8,10")
+    return budgets
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--budgets",
+    required=True,
+    callback=_budgets,
+    help="Latency budgets in ms (the plan's objective.max_ms), comma-separated; three or more draw a "
+    "curve. `cofc build --check PLAN` says how soon the devices could answer at best.",
+)
+@click.option("-n", "--requests", type=click.IntRange(1), default=200, show_default=True, help="Test inputs per bench.")
+@click.option("--emulate", is_flag=True, help="Bench every build on an emulated cluster (as `cofc bench --emulate`).")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the builds, frontier.json and frontier.png (default: the plan's output + '-frontier').",
+)
+def frontier(plan_path: Path, budgets: list[float], requests: int, emulate: bool, out: Path | None) -> None:
+    """For each latency budget, build and bench CoFormer and its single compressed model (`cofc
+    baseline`), and plot accuracy against measured latency: where collaboration pays. Resumable:
+    what is built and benched already is kept."""
+    from cofc.compiler.cluster.frontier import FRONTIER, PLOT, run_frontier
+    from cofc.compiler.plan import load_plan
+
+    if out is None:
+        output = Path(load_plan(plan_path, profiles=False).output)
+        out = output.with_name(output.name + "-frontier")
+    result = run_frontier(plan_path, budgets, requests, emulate, out)
+    for r in result.rows:
+        click.echo(f"{r.budget_ms:g} ms: {r.gain}")
+    click.echo(f"written {out / FRONTIER}, {out / PLOT}")
 
 
 @cli.command()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import REPO, run_cofc
 
-COMMANDS = ["profile", "build", "run", "bench", "inspect"]
+COMMANDS = ["profile", "build", "run", "bench", "baseline", "frontier", "inspect"]
 HEAVY = ("torch", "timm", "transformers")
 # Packages every module of which must import without torch: the device side, and the planner and
 # plan reader that run before any model is loaded.

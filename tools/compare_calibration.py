@@ -15,7 +15,7 @@ decomposition and budgets; one setting changes at a time), measured on the plan'
 `--seeds 1,2` reruns the plan's own settings with other seeds (the build used objective.seed):
 how far apart two runs of the same settings land, which a variant's difference has to beat.
 `--epochs 5,10` reruns them with other boosting epoch counts (`calibration.epochs`): run on a
-cluster's build and on its single-model baseline's (tools/baseline.py), it shows whether a longer
+cluster's build and on its single-model baseline's (`cofc baseline`), it shows whether a longer
 calibration budget widens or closes the gap between them. `--device cuda` runs the torch work on a
 GPU, as `cofc build --device` does.
 

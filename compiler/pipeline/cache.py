@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -157,3 +158,19 @@ class Stored:
 
 def read_stored(path: Path) -> Stored:
     return Stored(**json.loads(path.read_text()))
+
+
+def seed_stages(source: Path, out: Path) -> list[str]:
+    """Give a new build folder `out` the stored stages of a sibling build `source` that it lacks,
+    so that what both read alike is not computed twice (a frontier's budgets, a baseline beside
+    its CoFormer: the teacher's accuracy and the importance ranking depend on neither devices nor
+    objective). Safe whatever the two plans: a stage reruns unless its key matches. The names
+    of the stages copied."""
+    copied = []
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    for path in sorted((source / "stages").glob("*.json")):
+        target = out / "stages" / path.name
+        if not target.exists():
+            shutil.copyfile(path, target)
+            copied.append(path.stem)
+    return copied

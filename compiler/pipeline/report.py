@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cofc.compiler.cluster.gain import CollaborationGain
 from cofc.compiler.export.onnx import Parity
 from cofc.compiler.models.torch_device import describe
 from cofc.compiler.pipeline.context import Context
@@ -126,7 +127,12 @@ def write_report(out: Path, report: Report) -> None:
         report.fused.t3_ms,
         [report.teacher.predicted_ms[d.name] for d in devices],
     )
-    atomic_write(out / "report.md", markdown(report).encode())
+    write_markdown(out, report)
+
+
+def write_markdown(out: Path, report: Report, gain: CollaborationGain | None = None) -> None:
+    """OUT/report.md; with the collaboration gain once `cofc baseline` has measured it."""
+    atomic_write(out / "report.md", markdown(report, gain).encode())
 
 
 def load_report(build_dir: Path) -> Report:
@@ -149,7 +155,7 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
-def markdown(r: Report) -> str:
+def markdown(r: Report, gain: CollaborationGain | None = None) -> str:
     lines = [
         f"# cofc build report: {r.plan.name} [{r.plan.id}]",
         "",
@@ -197,6 +203,8 @@ def markdown(r: Report) -> str:
     ]
     for name, ms in r.teacher.predicted_ms.items():
         lines.append(f"| {name} | {ms:.2f} | {ms / f.predicted_ms:.2f}× |")
+    if gain is not None:
+        lines += ["", *gain_markdown(gain)]
     lines += [
         "",
         f"## Search ({r.search.evaluations} DeBo evaluations)",
@@ -212,3 +220,24 @@ def markdown(r: Report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def gain_markdown(g: CollaborationGain) -> list[str]:
+    """The measured comparison with the single compressed model (`cofc baseline`)."""
+    lines = [
+        "## Collaboration gain (measured: `cofc bench`, `cofc baseline`)",
+        "",
+        f"On the same {g.requests} test inputs, CoFormer against one compressed sub-model of the same "
+        "teacher on the fastest device alone, sized to CoFormer's measured median.",
+        "",
+        "| | accuracy | end to end, median |",
+        "|---|---|---|",
+        f"| CoFormer | {pct(g.coformer_accuracy)} | {g.coformer_ms:.3f} ms |",
+        f"| single compressed model | {pct(g.single_accuracy)} | {g.single_ms:.3f} ms ({g.ms_ratio:.2f}× CoFormer's) |",
+        f"| teacher alone | {pct(g.teacher_accuracy)} | {g.teacher_ms:.3f} ms |",
+        "",
+        f"Collaboration gain: **{g.points:+.2f} points** at {g.speedup_vs_teacher:.2f}× the teacher's speed.",
+    ]
+    if not g.equal_latency:
+        lines.append("The medians differ by more than 5%: this is not a comparison at equal latency.")
+    return lines
