@@ -3,11 +3,13 @@ what the planner knows of each device, and the torch device the stages compute o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -20,7 +22,7 @@ from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.torch_device import CPU
 from cofc.compiler.plan import Plan
 from cofc.compiler.plan.prepare import Prepared
-from cofc.compiler.planning.objective import DeviceModel
+from cofc.compiler.planning.objective import DeviceModel, RuntimeCost
 from cofc.compiler.planning.spec import TransformerSpec
 from cofc.runtime.preprocess import packed_request_bytes
 
@@ -68,6 +70,13 @@ class Context:
         )
 
 
+def runtime_cost(table: dict[str, Any]) -> RuntimeCost:
+    """The runtime's measured cost per request on a table's device (tools/message_costs.py); none
+    for a table measured before the runtime was (it then plans with eq. 5 and 6 alone)."""
+    found = table.get("runtime", {})
+    return RuntimeCost(**{f.name: float(found[f.name]) for f in dataclasses.fields(RuntimeCost) if f.name in found})
+
+
 def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
     """Each device's predictor (fitted and stored beside its table if not yet) and budgets."""
     models = []
@@ -107,6 +116,7 @@ def device_models(plan: Plan, base: TransformerSpec) -> list[DeviceModel]:
                 throughput,
                 d.central,
                 predictor.predict,
+                runtime_cost(table),
             )
         )
     return models

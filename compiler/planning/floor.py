@@ -89,7 +89,7 @@ def fastest_answer(space: SearchSpace, devices: Sequence[DeviceModel], input_byt
             return None
         layers, dims, heads, mlp = (a[fits] for a in grid)
         specs = [SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp, strict=True)]
-        ms = d.predict_many(specs) + t2_ms(d, dims, input_bytes)
+        ms = d.predict_many(specs) + t2_ms(d, dims, input_bytes, len(devices) - 1)
         best = int(np.argmin(ms))
         floors.append(DeviceFloor(d.name, specs[best], float(ms[best]), float(d.predict_many([b.full()])[0])))
     return Floor(tuple(floors), t3_ms([f.spec for f in floors], devices, b))

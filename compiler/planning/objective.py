@@ -9,6 +9,11 @@ Two readings made concrete here:
   t3  eq. 6 with M = 1 (features arrive pooled) and the aggregator mapping d_agg = Σ d_n to the
       teacher's width d, whose task head is reused: 2·d_agg·d + 2·d·classes FLOPs at the central
       device's throughput g, which is read off its own latency table (FLOPs per ms).
+  the runtime's own cost (issue 32), measured per device by tools/message_costs.py and kept in its
+      latency table: a worker's message path (ZeroMQ, decoding, unpacking at its CPU share) on top
+      of eq. 5's bytes / rate, central's sending and reading of each worker's message before and
+      after its own sub-model (its t2), and the aggregator call's fixed cost in t3. Eq. 5 alone
+      predicted 0.06–0.15 ms where the bench measured 0.6–1.7 ms. A table without them costs 0.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ Policy = tuple[SubModelSpec, ...]
 
 
 @dataclass(frozen=True)
+class RuntimeCost:
+    """The runtime's cost per request on one device beyond eq. 5 and 6 (tools/message_costs.py)."""
+
+    message_ms: float = 0.0  # a worker's round trip at its CPU share with no compute
+    byte_ms: float = 0.0  # and per request byte beyond that
+    relay_ms: float = 0.0  # central's own CPU per worker message (send the request, read the feature)
+    fuse_ms: float = 0.0  # one aggregator call's fixed cost, when central
+
+
+@dataclass(frozen=True)
 class DeviceModel:
     """What the planner knows of one device."""
 
@@ -43,6 +58,7 @@ class DeviceModel:
     flops_per_ms: float  # g, effective throughput (used for the central device's t3)
     central: bool = False
     predict_batch: Callable[[Sequence[SubModelSpec]], np.ndarray] | None = None  # t1 of many specs in one call
+    runtime: RuntimeCost = RuntimeCost()
 
     def predict_many(self, specs: Sequence[SubModelSpec]) -> np.ndarray:
         """t1 of each spec: one batched prediction where the predictor offers it."""
@@ -63,7 +79,7 @@ class Latency:
         return max(a + b for a, b in zip(self.t1, self.t2, strict=True)) + self.t3
 
 
-def transfer_ms(nbytes: float, link_mbps: float) -> float:
+def transfer_ms(nbytes: float | np.ndarray, link_mbps: float) -> float | np.ndarray:
     """Eq. 5: |X_n| / r_n, in ms."""
     return nbytes * 8 / (link_mbps * 1e6) * 1e3
 
@@ -73,23 +89,34 @@ def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> 
     return 2 * d_agg * base.dim + 2 * base.dim * base.classes
 
 
-def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int) -> float | np.ndarray:
-    """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): the raw input
-    forwarded to it and its pooled feature back over its link (module docstring); central: none."""
-    return 0.0 if device.central else transfer_ms(input_bytes + dim * FEATURE_BYTES, device.link_mbps)
+def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int, workers: int) -> float | np.ndarray:
+    """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): a worker's raw
+    input forwarded to it and its pooled feature back over its link, plus its message path; the
+    central device's handling of its `workers`' messages (module docstring)."""
+    r = device.runtime
+    if device.central:
+        return workers * r.relay_ms
+    nbytes = input_bytes + dim * FEATURE_BYTES
+    return transfer_ms(nbytes, device.link_mbps) + r.message_ms + r.byte_ms * input_bytes
 
 
 def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> float:
-    """Eq. 6: the aggregation at the central device's throughput."""
-    return aggregation_flops(policy, base) / next(d for d in devices if d.central).flops_per_ms
+    """Eq. 6: the aggregation at the central device's throughput, plus its call's fixed cost."""
+    central = next(d for d in devices if d.central)
+    return aggregation_flops(policy, base) / central.flops_per_ms + central.runtime.fuse_ms
 
 
 def latency(
     policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec, input_bytes: int = 0
 ) -> Latency:
+    """Each device's t1 and t2 as the runtime shows them: central reads a worker's feature only
+    once its own sub-model is done, so a worker that finishes sooner waits there, and its t2 (as
+    the bench measures it) is at least that wait. Eq. 3's T is the same either way."""
     t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices, strict=True))
-    t2 = tuple(t2_ms(d, s.dim, input_bytes) for s, d in zip(policy, devices, strict=True))
-    return Latency(t1, t2, t3_ms(policy, devices, base))
+    t2 = [float(t2_ms(d, s.dim, input_bytes, len(devices) - 1)) for s, d in zip(policy, devices, strict=True)]
+    c = next(n for n, d in enumerate(devices) if d.central)
+    t2 = [t if n == c else max(t, t1[c] + t2[c] - t1[n]) for n, t in enumerate(t2)]
+    return Latency(t1, tuple(t2), t3_ms(policy, devices, base))
 
 
 def total_latency(
@@ -100,7 +127,8 @@ def total_latency(
     slowest = np.zeros(len(policies))
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
-        slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, np.array([s.dim for s in specs]), input_bytes))
+        dims = np.array([s.dim for s in specs])
+        slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, dims, input_bytes, len(devices) - 1))
     return slowest + np.array([t3_ms(p, devices, base) for p in policies])
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cofc.compiler.planning.objective import DeviceModel, Evaluator, latency, total_latency, violations
+from cofc.compiler.planning.objective import (
+    DeviceModel,
+    Evaluator,
+    RuntimeCost,
+    latency,
+    total_latency,
+    violations,
+)
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops, memory_bytes
 
 BASE = TransformerSpec(layers=4, dim=64, heads=4, mlp=128, head_dim=16, tokens=17, classes=10)
@@ -28,6 +35,25 @@ def test_latency_matches_equations_3_to_6_by_hand():
     assert lat.total == pytest.approx(8.512 + 0.004736)
     # A 784-byte raw input forwarded to b crosses the same link: (784 + 128)·8 bits / 2 Mb/s.
     assert latency((A, B), devices, BASE, input_bytes=784).t2[1] == pytest.approx(3.648)
+
+
+def test_the_runtimes_measured_costs_join_t2_and_t3_by_hand():
+    """Central sends and reads two workers' messages (its t2) and fuses at a fixed cost (t3); a
+    worker adds its message path to eq. 5; one that finishes before central waits for it."""
+    central = DeviceModel(
+        "a", lambda s: 5.0, 10.0, 1e12, 1e12, 2e6, True, runtime=RuntimeCost(relay_ms=0.1, fuse_ms=0.2)
+    )
+    slow = DeviceModel("b", lambda s: 8.0, 2.0, 1e12, 1e12, 1e6, runtime=RuntimeCost(message_ms=0.4, byte_ms=0.001))
+    quick = DeviceModel("c", lambda s: 1.0, 100.0, 1e12, 1e12, 1e6, runtime=RuntimeCost(message_ms=0.4, byte_ms=0.001))
+    small = SubModelSpec(1, 16, (1,), (8,))
+    lat = latency((A, B, small), [central, slow, quick], BASE, input_bytes=784)
+    # b: (784 + 32·4) bytes · 8 / 2 Mb/s = 3.648 ms, + 0.4 + 0.001·784; c's own path: 848 bytes over
+    # 100 Mb/s = 0.06784 ms + 1.184 = 1.25184 ms, but central reads it at 5.0 + 2·0.1 = 5.2 ms.
+    assert lat.t2 == pytest.approx((0.2, 3.648 + 1.184, 5.2 - 1.0))
+    # t3: (2·80·64 + 2·64·10) FLOPs at 2e6 FLOPs/ms, then the aggregator call's 0.2 ms.
+    assert lat.t3 == pytest.approx(11520 / 2e6 + 0.2)
+    assert lat.total == pytest.approx(8.0 + 4.832 + 0.20576)
+    assert total_latency([(A, B, small)], [central, slow, quick], BASE, input_bytes=784) == pytest.approx([lat.total])
 
 
 def test_objective_is_loss_plus_delta_latency():
