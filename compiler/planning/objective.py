@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -63,7 +64,10 @@ class Latency:
         return max(a + b for a, b in zip(self.t1, self.t2, strict=True)) + self.t3
 
 
-def transfer_ms(nbytes: float, link_mbps: float) -> float:
+Bytes = TypeVar("Bytes", float, np.ndarray)  # one transfer's size, or an array of them
+
+
+def transfer_ms(nbytes: Bytes, link_mbps: float) -> Bytes:
     """Eq. 5: |X_n| / r_n, in ms."""
     return nbytes * 8 / (link_mbps * 1e6) * 1e3
 
@@ -73,10 +77,18 @@ def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> 
     return 2 * d_agg * base.dim + 2 * base.dim * base.classes
 
 
+@overload
+def t2_ms(device: DeviceModel, dim: int, input_bytes: int) -> float: ...
+@overload
+def t2_ms(device: DeviceModel, dim: np.ndarray, input_bytes: int) -> np.ndarray | float: ...
 def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int) -> float | np.ndarray:
     """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): the raw input
     forwarded to it and its pooled feature back over its link (module docstring); central: none."""
-    return 0.0 if device.central else transfer_ms(input_bytes + dim * FEATURE_BYTES, device.link_mbps)
+    if device.central:
+        return 0.0
+    if isinstance(dim, np.ndarray):
+        return transfer_ms(input_bytes + dim * FEATURE_BYTES, device.link_mbps)
+    return transfer_ms(float(input_bytes + dim * FEATURE_BYTES), device.link_mbps)
 
 
 def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> float:
@@ -97,7 +109,7 @@ def total_latency(
 ) -> np.ndarray:
     """Eq. 3's T of many policies at once (`latency(...).total` of each), every device's t1 from
     one batched prediction: the deadline screen of a thousand candidates costs one pass each."""
-    slowest = np.zeros(len(policies))
+    slowest: np.ndarray = np.zeros(len(policies))
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
         slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, np.array([s.dim for s in specs]), input_bytes))
@@ -146,7 +158,7 @@ def feasible_uniform(
     if l.shape[1] != len(devices):
         raise ValueError(f"policies have {l.shape[1]} sub-models for {len(devices)} devices")
     kept = l[:, :, None] > np.arange(base.layers)  # (n, N, L): device's sub-model reaches layer k
-    ok = (l <= base.layers).all(1)  # C1
+    ok: np.ndarray = (l <= base.layers).all(1)  # C1
     ok &= d.sum(1) <= base.dim  # C2
     ok &= ((h[:, :, None] * kept).sum(1) <= base.heads).all(1)  # C3, in every layer k
     ok &= ((m[:, :, None] * kept).sum(1) <= base.mlp).all(1)  # C4, in every layer k
