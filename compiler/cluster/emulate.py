@@ -25,6 +25,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cofc.errors import CofcError
 from cofc.runtime.cgroup import CpuGroup, CpuLimit
@@ -115,7 +116,7 @@ class Emulation:
             raise
         return self
 
-    def spawn(self, device: str, argv: Sequence[str], **popen) -> subprocess.Popen:
+    def spawn(self, device: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
         """Start `argv` inside the device's namespace, at its priority, in its cgroup where it has one."""
         proc = subprocess.Popen(
             ["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv], **popen
