@@ -96,7 +96,7 @@ def bench(
         client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
         answers: list[Answer] = []
         client_ms: list[float] = []
-        predicted: list[int] = []
+        answer_classes: list[int] = []
         for i, arrays in enumerate([*inputs[:warmup], *inputs]):  # the first few again, to warm up
             start = time.perf_counter()
             answer = client.infer(arrays, timeout_s=30)
@@ -105,10 +105,10 @@ def bench(
             if i >= warmup:
                 client_ms.append((time.perf_counter() - start) * 1e3)
                 answers.append(answer)
-                predicted.append(int(answer.logits[0].argmax()))
+                answer_classes.append(int(answer.logits[0].argmax()))
         streamed = _stream(client, inputs, window) if stream else None
     labels = test.labels
-    correct = [int(k == y) for k, y in zip(predicted, labels, strict=True)]
+    correct = [int(k == y) for k, y in zip(answer_classes, labels, strict=True)]
     names = [d.name for d in plan.devices]
     e2e = [a.timings["end_to_end_ms"] for a in answers]
     critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"] for a in answers]

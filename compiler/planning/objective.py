@@ -113,7 +113,8 @@ def total_latency(
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
         slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, np.array([s.dim for s in specs]), input_bytes))
-    return slowest + np.array([t3_ms(p, devices, base) for p in policies])
+    total: np.ndarray = slowest + np.array([t3_ms(p, devices, base) for p in policies])
+    return total
 
 
 def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> list[str]:
@@ -158,7 +159,7 @@ def feasible_uniform(
     if l.shape[1] != len(devices):
         raise ValueError(f"policies have {l.shape[1]} sub-models for {len(devices)} devices")
     kept = l[:, :, None] > np.arange(base.layers)  # (n, N, L): device's sub-model reaches layer k
-    ok: np.ndarray = (l <= base.layers).all(1)  # C1
+    ok = np.asarray((l <= base.layers).all(1))  # C1
     ok &= d.sum(1) <= base.dim  # C2
     ok &= ((h[:, :, None] * kept).sum(1) <= base.heads).all(1)  # C3, in every layer k
     ok &= ((m[:, :, None] * kept).sum(1) <= base.mlp).all(1)  # C4, in every layer k
