@@ -137,6 +137,7 @@ def profile(
     else:
         from cofc.compiler.models.teacher import load_teacher
 
+        assert teacher_path is not None  # exactly one of --teacher and --plan, checked above
         teacher = load_teacher(teacher_path)
     if cpu_period_ms is not None and cpu_share is None:
         raise click.UsageError("--cpu-period-ms needs --cpu-share")
@@ -289,6 +290,7 @@ def teacher(
         classes = classes_in_files(files, text_column, label_column)
         data = read_text_files(text_file, test_file, text_column, label_column, Expects("text", classes), held_out)
     else:
+        assert dataset_name is not None  # exactly one of --dataset and --text-file, checked above
         data = load_dataset(dataset_name)
     record = pretrained_record(family, source, len(data.classes), input_size)
     record.update(dataset=dataset_name or str(text_file), classes=list(data.classes))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -82,6 +83,7 @@ class TrainConfig:
 Targets = dict[str, torch.Tensor]
 # Per-sample loss of a model on a batch: (model, inputs, labels, teacher targets) -> (batch,).
 LossFn = Callable[[nn.Module, Inputs, torch.Tensor, Targets], torch.Tensor]
+M = TypeVar("M", bound=nn.Module)  # the model a loss reads: any module, or FusedModel for the joint loss
 
 
 def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor], distill: Distill) -> LossFn:
@@ -90,8 +92,8 @@ def eq14(logits_of: Callable[[nn.Module, Inputs], torch.Tensor], distill: Distil
 
 
 def train_weighted(
-    model: nn.Module,
-    loss_fn: LossFn,
+    model: M,
+    loss_fn: Callable[[M, Inputs, torch.Tensor, Targets], torch.Tensor],
     inputs: Inputs,
     labels: torch.Tensor,
     targets: Targets,

@@ -127,7 +127,10 @@ def train_aggregator(
 class FusedModel(nn.Module):
     """Sub-models and aggregator as one module, for joint fine-tuning and in-process evaluation."""
 
-    def __init__(self, adapter: ModelAdapter, submodels: Sequence[nn.Module], aggregator: Aggregator, feature: str):
+    def __init__(
+        self, adapter: ModelAdapter, submodels: Sequence[nn.Module], aggregator: Aggregator | None, feature: str
+    ):
+        """`aggregator` None: a model for `features` alone (the aggregator is fitted on them)."""
         super().__init__()
         self.adapter, self.feature = adapter, feature
         self.submodels = nn.ModuleList(submodels)
@@ -140,13 +143,18 @@ class FusedModel(nn.Module):
         if mask is None:
             first = next(iter(inputs.values()))
             mask = torch.ones(len(first), len(self.submodels), device=first.device)
-        return self.aggregator(self.features(inputs), mask)
+        return self._fuse(self.features(inputs), mask)
 
     def all_logits(self, inputs: Inputs, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The fused logits and each sub-model's own, from one pass through the backbones."""
         feats = [device_feature(self.adapter, m, inputs, self.feature) for m in self.submodels]
         own = [self.adapter.head(m)(f) for m, f in zip(self.submodels, feats, strict=True)]
-        return self.aggregator(torch.cat(feats, dim=1), mask), own
+        return self._fuse(torch.cat(feats, dim=1), mask), own
+
+    def _fuse(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.aggregator is None:
+            raise RuntimeError("this FusedModel was built for its features alone: it has no aggregator")
+        return self.aggregator(features, mask)
 
 
 def calibrate(

@@ -34,7 +34,7 @@ from cofc.errors import CofcError
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.cgroup import CpuLimit, held_to
-from cofc.runtime.client import Client
+from cofc.runtime.client import Answer, Client
 from cofc.runtime.preprocess import Preprocessor
 
 COFC = [sys.executable, "-m", "cofc.cli"]
@@ -84,24 +84,31 @@ def bench(
                 argv += ["--cpu-share", str(limits[name].pace)]
                 if name != central.device:  # one host, one clock: pace from central's send time
                     argv += ["--emulated-link-mbps", str(links[name])]
-            popen = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(emulation.spawn(name, argv, **popen) if emulation else subprocess.Popen(argv, **popen))
+            quiet = subprocess.DEVNULL
+            procs.append(
+                emulation.spawn(name, argv, stdout=quiet, stderr=quiet)
+                if emulation
+                else subprocess.Popen(argv, stdout=quiet, stderr=quiet)
+            )
             if not emulation:
                 stack.callback(procs[-1].kill)
         client = stack.enter_context(Client.for_bundle(central, endpoint=endpoint))
         client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
-        answers, client_ms = [], []
+        answers: list[Answer] = []
+        client_ms: list[float] = []
+        answer_classes: list[int] = []
         for i, arrays in enumerate([*inputs[:warmup], *inputs]):  # the first few again, to warm up
             start = time.perf_counter()
             answer = client.infer(arrays, timeout_s=30)
-            if answer is None or answer.error:
+            if answer is None or answer.error or answer.logits is None:
                 raise CofcError(f"request {i} failed: {answer.error if answer else 'no answer'}")
             if i >= warmup:
                 client_ms.append((time.perf_counter() - start) * 1e3)
                 answers.append(answer)
+                answer_classes.append(int(answer.logits[0].argmax()))
         streamed = _stream(client, inputs, window) if stream else None
     labels = test.labels
-    correct = [int(a.logits[0].argmax() == y) for a, y in zip(answers, labels, strict=True)]
+    correct = [int(k == y) for k, y in zip(answer_classes, labels, strict=True)]
     names = [d.name for d in plan.devices]
     e2e = [a.timings["end_to_end_ms"] for a in answers]
     critical = [max(a.timings["t1_ms"][n] + a.timings["t2_ms"][n] for n in names) + a.timings["t3_ms"] for a in answers]
@@ -176,7 +183,7 @@ def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRa
     stages that can overlap across requests, so the slowest one bounds the rate."""
     stages = {n: p.t1_ms + p.t2_ms for n, p in phases.items()}
     stages["t3 (fuse)"] = t3_ms
-    slowest = max(stages, key=stages.get)
+    slowest = max(stages, key=stages.__getitem__)
     rate, bound = s.answers / s.seconds, 1e3 / stages[slowest]
     return StreamRate(
         s.window,
@@ -194,7 +201,10 @@ def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRa
 
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
-    with open_backend("onnxruntime", path, threads=1, cpu_share=cpu and cpu.pace) as engine, held_to(cpu):
+    with (
+        open_backend("onnxruntime", path, threads=1, cpu_share=None if cpu is None else cpu.pace) as engine,
+        held_to(cpu),
+    ):
         for arrays in inputs[:10]:
             engine.run(arrays)
         times = []

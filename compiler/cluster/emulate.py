@@ -115,10 +115,14 @@ class Emulation:
             raise
         return self
 
-    def spawn(self, device: str, argv: Sequence[str], **popen) -> subprocess.Popen:
+    def spawn(
+        self, device: str, argv: Sequence[str], stdout: int | None = None, stderr: int | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start `argv` inside the device's namespace, at its priority, in its cgroup where it has one."""
         proc = subprocess.Popen(
-            ["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv], **popen
+            ["nice", "-n", str(self.nice[device]), "ip", "netns", "exec", self.ns[device], *argv],
+            stdout=stdout,
+            stderr=stderr,
         )
         self.procs.append(proc)
         if device in self.groups:

@@ -94,7 +94,8 @@ def write_bundles(
         FusedDevice(d.name, "central" if d.central else "worker", s.dim)
         for d, s in zip(plan.devices, policy, strict=True)
     )
-    folders, digests = [], {}
+    folders: list[Path] = []
+    digests: dict[str, str] = {}
     # Workers first: the central manifest pins each worker's manifest digest.
     order = sorted(range(len(plan.devices)), key=lambda i: plan.devices[i].central)
     for index in order:

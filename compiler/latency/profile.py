@@ -221,7 +221,11 @@ def run_profile(
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
                 with open_backend(
-                    backend, onnx_path, threads=threads, precision=precision, cpu_share=cpu and cpu.pace
+                    backend,
+                    onnx_path,
+                    threads=threads,
+                    precision=precision,
+                    cpu_share=None if cpu is None else cpu.pace,
                 ) as engine:
                     timing = time_calls(lambda: engine.run(feeds))
             rows.append({"spec": spec.to_dict(), **timing, "flops": flops(spec, base)})

@@ -153,7 +153,7 @@ def _labelled_texts(rows: Sequence[tuple[str, str]]) -> tuple[list[str], np.ndar
 
 def _read_orange_tab(path: Path) -> list[tuple[str, str]]:
     lines = path.read_text(encoding="utf-8").splitlines()[3:]  # 3 header lines
-    return [tuple(line.split("\t", 1)) for line in lines if "\t" in line]
+    return [(label, text) for label, tab, text in (line.partition("\t") for line in lines) if tab]
 
 
 def _orange_text(name: str) -> Dataset:

@@ -61,7 +61,7 @@ class Aggregator(nn.Module):
     def fuse_tokens(self, tokens: Sequence[torch.Tensor], weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Eq. 2 as printed: Concat tokens, W·X + b per token, then Pool (a weighted average over
         tokens with `weights` (batch, S) summing to 1: plain mean, or the text padding mask)."""
-        x = torch.cat(tokens, dim=-1) * self.expand(mask).unsqueeze(1)
+        x = torch.cat(tuple(tokens), dim=-1) * self.expand(mask).unsqueeze(1)
         per_token = self.proj(x) + self.presence(1.0 - mask).unsqueeze(1)
         return self.head((per_token * weights.unsqueeze(-1)).sum(1))
 

@@ -75,7 +75,7 @@ class Teacher:
         prep, classes = self.record["preprocess"], tuple(map(str, self.record["classes"]))
         if prep["kind"] != "image":
             return Expects("text", classes)
-        embed = self.model.patch_embed
+        embed: Any = self.model.patch_embed  # timm's PatchEmbed; torch types its attributes Tensor | Module
         return Expects(
             "image",
             classes,
@@ -117,6 +117,7 @@ def teacher_from_plan(plan: Plan) -> Teacher:
             return _build(_folder_record(t.hf_classifier, t.input_size), plan)
         if t.timm is not None:
             return _build(_timm_record(t), plan)
+        assert t.family is not None and t.source is not None  # the plan loader checked the family form
         return _build(pretrained_record(t.family, t.source, t.classes, t.input_size), plan)
     except PlanError:
         raise

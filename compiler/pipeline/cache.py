@@ -80,7 +80,7 @@ def _module_file(name: str) -> Path | None:
 
 def _imports(name: str, path: Path) -> set[str]:
     """The cofc modules that module `name` imports anywhere in its body."""
-    found = set()
+    found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):

@@ -16,7 +16,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from cofc.compiler.latency.predictor import Predictor, fit_predictor, predictor_path
-from cofc.compiler.models.adapters._hf import tokenizer_file
+from cofc.compiler.models.adapters._hf import HfClassifier, tokenizer_file
 from cofc.compiler.models.datasets import Split
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.models.torch_device import CPU
@@ -65,9 +65,9 @@ class Context:
         if image is not None:
             return packed_request_bytes("image", image.shape)
         tokenizer = Tokenizer.from_file(str(tokenizer_file(self.teacher.record)))  # the one the bundles carry
-        return packed_request_bytes(
-            "text", max_length=self.teacher.model.seq_len, vocab_size=tokenizer.get_vocab_size()
-        )
+        model = self.teacher.model
+        assert isinstance(model, HfClassifier)  # every text family's teacher is one
+        return packed_request_bytes("text", max_length=model.seq_len, vocab_size=tokenizer.get_vocab_size())
 
 
 def runtime_cost(table: dict[str, Any]) -> RuntimeCost:

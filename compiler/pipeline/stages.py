@@ -185,7 +185,10 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
             )
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
-        tick = lambda _: bar.update()  # noqa: E731
+
+        def tick(_: int) -> None:
+            bar.update()
+
         results = {
             "debo": debo(space, evaluator, o.initial, o.iterations, o.seed, progress=tick),
             "random": random_search(space, evaluator, budget, o.seed, progress=tick),

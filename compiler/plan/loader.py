@@ -225,7 +225,7 @@ class _Walker:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             path = f"{where}.{key}" if where else str(key)
-            if key not in schema:
+            if key is None or key not in schema:
                 known = ", ".join(schema)
                 raise self.fail(path, f"unknown key (expected one of: {known})", key_node)
             if key in seen:

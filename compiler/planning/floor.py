@@ -84,7 +84,8 @@ def fastest_answer(space: SearchSpace, devices: Sequence[DeviceModel], input_byt
     grid = _one_device_grid(space)
     floors = []
     for d in devices:
-        fits = feasible_uniform(*(a[:, None] for a in grid), [d], b)  # one device alone: C1–C4 hold on the grid
+        g_l, g_d, g_h, g_m = (a[:, None] for a in grid)
+        fits = feasible_uniform(g_l, g_d, g_h, g_m, [d], b)  # one device alone: C1–C4 hold on the grid
         if not fits.any():
             return None
         layers, dims, heads, mlp = (a[fits] for a in grid)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -79,7 +80,10 @@ class Latency:
         return max(a + b for a, b in zip(self.t1, self.t2, strict=True)) + self.t3
 
 
-def transfer_ms(nbytes: float | np.ndarray, link_mbps: float) -> float | np.ndarray:
+Bytes = TypeVar("Bytes", float, np.ndarray)  # one transfer's size, or an array of them
+
+
+def transfer_ms(nbytes: Bytes, link_mbps: float) -> Bytes:
     """Eq. 5: |X_n| / r_n, in ms."""
     return nbytes * 8 / (link_mbps * 1e6) * 1e3
 
@@ -89,6 +93,10 @@ def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> 
     return 2 * d_agg * base.dim + 2 * base.dim * base.classes
 
 
+@overload
+def t2_ms(device: DeviceModel, dim: int, input_bytes: int, workers: int) -> float: ...
+@overload
+def t2_ms(device: DeviceModel, dim: np.ndarray, input_bytes: int, workers: int) -> np.ndarray | float: ...
 def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int, workers: int) -> float | np.ndarray:
     """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): a worker's raw
     input forwarded to it and its pooled feature back over its link, plus its message path; the
@@ -96,8 +104,10 @@ def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int, workers:
     r = device.runtime
     if device.central:
         return workers * r.relay_ms
-    nbytes = input_bytes + dim * FEATURE_BYTES
-    return transfer_ms(nbytes, device.link_mbps) + r.message_ms + r.byte_ms * input_bytes
+    fixed = r.message_ms + r.byte_ms * input_bytes
+    if isinstance(dim, np.ndarray):
+        return transfer_ms(input_bytes + dim * FEATURE_BYTES, device.link_mbps) + fixed
+    return transfer_ms(float(input_bytes + dim * FEATURE_BYTES), device.link_mbps) + fixed
 
 
 def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> float:
@@ -124,12 +134,13 @@ def total_latency(
 ) -> np.ndarray:
     """Eq. 3's T of many policies at once (`latency(...).total` of each), every device's t1 from
     one batched prediction: the deadline screen of a thousand candidates costs one pass each."""
-    slowest = np.zeros(len(policies))
+    slowest: np.ndarray = np.zeros(len(policies))
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
         dims = np.array([s.dim for s in specs])
         slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, dims, input_bytes, len(devices) - 1))
-    return slowest + np.array([t3_ms(p, devices, base) for p in policies])
+    total: np.ndarray = slowest + np.array([t3_ms(p, devices, base) for p in policies])
+    return total
 
 
 def violations(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec) -> list[str]:
@@ -174,7 +185,7 @@ def feasible_uniform(
     if l.shape[1] != len(devices):
         raise ValueError(f"policies have {l.shape[1]} sub-models for {len(devices)} devices")
     kept = l[:, :, None] > np.arange(base.layers)  # (n, N, L): device's sub-model reaches layer k
-    ok = (l <= base.layers).all(1)  # C1
+    ok = np.asarray((l <= base.layers).all(1))  # C1
     ok &= d.sum(1) <= base.dim  # C2
     ok &= ((h[:, :, None] * kept).sum(1) <= base.heads).all(1)  # C3, in every layer k
     ok &= ((m[:, :, None] * kept).sum(1) <= base.mlp).all(1)  # C4, in every layer k

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,12 +50,12 @@ class SearchSpace:
         """Inclusive lower bound of each coordinate: `min_layers` layers, one unit of the rest."""
         return np.array([self.min_layers, 1, 1, 1] * self.devices)
 
-    def columns(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def columns(self, xs: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Encoded policies (n, 4N) as four (n, N) arrays in the spec's units: l_n, d_n, h_n, D_n."""
         c = np.asarray(xs, dtype=np.int64).reshape(-1, self.devices, 4)
         return c[..., 0], c[..., 1] * self.base.head_dim, c[..., 2], c[..., 3] * self.mlp_unit
 
-    def decode(self, x: Sequence[int]) -> Policy:
+    def decode(self, x: np.ndarray | Sequence[int]) -> Policy:
         layers, dims, heads, mlp = (c[0] for c in self.columns(x))
         return tuple(SubModelSpec.uniform(*c) for c in zip(layers, dims, heads, mlp, strict=True))
 
@@ -65,7 +66,8 @@ class SearchSpace:
 
     def unit_cube(self, xs: np.ndarray) -> np.ndarray:
         """Coordinates scaled to [0, 1], where the GP's length scale means the same in every one."""
-        return (np.atleast_2d(xs) - self.lower) / np.maximum(self.upper - self.lower, 1)
+        scaled: np.ndarray = (np.atleast_2d(xs) - self.lower) / np.maximum(self.upper - self.lower, 1)
+        return scaled
 
     def propose(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """`count` random policies (count, 4N) that satisfy C1–C4 by construction: each shared
@@ -121,7 +123,7 @@ def sample_feasible(
     evaluator: Evaluator,
     rng: np.random.Generator,
     count: int,
-    exclude: set[bytes] = frozenset(),
+    exclude: AbstractSet[bytes] = frozenset(),
     max_tries: int = 200,
 ) -> list[np.ndarray]:
     """Up to `count` distinct feasible policies (C1–C6), none of them in `exclude`, from at most

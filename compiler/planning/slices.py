@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +40,11 @@ class Importance:
     channels: np.ndarray  # (d,)
     layers: np.ndarray  # (L,)
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict[str, list[Any]]:
         return {k: getattr(self, k).tolist() for k in ("heads", "neurons", "channels", "layers")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, list]) -> Importance:
+    def from_dict(cls, data: dict[str, list[Any]]) -> Importance:
         return cls(*(np.asarray(data[k], dtype=float) for k in ("heads", "neurons", "channels", "layers")))
 
 
@@ -104,18 +105,17 @@ def plan_slices(policy: Sequence[SubModelSpec], importance: Importance) -> list[
         best = np.argsort(-importance.layers, kind="stable")[: spec.layers]
         layers.append(tuple(sorted(int(j) for j in best)))
     channels = snake_draft(importance.channels, [s.dim for s in policy])
-    heads = [dict() for _ in policy]
-    neurons = [dict() for _ in policy]
+    heads: list[dict[int, tuple[int, ...]]] = [{} for _ in policy]  # sub-model -> teacher layer -> heads
+    neurons: list[dict[int, tuple[int, ...]]] = [{} for _ in policy]
     for j in range(n_layers):
         seats = [n for n, kept in enumerate(layers) if j in kept]
         if not seats:
             continue
         position = {n: layers[n].index(j) for n in seats}
-        for per_layer, scores, quota_of in (
-            (heads, importance.heads[j], lambda s, k: s.heads[k]),
-            (neurons, importance.neurons[j], lambda s, k: s.mlp[k]),
+        for per_layer, scores, quotas in (
+            (heads, importance.heads[j], [policy[n].heads[position[n]] for n in seats]),
+            (neurons, importance.neurons[j], [policy[n].mlp[position[n]] for n in seats]),
         ):
-            quotas = [quota_of(policy[n], position[n]) for n in seats]
             try:
                 dealt = snake_draft(scores, quotas, first=j)
             except ValueError as exc:

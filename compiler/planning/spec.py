@@ -10,6 +10,7 @@ depend on (tokens per request, head width, embedding size); a sub-model is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class SubModelSpec:
         """D̄, the predictor's per-layer average MLP width (appendix A)."""
         return sum(self.mlp) / self.layers
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"layers": self.layers, "dim": self.dim, "heads": list(self.heads), "mlp": list(self.mlp)}
 
     @classmethod
@@ -70,7 +71,7 @@ class SubModelSpec:
         return cls(int(layers), int(dim), (int(heads),) * int(layers), (int(mlp),) * int(layers))
 
     @classmethod
-    def from_dict(cls, data: dict) -> SubModelSpec:
+    def from_dict(cls, data: dict[str, Any]) -> SubModelSpec:
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 
 
@@ -118,23 +119,24 @@ def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     Counts the matmuls, which are where the time goes (appendix A); norms, softmax and GELU are
     O(S·d) and left out, which keeps ω within a few percent of a real count.
     """
-    return _outside_flops(base, sub.dim) + sum(
-        _block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True)
+    return int(
+        _outside_flops(base, sub.dim)
+        + sum(_block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
     )
 
 
 def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
-    return _outside_parameters(base, sub.dim) + sum(
-        _block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True)
+    return int(
+        _outside_parameters(base, sub.dim)
+        + sum(_block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
     )
 
 
 def activation_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """Peak activations of one request: the widest layer's live tensors, attention scores included."""
-    return (
-        max(_block_activations(base, sub.dim, h, m) for h, m in zip(sub.heads, sub.mlp, strict=True)) * bytes_per_value
-    )
+    widest = max(int(_block_activations(base, sub.dim, h, m)) for h, m in zip(sub.heads, sub.mlp, strict=True))
+    return widest * bytes_per_value
 
 
 def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:

@@ -17,6 +17,7 @@ iterative, runs on the CPU, where it rounds the same on every host.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class ValidationLoss:
             for model in decompose(self.adapter, self.teacher, key, self.importance):
                 model.to(self.device)  # a fresh cut, dropped after: nothing to move back
                 feats = batched(
-                    lambda x, m=model: device_feature(self.adapter, m, x, self.feature), self.inputs, device=self.device
+                    partial(device_feature, self.adapter, model, kind=self.feature), self.inputs, device=self.device
                 )
                 losses.append(refit_head_loss(feats, self.labels, self.classes))
             self.cache[key] = float(np.mean(losses))

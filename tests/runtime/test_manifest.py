@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from cofc.compiler.models.data import Expects
+from cofc.errors import CofcError
 from cofc.runtime._files import sha256_file
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.endpoint import Endpoint
@@ -105,3 +107,10 @@ def test_old_bundle_is_refused_by_the_cli_in_one_line(built, tmp_path):
         result = run_cofc(*args)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 and "rebuild it with `cofc build`" in result.stderr
+
+
+def test_a_worker_manifest_cannot_say_what_the_deployment_expects(built):
+    """Only central's manifest names the classes: a worker's is refused in one line, not an AttributeError."""
+    with pytest.raises(CofcError, match="'tx2' is a worker's"):
+        Expects.of_manifest(load_bundle(built / "bundle" / "tx2").manifest)
+    assert len(Expects.of_manifest(load_bundle(built / "bundle" / "orin").manifest).classes) == 10

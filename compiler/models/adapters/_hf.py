@@ -20,13 +20,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from cofc.compiler.models.adapters.base import ALL, EMBED, Inputs, ModelAdapter, Roles
 from cofc.errors import CofcError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 DEFAULT_MAX_LENGTH = 128
 POOLINGS = ("mean", "first", "last")  # of the real tokens; the first token; the last real token
@@ -160,7 +163,9 @@ def model_cache() -> Path:
     return Path(os.environ.get("COFC_MODEL_CACHE") or Path(sys.prefix) / "share" / "cofc" / "models")
 
 
-def load_backbone(model_cls: type, config_cls: type, arch: dict[str, Any], **kwargs: Any) -> nn.Module:
+def load_backbone(
+    model_cls: type[PreTrainedModel], config_cls: type[PretrainedConfig], arch: dict[str, Any], **kwargs: Any
+) -> nn.Module:
     """A pretrained backbone from `arch['source']`, or a randomly initialised one from
     `arch['config']` (GPT2 and the tests: no pretrained weights exist offline for them)."""
     if "source" in arch:

@@ -83,7 +83,10 @@ class ModelAdapter(ABC):
         return self.head(model)(self.pool(model, tokens, inputs))
 
     def blocks(self, model: nn.Module) -> list[nn.Module]:
-        return list(model.get_submodule(self.blocks_path))
+        blocks = model.get_submodule(self.blocks_path)
+        if not isinstance(blocks, nn.ModuleList | nn.Sequential):
+            raise TypeError(f"{self.blocks_path} is a {type(blocks).__name__}, not a list of blocks")
+        return list(blocks)
 
     # -- slicing ----------------------------------------------------------------------------
     def roles_of(self, name: str) -> Roles:

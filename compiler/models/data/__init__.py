@@ -31,14 +31,15 @@ def load_data(plan: DatasetPlan, expects: Expects) -> Dataset:
         return read_text_files(
             plan.text_file, plan.test_file, plan.text_column, plan.label_column, expects, plan.held_out
         )
+    assert plan.name is not None  # the plan loader requires one of DATA_SOURCES
     data = load_dataset(plan.name)
     if data.kind == "image" and expects.image is not None:
         image = expects.image
         want = image.size if image.channels == 1 else (image.channels, *image.size)
-        if data.train.inputs.shape[1:] != want:
+        got = np.shape(data.train.inputs)[1:]
+        if got != want:
             raise DataError(
-                f"{plan.name}: images are {'x'.join(map(str, data.train.inputs.shape[1:]))}; "
-                f"the teacher takes {'x'.join(map(str, want))}"
+                f"{plan.name}: images are {'x'.join(map(str, got))}; the teacher takes {'x'.join(map(str, want))}"
             )
     return in_teacher_order(data, expects)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cofc.errors import CofcError
 from cofc.runtime.images import ImageInput
 from cofc.runtime.manifest import ImagePreprocess, Manifest
 
@@ -28,5 +29,9 @@ class Expects:
     @classmethod
     def of_manifest(cls, manifest: Manifest) -> Expects:
         """What a built deployment takes, read from its central bundle's manifest (no teacher to load)."""
+        if manifest.fusion is None:
+            raise CofcError(
+                f"the bundle of {manifest.device.name!r} is a worker's; read the central bundle for its classes"
+            )
         prep = manifest.preprocess
         return cls(prep.kind, manifest.fusion.classes, prep.image if isinstance(prep, ImagePreprocess) else None)
