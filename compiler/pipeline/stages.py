@@ -44,6 +44,7 @@ from cofc.compiler.models.fusion import Aggregator
 from cofc.compiler.models.metrics import accuracy
 from cofc.compiler.pipeline.cache import Reads
 from cofc.compiler.pipeline.context import Context, log
+from cofc.compiler.planning.fill import fill
 from cofc.compiler.planning.floor import fastest_answer
 from cofc.compiler.planning.objective import Evaluator
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
@@ -163,6 +164,7 @@ def rank(ctx: Context) -> Importance:
         code=(
             "cofc.compiler.scoring.proxy",
             "cofc.compiler.planning.search",
+            "cofc.compiler.planning.fill",
             "cofc.compiler.pipeline.context",
             "cofc.compiler.pipeline.plots",
             PREPARE,
@@ -209,6 +211,8 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
         raise ctx.plan.error("objective.ship", f"the {o.ship} search found no feasible policy to ship")
     plot_search(results, ctx.out / "search.png")
     best = results[o.ship].best
+    if o.fill:  # no device left idle: the members grown into the critical path, scored like the rest
+        best = evaluator(fill(best.policy, ctx.devices, space, ctx.input_bytes))
     return SearchSummary(
         best.policy,
         o.ship,

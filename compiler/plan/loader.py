@@ -46,7 +46,8 @@ A plan, with every field (paths are relative to the plan file):
         link_mbps: 2                 # r_n, rate of its link to the central device
         central: true
         address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
-    objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s
+    objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s; also
+                                     # min_layers, ship, max_ms, fill: false (see schema.py)
     export: {precision: fp32, opset: 17}
     # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14; layer_distill > 0
     # adds each sub-model block's error to the teacher block it was cut from while boosting;
@@ -170,6 +171,7 @@ class ObjectivePlan:
     min_layers: int = 1
     ship: str = "debo"  # whose best policy ships: debo, uniform or random
     max_ms: float | None = None  # deadline on T (eq. 3); None: none
+    fill: bool = False  # grow the searched members into the critical path (planning/fill.py)
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,9 @@ SCHEMA = {
         # A deadline in ms: policies whose predicted end-to-end time T (eq. 3) exceeds it are
         # infeasible, like those that break C1–C6. Unset: T only enters Ψ through δ.
         "max_ms": Field(NUM + (type(None),), required=False, check=_positive_or_null),
+        # After the search, grow each member whose predicted t1 + t2 is below the slowest one's
+        # into that time, within C1–C6 (compiler/planning/fill.py): no device left idle.
+        "fill": Field(BOOL, required=False, default=False),
     },
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),

@@ -142,6 +142,7 @@ BAD = [
     ("duplicate key", ("  test: 1000\n", "  test: 1000\n  test: 10\n"), "dataset.test", 9, "twice"),
     ("list for a scalar", ("delta: 0.01", "delta: [0.01]"), "objective.delta", 22, "must be a number, not a list"),
     ("zero deadline", ("delta: 0.01", "delta: 0.01\n  max_ms: 0"), "objective.max_ms", 23, "positive"),
+    ("fill not a yes/no", ("delta: 0.01", "delta: 0.01\n  fill: 3"), "objective.fill", 23, "must be"),
     ("bad device name", ("name: fast", "name: 'my device'"), "devices[0].name", 10, "not a usable name"),
     ("not YAML", ("  name: fashion-mnist\n", "  name: [fashion-mnist\n"), "plan", 6, "not valid YAML"),
 ]
@@ -192,7 +193,8 @@ def test_defaults_apply(plan_dir):
     text = GOOD.replace("export:\n  precision: fp16\n  opset: 17\n", "export: {}\n")
     plan = load_plan(_write(plan_dir, text.replace("  test: 1000\n", "")))
     assert (plan.export.precision, plan.export.opset, plan.dataset.test) == ("fp32", 17, None)
-    assert plan.objective.max_ms is None
+    assert plan.objective.max_ms is None and plan.objective.fill is False
+    assert load_plan(_write(plan_dir, GOOD.replace("delta: 0.01", "delta: 0.01\n  fill: true"))).objective.fill
 
 
 SPEC = TransformerSpec(
