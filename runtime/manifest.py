@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cofc.errors import CofcError
 from cofc.runtime._files import sha256_file
@@ -205,7 +205,7 @@ def read_manifest(path: Path) -> Manifest:
         raise BundleError(f"{path}: {exc}") from None
 
 
-def _upgrade_4(data: dict) -> dict:
+def _upgrade_4(data: dict[str, Any]) -> dict[str, Any]:
     """A schema 4 manifest read as schema 5, keeping its version: its graphs are the FP32 exports
     (INT8 only ever meant TensorRT engines then). The digest pins the file, so it is not rewritten."""
     files = data.get("files")

@@ -16,6 +16,7 @@ one line (bundles stay FP32 graphs; TensorRT devices still build FP16 engines at
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -115,7 +116,7 @@ def speeds(fp32: Path, int8: Path, feeds: Mapping[str, np.ndarray]) -> tuple[flo
         times: tuple[list[float], list[float]] = ([], [])
         for _ in range(SPEED_ROUNDS):
             for e, f, t in zip(engines, feeds_of, times, strict=True):
-                t.append(time_calls(lambda e=e, f=f: e.run(f))["ms"])
+                t.append(time_calls(functools.partial(e.run, f))["ms"])
     return statistics.median(times[0]), statistics.median(times[1])
 
 

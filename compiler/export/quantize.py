@@ -96,8 +96,8 @@ def quantize_graph(
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The quantizer advises, through the root logger, a pre-processing pass (symbolic shape
-    inference) that these exported graphs do not need: their shapes are already inferred."""
+    """The quantizer's advice (run its pre-processing pass; prefer QDQ for S8S8) goes to the root
+    logger at warning level, where a build's user would read it as a problem with their plan."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
