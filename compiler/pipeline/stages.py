@@ -19,8 +19,10 @@ The torch work of teacher, importance, search and calibrate runs on the build's 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import numpy as np
@@ -373,6 +375,11 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
             "",
             tuple(GraphPrecision(g, FP32, None, planned) for g in (*names, "aggregator", "teacher")),
         )
+    if fp32_tables := [d.name for d in plan.devices if _table_precision(d.profile) != "int8"]:
+        log(
+            f"the latency tables of {', '.join(fp32_tables)} were not measured at int8: the search planned with "
+            "their speed at that precision; `cofc profile --precision int8` measures INT8's"
+        )
     graphs = Graphs({n: onnx_dir / f"{n}.onnx" for n in names}, onnx_dir / "aggregator.onnx", onnx_dir / "teacher.onnx")
     model_inputs = stored_calibration(graphs.devices[names[0]])  # the teacher reads what the backbones read
     for graph in tqdm([*graphs.devices.values(), graphs.aggregator], desc="quantizing graphs to INT8", leave=False):
@@ -383,6 +390,11 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
     for choice in chosen:
         log(choice.reason)
     return Precisions("int8", str(SCHEME), chosen)
+
+
+def _table_precision(profile: Path) -> str:
+    """The precision a device's latency table was measured at (fp32 where it does not say)."""
+    return str(json.loads(profile.read_text())["provenance"].get("precision", "fp32"))
 
 
 @stage(
