@@ -64,7 +64,14 @@ def cli() -> None:
     help="Engine backend to time sub-models with (torch-cuda: torch on the GPU, where TensorRT is absent).",
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="int8 with onnxruntime: each spec quantized as `cofc build` quantizes it (for a plan at "
+    "export.precision int8); fp16 needs a GPU (tensorrt).",
+)
 @click.option(
     "--device",
     "device_name",
@@ -319,8 +326,17 @@ def teacher(
     "its devices could answer at best, measure the teacher on the test split, and stop.",
 )
 @click.option("--force", is_flag=True, help="Redo every stage instead of resuming.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Override the plan's export.precision: an INT8 twin of an FP32 build from one plan file "
+    "(give it its own --out).",
+)
 @torch_device_option
-def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_device: str) -> None:
+def build(
+    plan_path: Path, out: Path | None, check: bool, force: bool, precision: str | None, torch_device: str
+) -> None:
     """Compile PLAN: search the decomposition, calibrate, export ONNX, build engines where the
     builder is present, and write one bundle folder per device plus a report. Torch runs on
     --device; ONNX export and ONNX Runtime run on the CPU."""
@@ -332,7 +348,7 @@ def build(plan_path: Path, out: Path | None, check: bool, force: bool, torch_dev
     from cofc.compiler.models.torch_device import resolve
     from cofc.compiler.pipeline.run import build as run_build
 
-    report = run_build(plan_path, out, force, resolve(torch_device))
+    report = run_build(plan_path, out, force, resolve(torch_device), precision)
     click.echo(
         f"teacher {report.teacher.accuracy:.4f}, fused {report.fused.accuracy:.4f} "
         f"(ONNX Runtime), average of logits {report.average:.4f}; "

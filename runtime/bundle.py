@@ -5,9 +5,10 @@
                          and outputs, preprocessing, central endpoint, CURVE public keys, and the
                          sha256 of every other file
       manifest.sha256    sha256 of manifest.json
-      backbone.onnx      inputs -> pooled feature (every device)
-      aggregator.onnx    features, mask -> logits (central only)
-      *.calib.npz        INT8 plans only: each graph's calibration inputs for TensorRT
+      backbone.onnx      inputs -> pooled feature (every device); FP32, or INT8 (QDQ) where the
+                         manifest's `graphs` says so: ONNX Runtime loads either as it is
+      aggregator.onnx    features, mask -> logits (central only), likewise
+      *.calib.npz        INT8 plans only: each FP32 graph's calibration inputs (TensorRT engines)
       tokenizer.json     text plans only (read with the `tokenizers` package, not transformers)
       keys.json          this device's CURVE key pair
       client.json        central only: a client key pair for local clients (cofc run --input)
@@ -119,6 +120,7 @@ def describe(bundle: Bundle) -> str:
         "  inputs:    " + ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in m.inputs),
         f"  reads:     {_reads(m.preprocess)}",
         f"  precision: {m.precision}; central at {m.central.endpoint}; manifest schema {m.schema}",
+        *(f"  graph:     {g.file} {g.precision.upper()}: {g.note}" for g in m.graphs),
     ]
     if m.fusion is not None:
         lines.append("  fuses:     " + ", ".join(f"{d.name} ({d.feature_dim})" for d in m.fusion.devices))

@@ -4,6 +4,7 @@ runtime, `cofc inspect`, `cofc bench`).
 manifest.json carries an integer schema version. Reading refuses, as a `BundleError` naming the
 file and the field, a manifest of another schema version (an old one without a version is told to
 rebuild), a missing or unexpected field, and a field of the wrong type, before anything uses it.
+The one older version still read is 4, whose graphs were all FP32 (`graphs` is filled in so).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cofc.errors import CofcError
 from cofc.runtime._files import sha256_file
@@ -19,8 +20,9 @@ from cofc.runtime._typed_json import SchemaError, from_json, to_json
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.images import ImageInput
 
-SCHEMA = 4  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings; 3: before
-# the image file parameters and the tokenizer's padding
+SCHEMA = 5  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings; 3: before
+# the image file parameters and the tokenizer's padding; 4: before `graphs` (every graph FP32)
+READABLE = (4, SCHEMA)  # versions read; 4 gets its `graphs` as it is read (`_upgrade_4`)
 MANIFEST, DIGEST = "manifest.json", "manifest.sha256"
 Role = Literal["central", "worker"]
 
@@ -129,6 +131,16 @@ class Fusion:
 
 
 @dataclass(frozen=True)
+class GraphInfo:
+    """One ONNX graph of the bundle and what it computes in: `fp32`, or `int8` (a QDQ graph
+    quantized by `cofc build`), with the build's one line on why (compiler/export/precision.py)."""
+
+    file: str
+    precision: Literal["fp32", "int8"]
+    note: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema: int = field(default=SCHEMA, kw_only=True)  # first in the file, for people reading it
     plan: PlanRef
@@ -137,7 +149,8 @@ class Manifest:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     preprocess: Preprocess
-    precision: str
+    precision: str  # what the plan asked for; TensorRT builds its engines at it
+    graphs: tuple[GraphInfo, ...]  # what each ONNX graph is
     opset: int
     central: CentralInfo
     fusion: Fusion | None  # the central bundle's, None on workers
@@ -175,7 +188,7 @@ def read_manifest(path: Path) -> Manifest:
         )
     if not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{path}: schema: expected an integer, got {version!r}")
-    if version != SCHEMA:
+    if version not in READABLE:
         advice = (
             "built by an older cofc; rebuild it with `cofc build`"
             if version < SCHEMA
@@ -184,7 +197,18 @@ def read_manifest(path: Path) -> Manifest:
         raise BundleError(
             f"{path}: schema: version {version} is not the one this cofc reads ({SCHEMA}): the bundle was {advice}"
         )
+    if version == 4:
+        data = _upgrade_4(data)
     try:
         return from_json(Manifest, data)
     except SchemaError as exc:
         raise BundleError(f"{path}: {exc}") from None
+
+
+def _upgrade_4(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema 4 manifest read as schema 5, keeping its version: its graphs are the FP32 exports
+    (INT8 only ever meant TensorRT engines then). The digest pins the file, so it is not rewritten."""
+    files = data.get("files")
+    names = [n for n in ("backbone.onnx", "aggregator.onnx") if isinstance(files, dict) and n in files]
+    graphs = [{"file": n, "precision": "fp32", "note": "schema 4 bundle: FP32 graph"} for n in names]
+    return {**data, "graphs": graphs}

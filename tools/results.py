@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from cofc.compiler.cluster.bench_result import BenchResult
     from cofc.compiler.cluster.frontier import Frontier
     from cofc.compiler.cluster.gain import CollaborationGain
+    from cofc.compiler.pipeline.report import Report
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path("docs/results.md")
@@ -219,6 +220,7 @@ def plan_section(folder: Path, root: Path) -> list[str]:
         for d in r.devices
     ]
     out += ["", f"### Accuracy on {r.test_samples:,} test samples", "", head, "", *table(["model", "accuracy"], rows)]
+    out += precision_section(r, head)
 
     rows = [
         [
@@ -275,6 +277,35 @@ def plan_section(folder: Path, root: Path) -> list[str]:
     return out
 
 
+def precision_section(r: Report, head: str) -> list[str]:
+    """INT8 builds only: what each graph ships at and why, and the accuracies beside FP32."""
+    if r.precision.requested != "int8":
+        return []
+    f = r.fused
+    rows = [
+        [
+            d.name,
+            d.precision.upper(),
+            "—" if d.accuracy_onnx is None else pct(d.accuracy_onnx),
+            "—" if d.accuracy_onnx_fp32 is None else pct(d.accuracy_onnx_fp32),
+        ]
+        for d in r.devices
+    ]
+    rows.append(["fused", "", pct(f.accuracy), "—" if f.accuracy_fp32 is None else pct(f.accuracy_fp32)])
+    return [
+        "",
+        f"### Precision ({r.precision.scheme})",
+        "",
+        head,
+        "",
+        *(f"- {g.reason}" for g in r.precision.graphs),
+        "",
+        "Test accuracy through ONNX Runtime, each sub-model alone (the others masked) and fused:",
+        "",
+        *table(["device", "graph shipped", "bundle", "FP32 export"], rows),
+    ]
+
+
 def note_lines(source: dict[str, Any]) -> list[str]:
     """A source.json's optional note, as the paragraph under a section's heading."""
     return ["", str(source["note"])] if source.get("note") else []
@@ -326,8 +357,19 @@ def bench_section(bench: BenchResult, source: dict[str, str], folder: Path, root
         ["aggregation t3, median", ms(bench.t3_ms)],
         ["runtime overhead: end to end / (max(t1 + t2) + t3), median", f"{bench.overhead_ratio:.3f}"],
         ["runtime overhead, median", ms(bench.overhead_ms.median)],
-        [f"teacher alone on {teacher.device}, same backend, median", ms(teacher.median_ms)],
+        [
+            f"teacher alone on {teacher.device}, same backend, {teacher.precision.upper()}, median",
+            ms(teacher.median_ms),
+        ],
         ["speed-up vs the teacher alone", times(bench.speedup_vs_teacher)],
+        *(
+            [
+                ["teacher alone at FP32, median", ms(teacher.fp32_ms)],
+                ["speed-up vs it", times(teacher.fp32_ms / e.median)],
+            ]
+            if teacher.fp32_ms is not None
+            else []
+        ),
         [f"accuracy of the answers on these {bench.requests:,} inputs", pct(bench.accuracy)],
         ["degraded answers", str(bench.degraded)],
     ]

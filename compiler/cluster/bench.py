@@ -5,7 +5,8 @@ N real test inputs one at a time, and reports: measured end-to-end latency (medi
 per-phase breakdown (t1 per device, t2, t3) against the evaluator's prediction, the runtime's own
 overhead (end to end vs max_n(t1_n + t2_n) + t3 of the same request's measured phases), the
 accuracy of the answers, and the teacher's latency on the fastest device through the same
-backend. With `emulate`, devices get their plan's link rates and the CPU shares their latency
+backend, at the precision the build chose for the teacher (its INT8 graph in an INT8 build where
+that pays, with the FP32 time beside it). With `emulate`, devices get their plan's link rates and the CPU shares their latency
 tables were measured under (compiler/emulate.py). With `stream`, the same inputs are then sent as
 one pipelined stream (`window` in flight) and the answers per second are set against what the
 slowest stage allows, 1 / max(per-device t1+t2 medians, t3 median), so a user can size a
@@ -27,6 +28,8 @@ import numpy as np
 
 from cofc.compiler.cluster.bench_result import BenchResult, Phase, Spread, StreamRate, TeacherTiming
 from cofc.compiler.cluster.emulate import EmulatedDevice, Emulation, EmulationUnavailable
+from cofc.compiler.export.precision import FP32, INT8
+from cofc.compiler.export.quantize import int8_path
 from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.pipeline.report import PLAN_COPY, load_report
 from cofc.compiler.plan import load_plan
@@ -115,9 +118,8 @@ def bench(
     overhead = [e - c for e, c in zip(e2e, critical, strict=True)]
     fastest = max(plan.devices, key=lambda d: limits[d.name].share)
     graph_inputs = [prep(test.inputs[i : i + 1]) for i in range(len(test))]
-    teacher_ms = _teacher_ms(
-        build_dir / "onnx" / "teacher.onnx", graph_inputs, limits[fastest.name] if emulate else None
-    )
+    precision = report.precision.of("teacher").precision
+    teacher = _teacher(build_dir, precision, graph_inputs, limits[fastest.name] if emulate else None)
     predicted = {d.name: d for d in report.devices}
     phases = {
         n: Phase(
@@ -147,8 +149,14 @@ def bench(
         overhead_ms=_spread(overhead),
         overhead_ratio=statistics.median(e / c for e, c in zip(e2e, critical, strict=True)),
         predicted_ms=report.fused.predicted_ms,
-        teacher=TeacherTiming(fastest.name, teacher_ms, report.teacher.accuracy),
-        speedup_vs_teacher=teacher_ms / end_to_end.median,
+        teacher=TeacherTiming(
+            fastest.name,
+            teacher[precision],
+            report.teacher.accuracy,
+            precision,
+            teacher.get(FP32) if precision != FP32 else None,
+        ),
+        speedup_vs_teacher=teacher[precision] / end_to_end.median,
         stream=_throughput(streamed, phases, t3_ms) if streamed is not None else None,
     )
     result.save(build_dir)
@@ -199,6 +207,13 @@ def _throughput(s: Streamed, phases: dict[str, Phase], t3_ms: float) -> StreamRa
     )
 
 
+def _teacher(build_dir: Path, precision: str, inputs: list[dict], cpu: CpuLimit | None) -> dict[str, float]:
+    """The teacher's median ms at `precision` and, when that is INT8, at FP32 too."""
+    graph = build_dir / "onnx" / "teacher.onnx"
+    graphs = {FP32: graph} | ({INT8: int8_path(graph)} if precision == INT8 else {})
+    return {p: _teacher_ms(g, inputs, cpu) for p, g in graphs.items()}
+
+
 def _teacher_ms(path: Path, inputs: list[dict], cpu: CpuLimit | None) -> float:
     """The teacher alone on the fastest device, through the same backend, one request at a time."""
     with (
@@ -234,9 +249,14 @@ def format_table(r: BenchResult) -> str:
         f"(predicted {r.predicted_ms:.3f} ms; client-side median {r.client_ms.median:.3f} ms)",
         f"runtime overhead: end to end / (max(t1+t2)+t3) = {r.overhead_ratio:.3f}, "
         f"{r.overhead_ms.median:.3f} ms median",
-        f"teacher alone on {r.teacher.device}: {r.teacher.median_ms:.3f} ms -> "
+        f"teacher alone on {r.teacher.device} ({r.teacher.precision.upper()}): {r.teacher.median_ms:.3f} ms -> "
         f"CoFormer speed-up {r.speedup_vs_teacher:.2f}x",
     ]
+    if r.teacher.fp32_ms is not None:
+        lines.append(
+            f"teacher alone at FP32: {r.teacher.fp32_ms:.3f} ms "
+            f"(CoFormer speed-up against it {r.teacher.fp32_ms / e.median:.2f}x)"
+        )
     if (s := r.stream) is not None:
         lines.append(
             f"stream of {s.answers} (window {s.window}): {s.answers_per_s:.1f} answers/s; "

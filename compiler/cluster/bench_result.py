@@ -44,11 +44,15 @@ class Phase:
 
 @dataclass(frozen=True)
 class TeacherTiming:
-    """The teacher alone on the plan's fastest device, through the same backend."""
+    """The teacher alone on the plan's fastest device, through the same backend, at the precision
+    the build chose for it by the rule each device's graph follows (compiler/export/precision.py),
+    so that an INT8 cluster is set against an INT8 teacher where INT8 pays for the teacher."""
 
     device: str
     median_ms: float
     accuracy: float  # from the build's report, for the comparison beside CoFormer's
+    precision: str  # of the graph timed: fp32 or int8
+    fp32_ms: float | None  # the FP32 teacher's median too, when `precision` is not fp32
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
     """A bench.json of an earlier version as this one writes it. Before paced emulation
     (docs/reports/vit) a file had neither `cpu_emulation` nor `nice`: every emulated device ran
     under a cgroup quota and none was niced. Before `stream` was always written, a run without
-    one left it out."""
+    one left it out. Before INT8 graphs the teacher was always timed at FP32."""
     phases = {name: {"cpu_emulation": "cgroup", "nice": None} | p for name, p in data.get("phases", {}).items()}
-    return {"stream": None} | data | {"phases": phases}
+    teacher = {"precision": "fp32", "fp32_ms": None} | data.get("teacher", {})
+    return {"stream": None} | data | {"phases": phases, "teacher": teacher}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from cofc.compiler.export.precision import GraphPrecision
+from cofc.compiler.export.quantize import int8_path
 from cofc.compiler.models.adapters._hf import padding, tokenizer_file
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.plan import Plan
@@ -27,6 +29,7 @@ from cofc.runtime.manifest import (
     DeviceRef,
     FusedDevice,
     Fusion,
+    GraphInfo,
     ImagePreprocess,
     Manifest,
     PlanRef,
@@ -75,9 +78,17 @@ def device_preprocess(teacher: Teacher) -> tuple[Preprocess, Path | None]:
 
 
 def write_bundles(
-    out: Path, plan: Plan, pid: str, policy: Sequence[SubModelSpec], onnx_dir: Path, teacher: Teacher, feature: str
+    out: Path,
+    plan: Plan,
+    pid: str,
+    policy: Sequence[SubModelSpec],
+    onnx_dir: Path,
+    teacher: Teacher,
+    feature: str,
+    precisions: Mapping[str, GraphPrecision],
 ) -> list[Path]:
-    """One folder per device under out/bundle/, for the policy's sub-models of `teacher`."""
+    """One folder per device under out/bundle/, for the policy's sub-models of `teacher`; each
+    graph (a device's name, or "aggregator") as `precisions` chose: the FP32 export or its INT8 twin."""
     keys = {d.name: KeyPair.generate() for d in plan.devices}
     client = KeyPair.generate()
     central = CentralInfo(
@@ -104,13 +115,16 @@ def write_bundles(
         work = final.with_name(device.name + ".partial")
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        graphs = {f"{device.name}.onnx": "backbone.onnx"}
+        graphs = {device.name: "backbone.onnx"}
         if device.central:
-            graphs["aggregator.onnx"] = "aggregator.onnx"
-        for source, name in graphs.items():
-            shutil.copyfile(onnx_dir / source, work / name)
-            if calibration_path(onnx_dir / source).exists():  # INT8 builds: the engine's calibration inputs
-                shutil.copyfile(calibration_path(onnx_dir / source), calibration_path(work / name))
+            graphs["aggregator"] = "aggregator.onnx"
+        infos = []
+        for graph, name in graphs.items():
+            source, chosen = onnx_dir / f"{graph}.onnx", precisions[graph]
+            shutil.copyfile(int8_path(source) if chosen.precision == "int8" else source, work / name)
+            if calibration_path(source).exists():  # INT8 builds: the engine's calibration inputs
+                shutil.copyfile(calibration_path(source), calibration_path(work / name))
+            infos.append(GraphInfo(name, "int8" if chosen.precision == "int8" else "fp32", chosen.reason))
         if tokenizer is not None:
             shutil.copyfile(tokenizer, work / TOKENIZER)
         keys[device.name].write(work / "keys.json")
@@ -132,6 +146,7 @@ def write_bundles(
             outputs,
             prep,
             plan.export.precision,
+            tuple(infos),
             plan.export.opset,
             central,
             fusion,

@@ -2,7 +2,8 @@
 
 Each spec in the pool is built as a sub-model of the teacher's family and input size (random
 weights: latency does not depend on their values), exported to ONNX exactly as a device would
-run it, loaded through the runtime's backend interface, warmed up, and timed. The table is
+run it (at `--precision int8` under ONNX Runtime, quantized as `cofc build` quantizes it:
+compiler/export/quantize.py), loaded through the runtime's backend interface, warmed up, and timed. The table is
 rewritten atomically after every row, so a killed run keeps what it finished and resumes.
 """
 
@@ -24,6 +25,8 @@ import torch
 from tqdm import tqdm
 
 from cofc.compiler.export.onnx import PooledBackbone, export_backbone
+from cofc.compiler.export.precision import check_ort_precision
+from cofc.compiler.export.quantize import quantize_graph
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.teacher import Teacher
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
@@ -192,6 +195,10 @@ def run_profile(
     """Measure `count` pool specs (resuming a killed run) and return the finished table, under
     `cpu`: each run paced, or this process held to its cgroup quota."""
     torch.set_num_threads(max(1, threads))
+    if backend == "onnxruntime":
+        check_ort_precision(precision)
+    elif backend == "torch-cuda" and precision != "fp32":
+        raise CofcError(f"backend torch-cuda times fp32 only; {precision} needs onnxruntime or tensorrt")
     adapter = get_adapter(teacher.family)
     base = adapter.spec(teacher.model)
     example = adapter.preprocess(teacher.record, _example_raw(teacher))
@@ -220,6 +227,8 @@ def run_profile(
                 timing = time_calls(torch_cuda_call(PooledBackbone(adapter, model, list(example)), example))
             else:
                 onnx_path = export_backbone(adapter, model, example, Path(tmp) / "spec.onnx", opset)
+                if backend == "onnxruntime" and precision == "int8":  # ranges from the example: timing only
+                    onnx_path = quantize_graph(onnx_path, feeds)
                 with open_backend(
                     backend,
                     onnx_path,

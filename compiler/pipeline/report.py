@@ -15,7 +15,7 @@ from cofc.compiler.export.onnx import Parity
 from cofc.compiler.models.torch_device import describe
 from cofc.compiler.pipeline.context import Context
 from cofc.compiler.pipeline.plots import plot_latency
-from cofc.compiler.pipeline.stages import Built, SearchSummary
+from cofc.compiler.pipeline.stages import Built, Precisions, SearchSummary
 from cofc.compiler.planning.objective import latency
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec, flops
 from cofc.errors import CofcError
@@ -52,11 +52,15 @@ class DeviceInfo:
     t2_ms: float  # predicted transfer
     accuracy: float  # alone, calibrated
     accuracy_uncalibrated: float  # alone, as cut
+    precision: str  # what its backbone graph ships at: fp32 or int8
+    accuracy_onnx: float | None  # alone, its bundle through ONNX Runtime (None in older reports)
+    accuracy_onnx_fp32: float | None  # alone, its FP32 export, where some graph ships INT8
 
 
 @dataclass(frozen=True)
 class FusedInfo:
     accuracy: float  # the bundles through ONNX Runtime
+    accuracy_fp32: float | None  # the FP32 exports through ONNX Runtime, where some graph ships INT8
     accuracy_torch: float
     accuracy_without_dropout: float
     predicted_ms: float  # eq. 3
@@ -75,6 +79,7 @@ class Report:
     devices: tuple[DeviceInfo, ...]
     search: SearchSummary
     export: tuple[Parity, ...]
+    precision: Precisions
     test_samples: int
     stage_seconds: dict[str, float]  # how long each stage took when it ran
     torch_device: str  # where the stages' torch work ran: "cpu", or "cuda (<GPU name>)"
@@ -93,6 +98,7 @@ def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report
         ),
         fused=FusedInfo(
             ort.fused,
+            ort.fused_fp32,
             acc.fused,
             acc.fused_without_dropout,
             lat.total,
@@ -103,13 +109,27 @@ def make_report(ctx: Context, built: Built, seconds: dict[str, float]) -> Report
         average=acc.average,
         vote=acc.vote,
         devices=tuple(
-            DeviceInfo(d.name, d.central, s, flops(s, base) / 1e6, flops(s, base) / teacher_flops, t1, t2, a, u)
-            for d, s, a, u, t1, t2 in zip(
-                devices, found.policy, acc.submodels, acc.submodels_uncalibrated, lat.t1, lat.t2, strict=True
+            DeviceInfo(
+                d.name,
+                d.central,
+                s,
+                flops(s, base) / 1e6,
+                flops(s, base) / teacher_flops,
+                t1,
+                t2,
+                a,
+                u,
+                built.quantize.of(d.name).precision,
+                ort.alone[k],
+                ort.alone_fp32[k] if ort.alone_fp32 is not None else None,
+            )
+            for k, (d, s, a, u, t1, t2) in enumerate(
+                zip(devices, found.policy, acc.submodels, acc.submodels_uncalibrated, lat.t1, lat.t2, strict=True)
             )
         ),
         search=found,
         export=built.export.checks,
+        precision=built.quantize,
         test_samples=ort.samples,
         stage_seconds=seconds,
         torch_device=describe(ctx.device),
@@ -140,12 +160,34 @@ def load_report(build_dir: Path) -> Report:
     if not path.is_file():
         raise CofcError(f"{build_dir} has no {REPORT}: run 'cofc build' first")
     data = json.loads(path.read_text())
-    if isinstance(data, dict):  # reports from before `cofc build --device`: every one ran on the CPU
-        data.setdefault("torch_device", "cpu")
+    if isinstance(data, dict):
+        _upgrade(data)
     try:
         return from_json(Report, data)
     except SchemaError as exc:
         raise CofcError(f"{path}: {exc}: written by another version of cofc; rebuild with 'cofc build'") from None
+
+
+def _upgrade(data: dict) -> None:
+    """Reports of earlier builds, as this one reads them: before `cofc build --device` every one ran
+    on the CPU; before the quantize stage every graph was FP32, and no one measured the sub-models
+    alone through ONNX Runtime."""
+    data.setdefault("torch_device", "cpu")
+    if "precision" in data:
+        return
+    names = [d["name"] for d in data["devices"]]
+    planned = "FP32 graph (built before the quantize stage)"
+    data["precision"] = {
+        "requested": "unrecorded",
+        "scheme": "",
+        "graphs": [
+            {"graph": g, "precision": "fp32", "measured": None, "reason": planned}
+            for g in (*names, "aggregator", "teacher")
+        ],
+    }
+    data["fused"].setdefault("accuracy_fp32", None)
+    for d in data["devices"]:
+        d.update(precision="fp32", accuracy_onnx=None, accuracy_onnx_fp32=None)
 
 
 SEARCHES = {"debo": "DeBo", "uniform": "the uniform split", "random": "random search"}
@@ -183,6 +225,11 @@ def markdown(r: Report, gain: CollaborationGain | None = None) -> str:
         "|---|---|",
         f"| teacher | {pct(r.teacher.accuracy)} |",
         f"| CoFormer fused (bundles through ONNX Runtime) | {pct(f.accuracy)} |",
+        *(
+            [f"| CoFormer fused (FP32 exports through ONNX Runtime) | {pct(f.accuracy_fp32)} |"]
+            if f.accuracy_fp32
+            else []
+        ),
         f"| CoFormer fused (torch) | {pct(f.accuracy_torch)} |",
         f"| average of sub-model logits | {pct(r.average)} |",
         f"| majority vote | {pct(r.vote)} |",
@@ -192,6 +239,7 @@ def markdown(r: Report, gain: CollaborationGain | None = None) -> str:
             f"| fused, {name} missing (feature-dropout aggregator / without) | {pct(v)} / "
             f"{pct(f.missing_one_without_dropout[name])} |"
         )
+    lines += precision_lines(r)
     lines += [
         "",
         "## Predicted latency",
@@ -240,4 +288,17 @@ def gain_markdown(g: CollaborationGain) -> list[str]:
     ]
     if not g.equal_latency:
         lines.append("The medians differ by more than 5%: this is not a comparison at equal latency.")
+    return lines
+
+
+def precision_lines(r: Report) -> list[str]:
+    """Each graph's precision, why, and each sub-model alone through ONNX Runtime (its bundle
+    graph, and its FP32 export where some graph ships INT8)."""
+    p = r.precision
+    lines = ["", f"## Precision (plan: {p.requested}{'; ' + p.scheme if p.scheme else ''})", ""]
+    lines += [f"- {g.reason}" for g in p.graphs]
+    lines += ["", "| device | graph | alone, bundle (ONNX Runtime) | alone, FP32 export |", "|---|---|---|---|"]
+    for d in r.devices:
+        bundle, fp32 = (("-" if v is None else pct(v)) for v in (d.accuracy_onnx, d.accuracy_onnx_fp32))
+        lines.append(f"| {d.name} | {d.precision} | {bundle} | {fp32} |")
     return lines

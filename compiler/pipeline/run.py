@@ -1,6 +1,6 @@
 """`cofc build`: run the stages in order, each reused from OUT/stages/ while what it reads is
 unchanged (cache.py), then write the report. `force` reruns every stage; `device` is where their
-torch work runs (torch_device.py)."""
+torch work runs (torch_device.py); `precision` overrides the plan's export.precision."""
 
 from __future__ import annotations
 
@@ -24,8 +24,14 @@ from cofc.runtime._files import atomic_write
 from cofc.runtime._typed_json import from_json, to_json
 
 
-def build(plan_path: Path, out: Path | None = None, force: bool = False, device: torch.device = CPU) -> Report:
-    prepared = prepare(plan_path)
+def build(
+    plan_path: Path,
+    out: Path | None = None,
+    force: bool = False,
+    device: torch.device = CPU,
+    precision: str | None = None,
+) -> Report:
+    prepared = prepare(plan_path, precision)
     out = Path(out or prepared.plan.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / PLAN_COPY, plan_yaml(prepared.plan).encode())

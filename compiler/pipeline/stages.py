@@ -5,6 +5,7 @@
     search     DeBo, random and uniform search under C1–C6 (§III-C1; the planner is pure)
     calibrate  cut the chosen policy, boost, train the aggregator, fine-tune jointly (§III-C2)
     export     ONNX per device and for the aggregator, checked against torch (fails past tolerance)
+    quantize   INT8 plans: each graph's INT8 twin, kept where it is accurate and faster here
     bundle     one folder per device with manifest, hashes and CURVE keys
     engines    TensorRT engines into each bundle's engines/, only where this host has TensorRT
     evaluate   the bundles' fused pipeline through ONNX Runtime on the test split
@@ -17,8 +18,11 @@ The torch work of teacher, importance, search and calibrate runs on the build's 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import numpy as np
@@ -29,7 +33,10 @@ from cofc.compiler.calibration.accuracy import AccuracyReport, accuracy_report
 from cofc.compiler.calibration.calibrate import Calibrated, CalibrationConfig, FusedModel, calibrate, random_mask
 from cofc.compiler.export.bundle import plan_id, write_bundles
 from cofc.compiler.export.onnx import (
+    FEATURES,
     INT8_SAMPLES,
+    LOGITS,
+    MASK,
     Parity,
     PooledBackbone,
     export_aggregator,
@@ -38,6 +45,8 @@ from cofc.compiler.export.onnx import (
     parity,
     write_int8_calibration,
 )
+from cofc.compiler.export.precision import FP32, GraphPrecision, Graphs, judge
+from cofc.compiler.export.quantize import SCHEME, quantize_graph, stored_calibration
 from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
 from cofc.compiler.models.fusion import Aggregator
@@ -126,6 +135,19 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class Precisions:
+    """What each graph ships at (compiler/export/precision.py): the devices in plan order, then
+    the aggregator and the teacher (whom `cofc bench` times at its own choice)."""
+
+    requested: str  # the plan's export.precision
+    scheme: str  # how INT8 twins are made, "" when none were
+    graphs: tuple[GraphPrecision, ...]
+
+    def of(self, graph: str) -> GraphPrecision:
+        return next(g for g in self.graphs if g.graph == graph)
+
+
+@dataclass(frozen=True)
 class BundleResult:
     plan_id: str
     devices: tuple[str, ...]  # OUT/bundle/<device>, in plan order
@@ -138,11 +160,15 @@ class EnginesResult:
 
 @dataclass(frozen=True)
 class OnnxAccuracy:
-    """The shipped bundles through ONNX Runtime on the test split."""
+    """The shipped bundles through ONNX Runtime on the test split; where some graph ships INT8,
+    the same through the FP32 exports beside them (`*_fp32`, else None)."""
 
     fused: float
     missing: tuple[float, ...]  # fused with that device missing
+    alone: tuple[float, ...]  # each device's sub-model alone: the others masked as missing
     samples: int
+    fused_fp32: float | None
+    alone_fp32: tuple[float, ...] | None
 
 
 # -- the stages --------------------------------------------------------------------------------
@@ -327,18 +353,78 @@ def export(ctx: Context, found: SearchSummary, _: AccuracyReport) -> ExportResul
     return ExportResult(tuple(checks))
 
 
+FP16_NOTE = (
+    "export.precision fp16: the bundles' graphs stay FP32, since ONNX Runtime on a CPU gains nothing from "
+    "FP16; TensorRT devices build FP16 engines from them at first run"
+)
+
+
+@stage(
+    "quantize",
+    Reads(
+        plan=("export", *SPLITS),
+        stages=("export",),
+        code=("cofc.compiler.export.quantize", "cofc.compiler.export.precision", PREPARE),
+    ),
+    outputs=("onnx",),
+)
+def quantize(ctx: Context, _: ExportResult) -> Precisions:
+    """INT8 plans: quantize every graph from its stored calibration inputs, then keep each INT8
+    twin only where it loses at most export.max_drop and runs faster on this host."""
+    plan, onnx_dir = ctx.plan, ctx.out / "onnx"
+    names = [d.name for d in plan.devices]
+    if plan.export.precision != "int8":
+        if plan.export.precision == "fp16":
+            log(FP16_NOTE)
+        planned = f"{plan.export.precision} planned, FP32 graph"
+        return Precisions(
+            plan.export.precision,
+            "",
+            tuple(GraphPrecision(g, FP32, None, planned) for g in (*names, "aggregator", "teacher")),
+        )
+    if fp32_tables := [d.name for d in plan.devices if _table_precision(d.profile) != "int8"]:
+        log(
+            f"the latency tables of {', '.join(fp32_tables)} were not measured at int8: the search planned with "
+            "their speed at that precision; `cofc profile --precision int8` measures INT8's"
+        )
+    graphs = Graphs({n: onnx_dir / f"{n}.onnx" for n in names}, onnx_dir / "aggregator.onnx", onnx_dir / "teacher.onnx")
+    model_inputs = stored_calibration(graphs.devices[names[0]])  # the teacher reads what the backbones read
+    for graph in tqdm([*graphs.devices.values(), graphs.aggregator], desc="quantizing graphs to INT8", leave=False):
+        quantize_graph(graph, stored_calibration(graph))
+    quantize_graph(graphs.teacher, model_inputs)
+    inputs = {k: v.numpy() for k, v in ctx.teacher.preprocess(ctx.val.inputs).items()}
+    chosen = judge(graphs, inputs, np.asarray(ctx.val.labels), plan.export.max_drop)
+    for choice in chosen:
+        log(choice.reason)
+    return Precisions("int8", str(SCHEME), chosen)
+
+
+def _table_precision(profile: Path) -> str:
+    """The precision a device's latency table was measured at (fp32 where it does not say)."""
+    return str(json.loads(profile.read_text())["provenance"].get("precision", "fp32"))
+
+
 @stage(
     "bundle",
     Reads(
         plan=("name", "teacher", "devices", "runtime", "export", "calibration.feature"),
-        stages=("search", "export"),
+        stages=("search", "quantize"),
         code=("cofc.compiler.export.bundle", "cofc.compiler.models.adapters._hf"),
     ),
     outputs=("bundle",),
 )
-def bundle(ctx: Context, found: SearchSummary, _: ExportResult) -> BundleResult:
+def bundle(ctx: Context, found: SearchSummary, precisions: Precisions) -> BundleResult:
     pid = plan_id(ctx.keys["bundle"].encode())
-    write_bundles(ctx.out, ctx.plan, pid, found.policy, ctx.out / "onnx", ctx.teacher, ctx.plan.calibration.feature)
+    write_bundles(
+        ctx.out,
+        ctx.plan,
+        pid,
+        found.policy,
+        ctx.out / "onnx",
+        ctx.teacher,
+        ctx.plan.calibration.feature,
+        {g.graph: g for g in precisions.graphs},
+    )
     return BundleResult(pid, tuple(d.name for d in ctx.plan.devices))
 
 
@@ -359,21 +445,55 @@ def evaluate(ctx: Context, bundles: BundleResult) -> OnnxAccuracy:
     from cofc.runtime.bundle import load_bundle
     from cofc.runtime.pipeline import LocalPipeline
 
-    test, n, devices = ctx.test, len(ctx.test), len(bundles.devices)
-    with LocalPipeline([load_bundle(ctx.out / "bundle" / name) for name in bundles.devices]) as pipeline:
+    test, n = ctx.test, len(ctx.test)
+    shipped = [load_bundle(ctx.out / "bundle" / name) for name in bundles.devices]
+    with LocalPipeline(shipped) as pipeline:
         parts = [
             pipeline.features(test.inputs[i : i + 256])
             for i in tqdm(range(0, n, 256), desc="fused ONNX pipeline on the test split", leave=False)
         ]
-        per_device = [np.concatenate([p[k] for p in parts]) for k in range(devices)]
+        features = [np.concatenate([p[k] for p in parts]) for k in range(len(shipped))]
+        result = _scores(features, pipeline.fuse, test.labels)
+    if all(g.precision == "fp32" for b in shipped for g in b.manifest.graphs):
+        return result
+    fp32 = _fp32_twin(ctx, pipeline.preprocess(test.inputs), [b.device for b in shipped])
+    return dataclasses.replace(result, fused_fp32=fp32.fused, alone_fp32=fp32.alone)
 
-        def fused(missing: int | None = None) -> float:
-            mask = np.ones((n, devices), np.float32)
-            if missing is not None:
-                mask[:, missing] = 0
-            return float((pipeline.fuse(per_device, mask).argmax(-1) == test.labels).mean())
 
-        return OnnxAccuracy(fused(), tuple(fused(k) for k in range(devices)), n)
+def _scores(
+    features: list[np.ndarray], fuse: Callable[[list[np.ndarray], np.ndarray], np.ndarray], labels: np.ndarray
+) -> OnnxAccuracy:
+    """Fused accuracy with every device, with each one missing, and with each one alone."""
+    n, every = len(labels), range(len(features))
+
+    def accuracy(present: list[int]) -> float:
+        mask = np.zeros((n, len(features)), np.float32)
+        mask[:, present] = 1
+        return float((fuse(features, mask).argmax(-1) == labels).mean())
+
+    return OnnxAccuracy(
+        accuracy(list(every)),
+        tuple(accuracy([j for j in every if j != k]) for k in every),
+        tuple(accuracy([k]) for k in every),
+        n,
+        None,
+        None,
+    )
+
+
+def _fp32_twin(ctx: Context, inputs: dict[str, np.ndarray], devices: list[str]) -> OnnxAccuracy:
+    """The same accuracies through the FP32 exports (OUT/onnx/) of the shipped graphs."""
+    from cofc.compiler.export.precision import outputs
+    from cofc.runtime.backends import open_backend
+
+    onnx_dir = ctx.out / "onnx"
+    features = [outputs(onnx_dir / f"{d}.onnx", inputs) for d in devices]
+    with open_backend("onnxruntime", onnx_dir / "aggregator.onnx") as aggregator:
+
+        def fuse(feats: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
+            return aggregator.run({FEATURES: np.concatenate(feats, 1), MASK: mask})[LOGITS]
+
+        return _scores(features, fuse, ctx.test.labels)
 
 
 @dataclass(frozen=True)
@@ -384,6 +504,7 @@ class Built:
     search: SearchSummary
     calibrate: AccuracyReport
     export: ExportResult
+    quantize: Precisions
     bundle: BundleResult
     evaluate: OnnxAccuracy
 

@@ -48,7 +48,8 @@ A plan, with every field (paths are relative to the plan file):
         address: 192.168.1.20        # optional (default 127.0.0.1): where workers reach central
     objective: {delta: 0.01, initial: 10, iterations: 40, seed: 0}   # δ (per ms), r, I_s; also
                                      # min_layers, ship, max_ms, fill: false (see schema.py)
-    export: {precision: fp32, opset: 17}
+    export: {precision: fp32, opset: 17, max_drop: 0.01}   # int8: each graph keeps INT8 if it loses
+                                     # at most max_drop accuracy and runs faster here, else FP32
     # soft_labels > 0 adds KL(teacher‖student) at temperature T beside eq. 14; layer_distill > 0
     # adds each sub-model block's error to the teacher block it was cut from while boosting;
     # held_out_fusion false holds no training images out for the aggregator (see above)
@@ -178,6 +179,7 @@ class ObjectivePlan:
 class ExportPlan:
     precision: str
     opset: int
+    max_drop: float  # INT8: the accuracy a graph may lose before it ships FP32
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ a build starts from."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,13 @@ class Prepared:
         return cal + fusion, None
 
 
-def prepare(plan_path: Path) -> Prepared:
-    """Load the plan, its teacher and data; refuse (PlanError) what does not fit together."""
+def prepare(plan_path: Path, precision: str | None = None) -> Prepared:
+    """Load the plan, its teacher and data; refuse (PlanError) what does not fit together.
+    `precision` overrides the plan's export.precision (`cofc build --precision`: one plan file
+    for an FP32 build and its INT8 twin)."""
     plan = load_plan(plan_path)
+    if precision is not None:
+        plan = dataclasses.replace(plan, export=dataclasses.replace(plan.export, precision=precision))
     teacher = teacher_from_plan(plan)
     base = teacher.spec
     check_against_teacher(plan, base)

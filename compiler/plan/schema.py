@@ -143,6 +143,9 @@ SCHEMA = {
     "export": {
         "precision": Field(STR, required=False, default="fp32", check=_one_of(*PRECISIONS)),
         "opset": Field(INT, required=False, default=17, check=_opset),
+        # INT8 only: the most accuracy (a fraction) a graph's INT8 twin may lose before that graph
+        # ships FP32 instead (compiler/export/precision.py says what it is measured on).
+        "max_drop": Field(NUM, required=False, default=0.01, check=_fraction),
     },
     "calibration": {
         "epochs": Field(INT, required=False, default=4, check=_positive),

@@ -168,3 +168,19 @@ def test_profile_names_what_is_missing_before_measuring(args, words, tmp_path):
     result = run_cofc("profile", *[str(plan) if a == "PLAN" else a for a in args], cwd=tmp_path)
     assert result.returncode == 2 and words in result.stderr, result.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_int8_profile_times_quantized_graphs(vit_teacher_file, tmp_path):
+    """`--precision int8` under ONNX Runtime times each spec's QDQ twin, and says so."""
+    table = run_profile(load_teacher(vit_teacher_file), tmp_path / "t.json", "host", precision="int8", count=2)
+    assert table["provenance"]["precision"] == "int8" and len(table["rows"]) == 2
+    assert all(r["ms"] > 0 for r in table["rows"])
+
+
+def test_fp16_profile_on_onnxruntime_without_a_gpu_is_one_line(vit_teacher_file, tmp_path):
+    result = run_cofc(
+        "profile", "--teacher", str(vit_teacher_file), "--out", str(tmp_path / "t.json"), "--precision", "fp16"
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "fp16 changes nothing under ONNX Runtime" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "t.json").exists()

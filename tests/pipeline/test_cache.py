@@ -15,7 +15,7 @@ import pytest
 from cofc.compiler.pipeline.cache import module_closure, source_digest
 from tests.helpers import REPO
 
-AFTER_CALIBRATE = ("calibrate", "export", "bundle", "evaluate")
+AFTER_CALIBRATE = ("calibrate", "export", "quantize", "bundle", "evaluate")
 
 
 def test_a_stage_counts_the_modules_its_modules_import():

@@ -17,7 +17,7 @@ from cofc.compiler.pipeline.report import REPORT, load_report
 from tests.helpers import REPO, make_plan, run_cofc
 
 CUDA = torch.cuda.is_available()
-STAGES = {"teacher", "importance", "search", "calibrate", "export", "bundle", "evaluate"}
+STAGES = {"teacher", "importance", "search", "calibrate", "export", "quantize", "bundle", "evaluate"}
 
 
 @pytest.mark.skipif(CUDA, reason="torch sees a CUDA device here: auto picks it")

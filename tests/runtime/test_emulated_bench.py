@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from cofc.compiler.cluster.bench_result import BenchResult
+from cofc.compiler.pipeline.report import load_report
 from tests.helpers import run_cofc
 
 pytestmark = pytest.mark.skipif(
@@ -54,3 +55,17 @@ def test_emulated_bench_paces_each_device_to_its_tables_share(built, tmp_path):
     # A quarter of a core: about 4x its loopback compute time.
     assert phase.t1_ms > 2.5 * loopback.phases["nano"].t1_ms, (phase, loopback.phases["nano"])
     assert emulated.accuracy == loopback.accuracy
+
+
+def test_bench_times_the_teacher_at_the_clusters_precision(built, tmp_path):
+    """The small plan is INT8: the teacher is timed at the precision the build chose for it by
+    the devices' rule, and at FP32 beside it when that is INT8, so the speed-up is like for like."""
+    build = tmp_path / "out"
+    shutil.copytree(built, build)
+    chosen = load_report(build).precision.of("teacher").precision
+    result = run_cofc("bench", str(build), "-n", "20")
+    assert result.returncode == 0, result.stderr[-3000:]
+    teacher = BenchResult.load(build).teacher
+    assert teacher.precision == chosen and teacher.median_ms > 0
+    assert (teacher.fp32_ms is not None) == (chosen == "int8")
+    assert f"teacher alone on {teacher.device} ({chosen.upper()})" in result.stdout

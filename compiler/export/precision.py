@@ -1,0 +1,175 @@
+"""Which precision each graph ships at, and why: the plan asks for one, each graph earns it.
+
+A graph keeps its INT8 twin only if both hold, measured by the build on this host:
+  accuracy  the drop is at most the plan's `export.max_drop`. A device's backbone is judged by its
+            sub-model alone (its features only, through the FP32 aggregator, the others masked
+            as missing): that drop belongs to that device and to no other, where a fused drop is
+            hidden by the devices that kept FP32 and cannot say which graph caused it. The
+            aggregator is judged by the fused accuracy, since it only ever runs fused.
+  speed     its median single-request time is below the FP32 graph's. INT8 matrix multiplies pay
+            with VNNI or wide layers; on a CPU without VNNI a narrow sub-model can get slower
+            (quantize/dequantize work outweighs the smaller multiplies), and a slower graph is
+            no gain for any device.
+FP16 changes what ONNX Runtime runs only with a GPU provider; on a CPU-only host it is refused by
+one line (bundles stay FP32 graphs; TensorRT devices still build FP16 engines at first run).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cofc.errors import CofcError
+
+FP32, INT8 = "fp32", "int8"
+MAX_DROP = 0.01  # default `export.max_drop`: one point of accuracy
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One graph at both precisions on this host: accuracy (fraction) and median ms per request."""
+
+    fp32_accuracy: float
+    int8_accuracy: float
+    fp32_ms: float
+    int8_ms: float
+
+
+@dataclass(frozen=True)
+class GraphPrecision:
+    """What one graph ships at, with the measurements behind it and one line saying why."""
+
+    graph: str  # a device's name, "aggregator" or "teacher"
+    precision: str  # what ships: fp32 or int8
+    measured: Measured | None  # None when the plan asked for FP32
+    reason: str
+
+
+def choose(graph: str, m: Measured, max_drop: float, judged_by: str) -> GraphPrecision:
+    """INT8 if it loses at most `max_drop` of `judged_by` accuracy and is faster; else FP32 and why."""
+    drop = m.fp32_accuracy - m.int8_accuracy
+    if drop > max_drop:
+        why = f"INT8 loses {100 * drop:.2f} points ({judged_by}), more than export.max_drop {100 * max_drop:.2f}"
+        return GraphPrecision(graph, FP32, m, f"{graph} keeps FP32: {why}")
+    if m.int8_ms >= m.fp32_ms:
+        why = f"INT8 is not faster on this host ({m.int8_ms:.3f} ms vs {m.fp32_ms:.3f} ms FP32)"
+        return GraphPrecision(graph, FP32, m, f"{graph} keeps FP32: {why}")
+    return GraphPrecision(
+        graph,
+        INT8,
+        m,
+        f"{graph} runs INT8: {m.fp32_ms / m.int8_ms:.2f}x faster on this host, "
+        f"{100 * drop:+.2f} points lost ({judged_by})",
+    )
+
+
+def fp16_refusal(providers: list[str]) -> str | None:
+    """Why FP16 cannot change what ONNX Runtime runs here, if it cannot (no GPU provider)."""
+    if any(p in providers for p in GPU_PROVIDERS):
+        return None
+    return (
+        "fp16 changes nothing under ONNX Runtime on this host: it has no GPU provider "
+        f"({', '.join(providers)}), and its CPU kernels run FP16 slower than FP32"
+    )
+
+
+def check_ort_precision(precision: str) -> None:
+    """`cofc profile --backend onnxruntime`: refuse a precision ONNX Runtime cannot run here."""
+    import onnxruntime
+
+    if precision == "fp16" and (why := fp16_refusal(onnxruntime.get_available_providers())):
+        raise CofcError(why + "; profile fp32 or int8, or use --backend tensorrt on a GPU")
+
+
+# -- measuring on this host ----------------------------------------------------------------------
+SPEED_ROUNDS = 3  # FP32 and INT8 timed in turns, so that a busy moment on the host hits both
+
+
+def outputs(graph: Path, feeds: Mapping[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """The graph's one output on every sample of `feeds`, `batch` at a time (one thread)."""
+    from cofc.runtime.backends import open_backend
+
+    n = len(next(iter(feeds.values())))
+    with open_backend("onnxruntime", graph, threads=1) as engine:
+        names = [s.name for s in engine.inputs]
+        parts = [
+            next(iter(engine.run({k: feeds[k][i : i + batch] for k in names}).values())) for i in range(0, n, batch)
+        ]
+    return np.concatenate(parts)
+
+
+def speeds(fp32: Path, int8: Path, feeds: Mapping[str, np.ndarray]) -> tuple[float, float]:
+    """Median ms of one request (the first sample of `feeds`) through each graph, one thread."""
+    from cofc.compiler.latency.profile import time_calls
+    from cofc.runtime.backends import open_backend
+
+    one = {k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()}
+    with open_backend("onnxruntime", fp32, threads=1) as a, open_backend("onnxruntime", int8, threads=1) as b:
+        engines = (a, b)
+        feeds_of = [{s.name: one[s.name] for s in e.inputs} for e in engines]
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(SPEED_ROUNDS):
+            for e, f, t in zip(engines, feeds_of, times, strict=True):
+                t.append(time_calls(functools.partial(e.run, f))["ms"])
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+@dataclass(frozen=True)
+class Graphs:
+    """The FP32 graphs of a build (onnx/), each with its INT8 twin at `int8_path`."""
+
+    devices: dict[str, Path]  # in the aggregator's order
+    aggregator: Path
+    teacher: Path
+
+
+def judge(
+    graphs: Graphs, inputs: Mapping[str, np.ndarray], labels: np.ndarray, max_drop: float
+) -> tuple[GraphPrecision, ...]:
+    """Each device's backbone, the aggregator and the teacher, FP32 or INT8 (module docstring)."""
+    from cofc.compiler.export.onnx import FEATURES, MASK
+    from cofc.compiler.export.quantize import int8_path
+
+    def accuracy(logits: np.ndarray) -> float:
+        return float((logits.argmax(-1) == labels).mean())
+
+    def fused(aggregator: Path, features: list[np.ndarray], mask: np.ndarray) -> float:
+        return accuracy(outputs(aggregator, {FEATURES: np.concatenate(features, 1), MASK: mask}))
+
+    names, n = list(graphs.devices), len(labels)
+    feats = {
+        p: [outputs(g if p == FP32 else int8_path(g), inputs) for g in graphs.devices.values()] for p in (FP32, INT8)
+    }
+    chosen = []
+    for k, name in enumerate(names):
+        alone = np.zeros((n, len(names)), np.float32)
+        alone[:, k] = 1
+        mixed = [feats[INT8 if j == k else FP32][j] for j in range(len(names))]
+        m = Measured(
+            fused(graphs.aggregator, feats[FP32], alone),
+            fused(graphs.aggregator, mixed, alone),
+            *speeds(graphs.devices[name], int8_path(graphs.devices[name]), inputs),
+        )
+        chosen.append(choose(name, m, max_drop, "its sub-model alone, validation split"))
+    shipped = [feats[c.precision][k] for k, c in enumerate(chosen)]
+    everyone = np.ones((n, len(names)), np.float32)
+    agg_feeds = {FEATURES: np.concatenate(shipped, 1), MASK: everyone}
+    m = Measured(
+        fused(graphs.aggregator, shipped, everyone),
+        fused(int8_path(graphs.aggregator), shipped, everyone),
+        *speeds(graphs.aggregator, int8_path(graphs.aggregator), agg_feeds),
+    )
+    chosen.append(choose("aggregator", m, max_drop, "fused, validation split"))
+    m = Measured(
+        accuracy(outputs(graphs.teacher, inputs)),
+        accuracy(outputs(int8_path(graphs.teacher), inputs)),
+        *speeds(graphs.teacher, int8_path(graphs.teacher), inputs),
+    )
+    chosen.append(choose("teacher", m, max_drop, "the teacher alone, validation split"))
+    return tuple(chosen)

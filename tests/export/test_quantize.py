@@ -1,0 +1,118 @@
+"""INT8 under ONNX Runtime (issue 35): each graph's QDQ twin agrees with its FP32 export on real
+inputs, the build keeps it only where it is accurate enough and faster (both fallbacks), the
+manifest and `cofc inspect` say what each graph is, and bundles of schema 4 still load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from cofc.compiler.export.precision import FP32, INT8, Measured, choose, fp16_refusal, outputs
+from cofc.compiler.export.quantize import int8_path, stored_calibration
+from cofc.compiler.pipeline.report import load_report
+from cofc.runtime.bundle import load_bundle
+from tests.helpers import run_cofc
+
+# The INT8 features of a backbone stay within this share of the FP32 features' L2 norm, and at
+# least this share of the samples' predictions agree: weight and activation rounding in 8 bits
+# (scale / 255 per tensor) moves each value by well under a percent of its range; the error
+# compounds over the layers, so the bound leaves room for three of them.
+FEATURE_L2 = 0.10
+AGREE = 0.95
+
+
+def _relative_l2(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def test_int8_graphs_are_qdq_and_agree_with_fp32_on_real_inputs(built):
+    """Every backbone's INT8 twin, on the MNIST images it was calibrated on (real data, stored in
+    the bundle), gives features within FEATURE_L2 of the FP32 graph's, and the fused logits
+    through the INT8 aggregator pick the same class for at least AGREE of them."""
+    onnx_dir = built / "onnx"
+    devices = ["orin", "tx2", "nano"]
+    images = stored_calibration(onnx_dir / "orin.onnx")
+    fp32, int8 = [], []
+    for name in devices:
+        twin = int8_path(onnx_dir / f"{name}.onnx")
+        ops = {n.op_type for n in onnx.load(str(twin)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+        fp32.append(outputs(onnx_dir / f"{name}.onnx", images))
+        int8.append(outputs(twin, images))
+        assert _relative_l2(int8[-1], fp32[-1]) < FEATURE_L2, name
+    mask = np.ones((len(fp32[0]), len(devices)), np.float32)
+    want = outputs(onnx_dir / "aggregator.onnx", {"features": np.concatenate(fp32, 1), "mask": mask}).argmax(-1)
+    got = outputs(int8_path(onnx_dir / "aggregator.onnx"), {"features": np.concatenate(int8, 1), "mask": mask})
+    assert (got.argmax(-1) == want).mean() >= AGREE
+
+
+def test_bundles_ship_what_the_build_chose_and_say_so(built):
+    """Each bundle graph is byte for byte the twin the quantize stage chose, the manifest says
+    which with the build's reason, and `cofc inspect` prints it."""
+    report = load_report(built)
+    assert report.precision.requested == INT8 and "QDQ" in report.precision.scheme
+    assert [g.graph for g in report.precision.graphs] == ["orin", "tx2", "nano", "aggregator", "teacher"]
+    for name in ("orin", "tx2", "nano"):
+        bundle = load_bundle(built / "bundle" / name)
+        graphs = {g.file: g for g in bundle.manifest.graphs}
+        chosen = [report.precision.of(name)] + ([report.precision.of("aggregator")] if name == "orin" else [])
+        assert list(graphs) == ["backbone.onnx", "aggregator.onnx"][: len(chosen)]
+        for (file, info), choice in zip(graphs.items(), chosen, strict=True):
+            source = built / "onnx" / f"{'aggregator' if file == 'aggregator.onnx' else name}.onnx"
+            shipped = int8_path(source) if choice.precision == INT8 else source
+            assert bundle.file(file).read_bytes() == shipped.read_bytes()
+            assert (info.precision, info.note) == (choice.precision, choice.reason)
+            m = choice.measured
+            assert m is not None and 0 <= m.int8_accuracy <= 1 and m.int8_ms > 0
+        inspect = run_cofc("inspect", str(bundle.path))
+        assert f"graph:     backbone.onnx {graphs['backbone.onnx'].precision.upper()}: " in inspect.stdout
+    # The report gives each sub-model alone through its bundle and through its FP32 export.
+    for d in report.devices:
+        assert d.precision == report.precision.of(d.name).precision
+        assert d.accuracy_onnx is not None and d.accuracy_onnx_fp32 is not None
+    assert report.fused.accuracy_fp32 is not None or all(g.precision == FP32 for g in report.precision.graphs)
+
+
+def test_a_graph_that_loses_too_much_keeps_fp32_saying_so():
+    m = Measured(fp32_accuracy=0.80, int8_accuracy=0.78, fp32_ms=4.0, int8_ms=3.0)
+    choice = choose("fast", m, 0.01, "its sub-model alone, validation split")
+    assert choice.precision == FP32
+    assert choice.reason == (
+        "fast keeps FP32: INT8 loses 2.00 points (its sub-model alone, validation split), more than "
+        "export.max_drop 1.00"
+    )
+    assert choose("fast", m, 0.03, "alone").precision == INT8  # a looser plan keeps it
+
+
+def test_a_graph_that_is_not_faster_keeps_fp32_saying_so():
+    """The slowdown this host shows on narrow sub-models (no VNNI): accurate, but slower."""
+    m = Measured(fp32_accuracy=0.80, int8_accuracy=0.80, fp32_ms=4.01, int8_ms=5.60)
+    choice = choose("fast", m, 0.01, "alone")
+    assert choice.precision == FP32
+    assert choice.reason == "fast keeps FP32: INT8 is not faster on this host (5.600 ms vs 4.010 ms FP32)"
+    kept = choose("teacher", Measured(0.80, 0.795, 49.3, 38.1), 0.01, "the teacher alone")
+    assert kept.precision == INT8 and kept.reason.startswith("teacher runs INT8: 1.29x faster")
+
+
+def test_fp16_needs_a_gpu_provider():
+    assert fp16_refusal(["CPUExecutionProvider"]) is not None
+    assert fp16_refusal(["CUDAExecutionProvider", "CPUExecutionProvider"]) is None
+
+
+def test_schema_4_bundles_still_load_as_fp32_graphs(built, tmp_path):
+    """A bundle built before `graphs` existed reads as FP32 graphs and keeps its version."""
+    from tests.runtime.test_manifest import _retouched
+
+    def schema_4(data: dict) -> None:
+        data["schema"] = 4
+        del data["graphs"]
+
+    bundle = load_bundle(_retouched(built, tmp_path, schema_4))
+    assert bundle.manifest.schema == 4
+    assert [(g.file, g.precision) for g in bundle.manifest.graphs] == [
+        ("backbone.onnx", FP32),
+        ("aggregator.onnx", FP32),
+    ]
+    assert json.loads(bundle.file("manifest.json").read_text())["schema"] == 4
