@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from cofc.compiler.models.adapters.base import ALL, EMBED, Inputs, ModelAdapter, Roles
+from cofc.compiler.planning.slices import WeightSlices
 from cofc.errors import CofcError
 
 if TYPE_CHECKING:
@@ -452,3 +454,48 @@ def masked_mean(tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
 def embedding_params_per_dim(module: nn.Module, dim: int) -> int:
     """Parameters of an embedding module per embedding channel (tables, positions, norms)."""
     return sum(p.numel() for p in module.parameters()) // dim
+
+
+# -- relative-position bias shared across layers ----------------------------------------------
+class PerLayerBiasAdapter(ModelAdapter):
+    """A family whose teacher keeps ONE relative-position bias table (buckets, h) for every layer
+    (MPNet, T5): column j belongs to head j of every layer. A sub-model keeps different heads in
+    different layers, so each of its layers gets its own table (buckets, h_k), cut from the
+    teacher's as the columns of that layer's heads (mpnet.py's docstring: why not one table).
+
+    `shared_bias` is the teacher's table (module path), `bias_table` a sub-model layer's own
+    (module path inside its block). Every other parameter follows the shared rules."""
+
+    shared_bias: ClassVar[str]
+    bias_table: ClassVar[str]
+
+    @torch.no_grad()
+    def copy_slices(self, teacher: nn.Module, student: nn.Module, slices: WeightSlices) -> None:
+        table = re.compile(rf"^{re.escape(self.blocks_path)}\.\d+\.{re.escape(self.bias_table)}\.weight$")
+        rest = {name: value for name, value in student.state_dict().items() if not table.search(name)}
+        super().copy_slices(teacher, _StateOnly(rest), slices)
+        shared = teacher.get_submodule(self.shared_bias).weight
+        layers = self.blocks(student)
+        if len(layers) != len(slices.heads):
+            raise ValueError(f"{len(layers)} sub-model layers, {len(slices.heads)} head lists in the slices")
+        for k, (layer, heads) in enumerate(zip(layers, slices.heads, strict=True)):
+            target = layer.get_submodule(self.bias_table).weight
+            value = shared[:, list(heads)]
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"layer {k} bias table: sliced teacher shape {tuple(value.shape)} "
+                    f"!= sub-model shape {tuple(target.shape)}"
+                )
+            target.copy_(value)
+
+
+class _StateOnly(nn.Module):
+    """What `ModelAdapter.copy_slices` reads from a student, its state dict, restricted to the
+    entries the shared rules own (the tensors alias the student's parameters, so copies land)."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        self._state = state
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return self._state

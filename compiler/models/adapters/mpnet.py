@@ -23,8 +23,8 @@ whole 12-layer base model: 0.004% of it). The sub-model that keeps everything ha
 teacher's table and computes exactly what the teacher does.
 
 The teacher stays HF's own MPNetModel (shared table), so pretrained folders load unchanged. Since the
-tables have no same-named parameter in the teacher, `copy_slices` cuts them itself and leaves every
-other parameter to the shared rules in `param_roles`.
+tables have no same-named parameter in the teacher, `copy_slices` cuts them itself
+(`_hf.PerLayerBiasAdapter`, shared with T5) and leaves every other parameter to `param_roles`.
 
 The head. A cofc teacher file or a pretrained source gets a linear head on the mean of the real
 tokens (as sentence-transformers pools all-mpnet-base-v2; its final L2 normalisation is left out:
@@ -39,7 +39,6 @@ logits.
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,11 +53,11 @@ from cofc.compiler.models.adapters._hf import (
     HfAdapter,
     HfClassifier,
     HfFolderFamily,
+    PerLayerBiasAdapter,
     embedding_params_per_dim,
     like_teacher,
 )
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
-from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 
 BIAS_TABLE = "attention.attn.relative_attention_bias"  # a sub-model layer's own bias table
@@ -115,13 +114,14 @@ class PerLayerBiasEncoder(nn.Module):
         )
 
 
-class MpnetAdapter(HfAdapter, HfFolderFamily):
+class MpnetAdapter(PerLayerBiasAdapter, HfAdapter, HfFolderFamily):
     family = "mpnet"
     hf_class = "MPNetForSequenceClassification"
     backbone_class, config_class, backbone_kwargs = MPNetModel, MPNetConfig, {"add_pooling_layer": False}
     block_pattern = r"^backbone\.encoder\.layer\.(\d+)\."
     blocks_path = "backbone.encoder.layer"
     head_mixer = "attention.attn.o"
+    shared_bias, bias_table = "backbone.encoder.relative_attention_bias", BIAS_TABLE
     mlp_out = "output.dense"
     param_roles = (
         (r"_embeddings\.weight$", (ALL, EMBED)),
@@ -179,35 +179,3 @@ class MpnetAdapter(HfAdapter, HfFolderFamily):
             layer.output.dense = new_linear(width, sub.dim, like.output.dense)
         backbone.encoder = PerLayerBiasEncoder(backbone.encoder, sub.heads)
         return like_teacher(teacher, backbone)
-
-    @torch.no_grad()
-    def copy_slices(self, teacher: nn.Module, student: nn.Module, slices: WeightSlices) -> None:
-        """The shared copy for every parameter but the per-layer bias tables; each of those takes
-        the columns of its layer's heads from the teacher's one table."""
-        table = re.compile(rf"\.{re.escape(BIAS_TABLE)}\.weight$")
-        rest = {name: value for name, value in student.state_dict().items() if not table.search(name)}
-        super().copy_slices(teacher, _StateOnly(rest), slices)
-        shared = teacher.backbone.encoder.relative_attention_bias.weight
-        layers = student.backbone.encoder.layer
-        if len(layers) != len(slices.heads):
-            raise ValueError(f"{len(layers)} sub-model layers, {len(slices.heads)} head lists in the slices")
-        for k, (layer, heads) in enumerate(zip(layers, slices.heads, strict=True)):
-            target = layer.get_submodule(BIAS_TABLE).weight
-            value = shared[:, list(heads)]
-            if value.shape != target.shape:
-                raise ValueError(
-                    f"layer {k} bias table: sliced teacher shape {tuple(value.shape)} "
-                    f"!= sub-model shape {tuple(target.shape)}"
-                )
-            target.copy_(value)
-
-
-class _StateOnly:
-    """What `ModelAdapter.copy_slices` reads from a student, its state dict, restricted to the
-    entries the shared rules own (the tensors alias the student's parameters, so copies land)."""
-
-    def __init__(self, state: dict[str, torch.Tensor]):
-        self._state = state
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self._state
