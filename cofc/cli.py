@@ -480,15 +480,56 @@ def run(
     "--window", type=click.IntRange(1), default=8, show_default=True, help="With --stream: requests in flight at once."
 )
 @click.option(
+    "--soak",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MINUTES",
+    help="Instead: send requests at --rate for MINUTES, killing and restarting a worker every "
+    "--kill-every seconds, and report memory per process, central's tables, lost requests and the "
+    "p99 end to end (soak.json): whether anything grows.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="With --soak: requests per second.",
+)
+@click.option(
+    "--kill-every",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="With --soak: seconds between worker kills.",
+)
+@click.option(
     "--single",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="The build's single compressed model (`cofc baseline`), benched: print the collaboration "
     "gain against it (default: BUILD_DIR-single, where it has a bench.json).",
 )
-def bench(build_dir: Path, requests: int, emulate: bool, stream: bool, window: int, single: Path | None) -> None:
+def bench(
+    build_dir: Path,
+    requests: int,
+    emulate: bool,
+    stream: bool,
+    window: int,
+    soak: float | None,
+    rate: float,
+    kill_every: float,
+    single: Path | None,
+) -> None:
     """Start central and one worker per device on this machine, stream real test inputs, and
     report measured latency against the evaluator's prediction and the teacher alone."""
+    if soak is not None:
+        from cofc.compiler.cluster.soak import SOAK, format_soak
+        from cofc.compiler.cluster.soak import soak as run_soak
+
+        soaked = run_soak(build_dir, soak, rate, window, kill_every)
+        click.echo(format_soak(soaked))
+        click.echo(f"written {build_dir / SOAK}")
+        return
     from cofc.compiler.cluster.bench import bench as run_bench
     from cofc.compiler.cluster.bench import format_table
     from cofc.compiler.cluster.bench_result import BENCH

@@ -12,10 +12,13 @@ keys may submit requests; a client key never receives a request nor delivers a f
 
 Per request: relay the input (the raw pixels, or the text's token ids: runtime/preprocess.py) to
 every live worker, compute the central feature meanwhile, gather features until all live workers
-answered or the deadline passed, fuse with the presence mask, answer. A worker persistently slower
-than the deadline allows (its p90 t1+t2 over the last requests) is not waited for: central
-answers from the others at once, still sends it every k-th request as a probe (timed, not waited
-for), and waits for it again once its probes are fast.
+answered or the deadline passed, fuse with the presence mask, answer. Between any two requests
+central reads everything that arrived (features at once, requests into its queue) and answers what
+reached its deadline, so the deadline holds however many requests are in flight: it counts from
+when a request was read, and one still queued at its deadline is answered `overloaded`, never late.
+A worker persistently slower than the deadline allows is not waited for: central answers from the
+others at once, times it on paced probes, and waits for it again once they are fast
+(runtime/stragglers.py). A `stats` request (client keys only) answers what central holds.
 Every request gets exactly one answer: degraded (saying which devices were missing, and which
 were left out as slow) when features are missing, an explicit error below `min_devices`.
 Malformed or unexpected frames are counted per kind and logged once; none stops the loop.
@@ -37,82 +40,27 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from cofc.runtime._closing import Closing
+from cofc.runtime._typed_json import to_json
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.pace import DeviceClock
 from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.stragglers import CentralStats, Connection, Stragglers
 from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, match_inputs
 
 ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
-PROBES_TO_RECOVER = 3  # consecutive fast probes that take a straggler back
+POLL_MS = 100  # the loop wakes at least this often, requests or not
 log = logging.getLogger("cofc.central")
 
 
-@dataclass
-class Straggler:
-    """One worker's recent t1+t2 in ms (inf: it missed the deadline) and, while central does not
-    wait for it, why."""
+@dataclass(frozen=True)
+class Arrival:
+    """A client's request as read off the socket: its deadline counts from `read`."""
 
-    recent: deque[float]
-    excluded: str | None = None
-    fast_probes: int = 0
-    probed: float = 0.0  # when it was last probed (monotonic)
-
-
-class Stragglers:
-    """Decides, from each worker's recent t1+t2, whom central waits for. Waiting on a device that
-    misses the deadline costs every request the whole deadline; answering from the others at once
-    costs only the accuracy the feature dropout was trained to lose."""
-
-    def __init__(self, workers: list[str], window: int, probe_every: int, limit_ms: float, deadline_s: float):
-        self.window, self.probe_every, self.limit_ms = window, probe_every, limit_ms
-        self.probe_gap_s = deadline_s  # probes closer than a deadline apart would say the same thing
-        self.state = {w: Straggler(deque(maxlen=window)) for w in workers}
-        self.count = 0
-
-    def reset(self, name: str) -> None:
-        """A worker (re)joined on a new connection: a new process, judged afresh."""
-        self.state[name] = Straggler(deque(maxlen=self.window))
-
-    def plan(self, alive: set[str]) -> tuple[set[str], dict[str, str], set[str]]:
-        """Whom this request waits for, whom it leaves out (and why), and which of those it is
-        sent to anyway as a probe: every `probe_every`-th request, at most one a deadline. A probe
-        is timed, not waited for, so probing costs no answer any latency."""
-        self.count += 1
-        now = time.monotonic()
-        excluded = {n: s.excluded for n, s in self.state.items() if n in alive and s.excluded}
-        probed = set()
-        if excluded and self.count % self.probe_every == 0:
-            probed = {n for n in excluded if now - self.state[n].probed >= self.probe_gap_s}
-            for name in probed:
-                self.state[name].probed = now
-        return set(alive) - set(excluded), excluded, probed
-
-    def observe(self, name: str, ms: float, min_devices_ok: bool) -> None:
-        """One request's t1+t2 of `name` (inf when it missed the deadline)."""
-        s = self.state[name]
-        s.recent.append(ms)
-        if s.excluded:
-            s.fast_probes = s.fast_probes + 1 if ms <= self.limit_ms else 0
-            if s.fast_probes >= PROBES_TO_RECOVER:
-                log.info(
-                    "worker %s is fast again (%d probes within %.0f ms): waited for again",
-                    name,
-                    s.fast_probes,
-                    self.limit_ms,
-                )
-                self.reset(name)
-            return
-        if len(s.recent) < max(2, self.window // 2) or not min_devices_ok:
-            return
-        p90 = float(np.percentile(np.array(s.recent), 90))
-        if p90 > self.limit_ms:
-            late = sum(1 for v in s.recent if v == float("inf"))
-            shown = f"{p90:.0f} ms" if np.isfinite(p90) else f"over the deadline ({late} of {len(s.recent)} missed it)"
-            s.excluded = f"slow: p90 {shown} > {self.limit_ms:.0f} ms"
-            s.recent.clear()
-            log.warning("worker %s not waited for (%s); probed every %d requests", name, s.excluded, self.probe_every)
+    client: bytes
+    message: Message
+    read: float
 
 
 @dataclass
@@ -122,7 +70,7 @@ class Pending:
     received: float
     deadline: float
     waiting: set[str]
-    sent_to: dict[str, bytes] = field(default_factory=dict)  # worker -> the connection its request went to
+    sent_to: dict[str, Connection] = field(default_factory=dict)  # worker -> the connection its request went to
     features: dict[str, np.ndarray] = field(default_factory=dict)
     sent: float = 0.0
     t1: dict[str, float] = field(default_factory=dict)
@@ -161,6 +109,7 @@ class Central(Closing):
             m.central.probe_every,
             m.central.slow_factor * m.central.deadline_ms,
             self.deadline_s,
+            self.min_devices,
         )
         self.prep = Preprocessor.for_bundle(bundle)
         self.cpu_share = cpu_share
@@ -176,8 +125,8 @@ class Central(Closing):
             self._backends = opened.pop_all()
         self.route: dict[str, bytes] = {}  # worker -> routing identity last seen with its key
         self.last_seen: dict[str, float] = {}
+        self.queue: deque[Arrival] = deque()  # requests read, not yet started
         self.pending: dict[int, Pending] = {}
-        self.probes: dict[int, dict[str, tuple[bytes, float]]] = {}  # request -> worker -> (connection, sent)
         # Random first id: a feature a worker computed for a central that since restarted can never
         # pass for one of this central's requests.
         self.ids = itertools.count(secrets.randbelow(1 << 62) + 1)
@@ -219,21 +168,36 @@ class Central(Closing):
         self.ready.set()
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                wait = min([p.deadline for p in self.pending.values()], default=now + 0.1) - now
-                if sock.poll(max(0, min(100, int(wait * 1000) + 1))):
-                    while True:
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._dispatch(sock, frames)
+                self._drain(sock)
                 self._expire(sock)
+                if self.queue:
+                    self._infer(sock, self.queue.popleft())
+                else:
+                    sock.poll(self._idle_ms())
         finally:
             sock.close(0)
             if auth is not None:
                 auth.stop()
             ctx.term()
+
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
+        """Read everything that arrived: features and hellos are handled at once, requests queued
+        with the time they were read. Run between any two requests, so a request waits in the
+        socket for one request's work at most and its deadline counts from (about) its arrival."""
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._dispatch(sock, frames)
+
+    def _idle_ms(self) -> int:
+        """How long the loop may sleep: until the next deadline or probe expiry, POLL_MS at most."""
+        now = time.monotonic()
+        due = [p.deadline for p in self.pending.values()]
+        if (probe := self.stragglers.next_due()) is not None:
+            due.append(probe)
+        return max(0, min(POLL_MS, int((min(due, default=now + 1) - now) * 1000) + 1))
 
     def _dispatch(self, sock: zmq.Socket[bytes], frames: list[zmq.Frame]) -> None:
         identity, body = frames[0].bytes, frames[1:]
@@ -249,7 +213,12 @@ class Central(Closing):
         elif msg.type == "infer":
             if key is not None and key not in self.client_keys:
                 return self.rejected.add("not-a-client", "a worker key submitted a request")
-            self._infer(sock, identity, msg)
+            self.queue.append(Arrival(identity, msg, time.monotonic()))
+        elif msg.type == "stats":
+            if key is not None and key not in self.client_keys:
+                return self.rejected.add("not-a-client", "a worker key asked for stats")
+            stats = to_json(self.stats())
+            sock.send_multipart([identity, *encode(Message("stats", msg.id, meta={"stats": stats}))], copy=False)
         else:
             self.rejected.add("unexpected-type", msg.type)
 
@@ -273,7 +242,7 @@ class Central(Closing):
         self.last_seen[name] = time.monotonic()
         if not known:
             log.info("worker %s joined", name)
-            self.stragglers.reset(name)
+            self._rejoined(sock, name, self.stragglers.join(name, identity))
             if set(self.workers) <= self.alive():
                 self.all_joined.set()
             sock.send_multipart([identity, *encode(Message("welcome", 0))], copy=False)
@@ -282,7 +251,29 @@ class Central(Closing):
         now = time.monotonic()
         return {n for n, t in self.last_seen.items() if now - t < ALIVE_S}
 
-    def _infer(self, sock: zmq.Socket[bytes], client: bytes, msg: Message) -> None:
+    def _rejoined(self, sock: zmq.Socket[bytes], name: str, connection: Connection) -> None:
+        """`name` is a new connection: what its previous one was sent will never come back, so
+        requests waiting only for that are answered now instead of at their deadline."""
+        for rid, p in list(self.pending.items()):
+            if name in p.waiting and p.sent_to.get(name) != connection:
+                p.waiting.discard(name)
+                if not p.waiting:
+                    self._finish(sock, rid)
+
+    def stats(self) -> CentralStats:
+        """What central holds now (the stats request answers it to a client key)."""
+        return CentralStats(
+            self.answered, len(self.queue), len(self.pending), self.stragglers.stats(), dict(self.rejected)
+        )
+
+    def _infer(self, sock: zmq.Socket[bytes], arrival: Arrival) -> None:
+        """Start a queued request: relay it, compute the central feature. One that waited in the
+        queue past its deadline is answered `overloaded` at once: a late answer helps nobody."""
+        client, msg = arrival.client, arrival.message
+        deadline = arrival.read + self.deadline_s
+        if time.monotonic() >= deadline:
+            waited = (time.monotonic() - arrival.read) * 1e3
+            return self._answer_error(sock, client, msg.id, "overloaded", f"queued {waited:.0f} ms, past the deadline")
         clock = DeviceClock(self.cpu_share)
         try:
             with clock.step():
@@ -293,18 +284,18 @@ class Central(Closing):
             return self._answer_error(sock, client, msg.id, exc.kind, str(exc))
         rid = next(self.ids)
         now = time.monotonic()
-        targets, excluded, probed = self.stragglers.plan(self.alive())
-        pending = Pending(client, msg.id, now, now + self.deadline_s, set(targets), excluded=excluded)
+        plan = self.stragglers.plan(rid, self.alive(), now)
+        pending = Pending(client, msg.id, arrival.read, deadline, set(plan.waited), excluded=plan.excluded)
         self.pending[rid] = pending
         pending.sent = time.monotonic()
         # The send time lets a worker emulated on this host count from it (runtime/pace.py).
         request = encode(Message("request", rid, relayed, {"sent_s": pending.sent}))
-        for name in targets:
-            pending.sent_to[name] = self.route[name]
-            sock.send_multipart([self.route[name], *request], copy=False)
-        for name in probed:
-            self.probes.setdefault(rid, {})[name] = (self.route[name], pending.sent)
-            sock.send_multipart([self.route[name], *request], copy=False)
+        for name in plan.waited | plan.probed:
+            connection = self.stragglers.connection(name)
+            assert connection is not None  # alive: it said hello, so it has a record
+            if name in plan.waited:
+                pending.sent_to[name] = connection
+            sock.send_multipart([connection.identity, *request], copy=False)
         ready = clock.due
         with clock.step():
             pending.features[self.bundle.device] = next(iter(self.engine.run(feeds).values()))
@@ -328,10 +319,11 @@ class Central(Closing):
         if name is None:
             return self.rejected.add("unknown-worker", "feature from a connection that never said hello")
         self.last_seen[name] = time.monotonic()
-        if self._probe_answered(name, identity, msg.id):
+        if self.stragglers.probe_answered(name, identity, msg.id, time.monotonic()):
             return
         pending = self.pending.get(msg.id)
-        if pending is None or name not in pending.waiting or pending.sent_to.get(name) != identity:
+        connection = None if pending is None else pending.sent_to.get(name)
+        if pending is None or connection is None or name not in pending.waiting or connection.identity != identity:
             return self.rejected.add("late-feature", f"{name} request {msg.id}")
         feature = msg.arrays.get("feature")
         dim = self.dims[self.names.index(name)]
@@ -343,41 +335,21 @@ class Central(Closing):
         pending.t1[name] = t1
         pending.t2[name] = max(0.0, (time.monotonic() - pending.sent) * 1e3 - t1)
         pending.waiting.discard(name)
-        self.stragglers.observe(name, t1 + pending.t2[name], self._may_exclude())
+        self.stragglers.observe(name, connection, t1 + pending.t2[name])
         if not pending.waiting:
             self._finish(sock, msg.id)
 
-    def _probe_answered(self, name: str, identity: bytes, rid: int) -> bool:
-        """A probed straggler's feature: timed (how fast it is now), never fused."""
-        probe = self.probes.get(rid, {}).get(name)
-        if probe is None or probe[0] != identity:
-            return False
-        del self.probes[rid][name]
-        if not self.probes[rid]:
-            del self.probes[rid]
-        self.stragglers.observe(name, (time.monotonic() - probe[1]) * 1e3, self._may_exclude())
-        return True
-
     def _expire(self, sock: zmq.Socket[bytes]) -> None:
+        """Answer what reached its deadline, and count the probes that outlived the limit."""
         now = time.monotonic()
         for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
             self._finish(sock, rid)
-        for rid, probed in list(self.probes.items()):  # a probe unanswered by the deadline: still slow
-            for name in [n for n, (_, sent) in probed.items() if now - sent >= self.deadline_s]:
-                del probed[name]
-                self.stragglers.observe(name, float("inf"), self._may_exclude())
-            if not probed:
-                del self.probes[rid]
-
-    def _may_exclude(self) -> bool:
-        """Leaving one more worker out still leaves `min_devices` (central counts as one)."""
-        waited = [n for n, s in self.stragglers.state.items() if not s.excluded]
-        return len(waited) >= self.min_devices
+        self.stragglers.expire(now)
 
     def _finish(self, sock: zmq.Socket[bytes], rid: int) -> None:
         p = self.pending.pop(rid)
         for name in p.waiting:  # missed the deadline
-            self.stragglers.observe(name, float("inf"), self._may_exclude())
+            self.stragglers.observe(name, p.sent_to[name], float("inf"))
         present = [n for n in self.names if n in p.features]
         missing = [n for n in self.names if n not in p.features]
         timings: dict[str, dict[str, float] | float] = {"t1_ms": p.t1, "t2_ms": p.t2}

@@ -23,9 +23,11 @@ from zmq.utils.monitor import recv_monitor_message
 from cofc.errors import CofcError
 from cofc.runtime._closing import Closing
 from cofc.runtime._sockets import client_socket
+from cofc.runtime._typed_json import SchemaError, from_json
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.keys import KeyPair
+from cofc.runtime.stragglers import CentralStats
 from cofc.runtime.wire import Message, WireError, decode, encode
 
 RETRY_S = 5.0  # resend a request unanswered this long while connected (a reconnect resends at once)
@@ -43,6 +45,7 @@ class Answer:
     error: str | None = None
     excluded: dict[str, str] = field(default_factory=dict)  # device -> why central did not wait for it
     tries: int = 1  # how many times the client sent it
+    elapsed_ms: float = 0.0  # from its submission to its answer, on this client's clock
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Client(Closing):
         self.handshakes = 0  # more than one: central was lost and found again
         self.resent = 0
         self.dropped = 0  # answers to requests already answered or given up: duplicates, late ones
+        self.central_stats: CentralStats | None = None  # the last answer to `stats()`
 
     @classmethod
     def for_bundle(
@@ -156,6 +160,7 @@ class Client(Closing):
                     None,
                     error=f"timeout: no answer within {self.total_timeout_s:.0f} s ({request.tries} tries)",
                     tries=request.tries,
+                    elapsed_ms=(now - request.submitted) * 1e3,
                 )
         return None
 
@@ -190,6 +195,12 @@ class Client(Closing):
             self.dropped += 1
             return None
         meta = msg.meta
+        if msg.type == "stats":
+            try:
+                self.central_stats = from_json(CentralStats, msg.meta.get("stats"))
+            except SchemaError as exc:
+                return Answer(-1, None, error=f"malformed stats: {exc}")
+            return None
         logits, error = msg.arrays.get("logits"), meta.get("error")
         if logits is None and error is None:  # so that every answer without an error has its logits
             error = "malformed answer: neither logits nor an error"
@@ -203,6 +214,7 @@ class Client(Closing):
             error,
             meta.get("excluded", {}),
             request.tries,
+            (time.monotonic() - request.submitted) * 1e3,
         )
 
     def infer(self, arrays: dict[str, np.ndarray], timeout_s: float = 10.0) -> Answer | None:
@@ -217,6 +229,21 @@ class Client(Closing):
                 return answer
         self.outstanding.pop(ident, None)  # given up: a late answer is dropped
         return None
+
+    def stats(self, timeout_s: float = 5.0) -> CentralStats | None:
+        """What central holds now (its `stats` answer), or None when none comes within `timeout_s`.
+        Only on a client with nothing outstanding: answers read meanwhile would have nowhere to go."""
+        if self.outstanding:
+            raise CofcError("stats() on a client with requests in flight")
+        self.central_stats = None
+        try:
+            self.sock.send_multipart(encode(Message("stats")), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        end = time.monotonic() + timeout_s
+        while self.central_stats is None and time.monotonic() < end:
+            self.receive(min(0.1, end - time.monotonic()))
+        return self.central_stats
 
     def wait_until_complete(self, arrays: dict[str, np.ndarray], timeout_s: float = 30.0) -> None:
         """Send probes until an answer comes back with every device present (all joined)."""

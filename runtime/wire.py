@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 VERSION = 1
-TYPES = ("hello", "welcome", "refuse", "request", "feature", "infer", "answer", "ping")
+TYPES = ("hello", "welcome", "refuse", "request", "feature", "infer", "answer", "ping", "stats")
 DTYPES = ("float32", "float16", "int64", "int32", "uint16", "uint8")
 MAX_HEADER = 4096
 MAX_RANK = 6

@@ -70,7 +70,7 @@ def test_slow_worker_is_not_waited_for_and_is_taken_back(bundles, cluster):
         assert len(excluded) >= 0.8 * len(settled), f"only {len(excluded)} of {len(settled)} left nano out"
         assert all(a.degraded and a.missing == ["nano"] and a.error is None for a in excluded)
         reason = excluded[0].excluded["nano"]
-        assert reason.startswith("slow: p90 ") and f"> {DEADLINE_MS} ms" in reason, reason
+        assert reason.startswith("slow: ") and f"{DEADLINE_MS} ms" in reason, reason
         # Not waited for: had central waited for nano, most answers would take the deadline.
         assert e2e_ms(settled, 90) < DEADLINE_MS / 10, e2e_ms(settled, 90)
         while_slow = e2e_ms(settled, 50)

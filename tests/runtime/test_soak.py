@@ -1,0 +1,26 @@
+"""`cofc bench --soak` (issue #33, item 4), short: requests at a fixed rate while workers are killed
+and restarted; every request answered, the memory of each process and central's tables sampled."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from cofc.compiler.cluster.soak import SOAK
+from tests.helpers import run_cofc
+
+
+def test_soak_loses_nothing_through_worker_kills(built, tmp_path):
+    out = shutil.copytree(built, tmp_path / "out")  # the soak writes soak.json; `built` stays as it is
+    result = run_cofc("bench", str(out), "--soak", "0.35", "--rate", "20", "--kill-every", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lost" in result.stdout and "p99" in result.stdout, result.stdout
+    soak = json.loads((out / SOAK).read_text())
+    assert soak["kills"] >= 2 and soak["lost"] == 0, soak
+    assert soak["answered"] + sum(soak["errors"].values()) == soak["sent"] >= 0.8 * 0.35 * 60 * 20
+    assert soak["p99_ms"] <= soak["deadline_ms"] + 100, soak["p99_ms"]
+    samples = soak["samples"]
+    assert len(samples) >= 4 and all(rss > 0 for s in samples for rss in s["rss_kib"].values())
+    assert set(samples[0]["rss_kib"]) == {"orin", "tx2", "nano", "client"}
+    last = samples[-1]
+    assert last["queued"] == last["pending"] == 0  # everything answered: central holds nothing
