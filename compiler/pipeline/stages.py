@@ -440,7 +440,10 @@ def build_engines(ctx: Context, bundles: BundleResult) -> EnginesResult:
     return EnginesResult(tuple(str(g.relative_to(ctx.out)) for g in graphs))
 
 
-@stage("evaluate", Reads(plan=TEST, stages=("bundle",), code=("cofc.runtime.pipeline", PREPARE)))
+@stage(
+    "evaluate",
+    Reads(plan=TEST, stages=("bundle",), code=("cofc.runtime.pipeline", "cofc.compiler.export.precision", PREPARE)),
+)
 def evaluate(ctx: Context, bundles: BundleResult) -> OnnxAccuracy:
     from cofc.runtime.bundle import load_bundle
     from cofc.runtime.pipeline import LocalPipeline
