@@ -28,7 +28,7 @@ from cofc.compiler.cluster.bench import bench, table_cpu_limit
 from cofc.compiler.cluster.bench_result import BENCH, BenchResult
 from cofc.compiler.cluster.gain import EQUAL_LATENCY, CollaborationGain, collaboration_gain, single_dir
 from cofc.compiler.pipeline.cache import seed_stages
-from cofc.compiler.pipeline.context import device_models
+from cofc.compiler.pipeline.context import device_models, log
 from cofc.compiler.pipeline.report import PLAN_COPY, load_report, write_markdown
 from cofc.compiler.pipeline.run import build
 from cofc.compiler.plan import load_plan
@@ -104,7 +104,7 @@ def make_baseline(build_dir: Path) -> CollaborationGain:
     out = single_dir(build_dir)
     gain = _done(build_dir, out, coformer)
     if gain is not None:
-        print(f"baseline: {out} is benched already, within {EQUAL_LATENCY:.0%} of CoFormer's median")
+        log(f"baseline: {out} is benched already, within {EQUAL_LATENCY:.0%} of CoFormer's median")
     else:
         gain = _build_until_equal(build_dir, out, coformer)
     write_markdown(build_dir, load_report(build_dir), gain)
@@ -121,21 +121,21 @@ def _build_until_equal(build_dir: Path, out: Path, coformer: BenchResult) -> Col
     for attempt in range(1, BUILDS + 1):
         single = baseline_plan(plan, deadline, out)
         path.write_text(plan_yaml(single))
-        print(
+        log(
             f"baseline: CoFormer measured {target:.2f} ms end to end. Build {attempt}/{BUILDS}: the single "
             f"model on {single.devices[0].name}, predicted within {single.objective.max_ms:g} ms -> {path}"
         )
         build(path, None, False)
         gain = collaboration_gain(coformer, bench(out, coformer.requests, emulate=_asked_emulation(coformer)))
-        print(f"baseline: {gain}")
+        log(f"baseline: {gain}")
         retimed = retimed_deadline(deadline, target, gain.single_ms)
         if retimed is None:
             return gain
         if max(retimed, floor) == deadline:
-            print(f"baseline: {single.devices[0].name} alone answers no sooner than {floor:g} ms by its table")
+            log(f"baseline: {single.devices[0].name} alone answers no sooner than {floor:g} ms by its table")
             break
         deadline = max(retimed, floor)
-    print(
+    log(
         f"baseline: the single model measured {gain.single_ms:.2f} ms against CoFormer's {target:.2f} ms, "
         f"more than {EQUAL_LATENCY:.0%} apart; {out} holds the last build, and the gain is flagged"
     )

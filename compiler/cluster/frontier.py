@@ -25,6 +25,7 @@ from cofc.compiler.cluster.bench import bench, format_table
 from cofc.compiler.cluster.bench_result import BENCH, BenchResult
 from cofc.compiler.cluster.gain import CollaborationGain, single_dir
 from cofc.compiler.pipeline.cache import seed_stages
+from cofc.compiler.pipeline.context import log
 from cofc.compiler.pipeline.plots import plot_frontier
 from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.pipeline.run import build
@@ -94,18 +95,18 @@ def run_frontier(plan_path: Path, budgets: list[float], requests: int, emulate: 
         )
         path = out / f"{name}.yaml"
         path.write_text(plan_yaml(variant))
-        print(f"frontier: budget {budget:g} ms -> {folder}")
+        log(f"frontier: budget {budget:g} ms -> {folder}")
         for seed in seeds:
             if (seed / "stages").is_dir():
                 seed_stages(seed, folder)
         seeds.append(folder)
         report = build(path, None, False)
         if _bench_is_current(folder, requests, emulate):
-            print(f"frontier: {folder / BENCH} is current, kept")
+            log(f"frontier: {folder / BENCH} is current, kept")
         else:
-            print(format_table(bench(folder, requests, emulate)))
+            log(format_table(bench(folder, requests, emulate)))
         gain = make_baseline(folder)
-        print(f"frontier: budget {budget:g} ms: {gain}")
+        log(f"frontier: budget {budget:g} ms: {gain}")
         single = load_report(single_dir(folder))
         rows.append(FrontierRow(budget, report.fused.predicted_ms, single.fused.predicted_ms, gain))
         frontier = Frontier(

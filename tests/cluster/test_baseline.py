@@ -125,7 +125,7 @@ def test_baseline_builds_benches_and_reports_the_gain(built, tmp_path):
 
     if gain.equal_latency:  # nothing to redo: benched after CoFormer, alike, within 5%
         again = run_cofc("baseline", str(build))
-        assert again.returncode == 0 and "benched already" in again.stdout, again.stderr[-3000:]
+        assert again.returncode == 0 and "benched already" in again.stderr, again.stderr[-3000:]
         assert again.stdout.strip().splitlines()[-1] == str(gain)
 
     bench = run_cofc("bench", str(build), "-n", "20")

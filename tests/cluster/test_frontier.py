@@ -68,5 +68,5 @@ def test_frontier_builds_benches_and_resumes(built, tmp_path):
 
     again = run_cofc(*args)  # nothing to redo: every stage reused, the bench kept
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "is current, kept" in again.stdout and "stage search ..." not in again.stderr
+    assert "is current, kept" in again.stderr and "stage search ..." not in again.stderr
     assert Frontier.load(tmp_path).rows[0].gain.coformer_ms == row.gain.coformer_ms
