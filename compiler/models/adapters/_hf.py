@@ -167,12 +167,30 @@ def load_backbone(model_cls: type, config_cls: type, arch: dict[str, Any], **kwa
     `arch['config']` (GPT2 and the tests: no pretrained weights exist offline for them)."""
     if "source" in arch:
         path = resolve_source(arch["source"])
+        kind = _model_type(Path(path))
+        if kind is not None and kind != config_cls.model_type:
+            raise CofcError(f"{path}: config.json's model_type is {kind!r}, not {config_cls.model_type!r}")
         try:
             with _quiet_transformers():  # its load report lists the unused pooler, on purpose
-                return model_cls.from_pretrained(path, local_files_only=True, **kwargs)
-        except OSError as exc:
-            raise CofcError(f"cannot load a {model_cls.__name__} from {path}: {exc}") from None
+                model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+        except Exception as exc:  # no weights, a corrupt file, a config of another model
+            raise CofcError(f"cannot load a {model_cls.__name__} from {path}: {_first_line(exc)}") from None
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:  # another family's weights: transformers would initialise the rest at random
+            raise CofcError(
+                f"{path}: weights do not fit a {model_cls.__name__}: {len(missing)} missing ({', '.join(missing[:3])})"
+            )
+        return model
     return model_cls(config_cls(**arch["config"]), **kwargs)
+
+
+def _model_type(folder: Path) -> str | None:
+    """A saved folder's config.json model_type (None where there is none to read: the load says why)."""
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def build_classifier(backbone: nn.Module, record: dict[str, Any], pooling: str = "mean") -> HfClassifier:
