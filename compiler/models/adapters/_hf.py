@@ -440,16 +440,27 @@ def padding(record: dict[str, Any]) -> tuple[int, str]:
     return int(tokenizer.convert_tokens_to_ids(token)), token
 
 
-def tokenize(record: dict[str, Any], texts: list[str]) -> Inputs:
+def tokenize(record: dict[str, Any], texts: list[Any]) -> Inputs:
     """Texts -> fixed-length input_ids and attention_mask, padded on the right to max_length (every
     request has the shape the model was planned, profiled and exported for; `pool_tokens` finds
-    the last real token at mask sum - 1)."""
+    the last real token at mask sum - 1).
+
+    (text, pair) pairs, for a teacher whose record names a `pair_column`, are tokenized with the
+    tokenizer's own pair template: [CLS] a [SEP] b [SEP] for BERT, <s> a </s></s> b </s> for MPNet,
+    a </s> b </s> for T5 (whose GLUE prompts, "sentence1: ... sentence2: ...", a user writes into
+    the texts). The template is in tokenizer.json, so the device encodes pairs identically, and the
+    longer text is cut first (longest_first), the device's default too."""
     prep = record["preprocess"]
     tokenizer = _tokenizer(tokenizer_source(record))
     tokenizer.padding_side = "right"
     tokenizer.pad_token = padding(record)[1]
+    pairs = prep.get("pair_column") is not None
+    if pairs != all(isinstance(t, tuple) for t in texts):
+        raise CofcError("the teacher takes pairs of texts" if pairs else "the teacher takes single texts, not pairs")
+    first, second = (list(t) for t in zip(*texts, strict=True)) if pairs else (list(texts), None)
     enc = tokenizer(
-        list(texts),
+        first,
+        second,
         padding="max_length",
         truncation=True,
         max_length=prep.get("max_length", DEFAULT_MAX_LENGTH),
