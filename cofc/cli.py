@@ -227,6 +227,9 @@ torch_device_option = click.option(
     help="Texts to measure on (default: a seeded --held-out fraction of --text-file).",
 )
 @click.option("--text-column", default="text", show_default=True)
+@click.option(
+    "--pair-column", default=None, help="A second text column: the task is on pairs (premise and hypothesis)."
+)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True)
 @click.option(
@@ -264,6 +267,7 @@ def teacher(
     text_file: Path | None,
     test_file: Path | None,
     text_column: str,
+    pair_column: str | None,
     label_column: str,
     held_out: float,
     input_size: int,
@@ -289,18 +293,23 @@ def teacher(
 
     if (dataset_name is None) == (text_file is None):
         raise click.UsageError("give one of --dataset and --text-file")
+    if pair_column is not None and text_file is None:
+        raise click.UsageError("--pair-column reads --text-file")
     if text_file is not None and family == "vit":
         raise click.UsageError("--text-file is for text families; a vit teacher trains on --dataset images")
     device = resolve(torch_device)
     if text_file is not None:
         files = [text_file, *([test_file] if test_file else [])]
-        classes = classes_in_files(files, text_column, label_column)
-        data = read_text_files(text_file, test_file, text_column, label_column, Expects("text", classes), held_out)
+        classes = classes_in_files(files, text_column, label_column, pair_column)
+        expects = Expects("text", classes)
+        data = read_text_files(text_file, test_file, text_column, label_column, expects, held_out, pair_column)
     else:
         assert dataset_name is not None  # exactly one of --dataset and --text-file, checked above
         data = load_dataset(dataset_name)
     record = pretrained_record(family, source, len(data.classes), input_size)
     record.update(dataset=dataset_name or str(text_file), classes=list(data.classes))
+    if pair_column is not None:
+        record["preprocess"]["pair_column"] = pair_column
     config = FineTune(layers, epochs, lr, batch, seed, train_samples)
     command = "cofc teacher " + shlex.join(sys.argv[2:])
     made = make_teacher(seeded_teacher(record, seed), data.train, data.test, config, out, command, device)
@@ -383,6 +392,11 @@ def build(
     show_default=True,
     help="With --input: the column of a .csv/.tsv/.jsonl file that holds the texts.",
 )
+@click.option(
+    "--pair-column",
+    default=None,
+    help="With --input, for a model of text pairs: the column of the second texts (default: the plan's).",
+)
 @click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads (onnxruntime).")
 @click.option(
@@ -418,6 +432,7 @@ def run(
     bundle: Path,
     input_path: Path | None,
     text_column: str,
+    pair_column: str | None,
     backend: str,
     threads: int,
     connect: Endpoint | None,
@@ -450,7 +465,7 @@ def run(
             raise click.UsageError("--input is for the central device; this is a worker bundle")
         run_worker(loaded, backend, threads, insecure, connect, cpu_share, emulated_link_mbps)
     else:
-        run_central(loaded, backend, threads, insecure, bind, input_path, text_column, cpu_share)
+        run_central(loaded, backend, threads, insecure, bind, input_path, text_column, cpu_share, pair_column)
 
 
 @cli.command()

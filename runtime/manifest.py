@@ -83,6 +83,9 @@ class TextPreprocess:
     pad_id: int  # the compiler's padding (the tokenizer's own, or the model's): ids match it exactly
     pad_token: str
     kind: Literal["text"] = "text"
+    # Set for a model of text pairs: the column its second text is read from (`cofc run --input`);
+    # each pair is tokenized as the tokenizer's pair template, as the compiler does.
+    pair_column: str | None = None
 
 
 Preprocess = ImagePreprocess | TextPreprocess

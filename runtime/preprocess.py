@@ -20,7 +20,7 @@ from cofc.errors import DataError
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.images import IMAGE_SUFFIXES, image_files, load_image
 from cofc.runtime.manifest import ImagePreprocess, Preprocess, TextPreprocess
-from cofc.runtime.texts import read_texts
+from cofc.runtime.texts import Text, read_texts
 from cofc.runtime.wire import WireError
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Preprocessor:
             self.tokenizer = Tokenizer.from_file(str(bundle_dir / spec.tokenizer_file))
             self.tokenizer.enable_truncation(max_length=spec.max_length)
             self.tokenizer.enable_padding(length=spec.max_length, pad_id=spec.pad_id, pad_token=spec.pad_token)
+        self.pairs = not isinstance(spec, ImagePreprocess) and spec.pair_column is not None
 
     @property
     def _image(self) -> ImagePreprocess:
@@ -60,13 +61,14 @@ class Preprocessor:
     def for_bundle(cls, bundle: Bundle) -> Preprocessor:
         return cls(bundle.manifest.preprocess, bundle.path)
 
-    def read(self, path: Path, text_column: str = "text") -> np.ndarray | list[str]:
+    def read(self, path: Path, text_column: str = "text", pair_column: str | None = None) -> np.ndarray | list[Text]:
         """Raw inputs from the files a user keeps them in. Images: one image file, a folder of
         them (sorted, any depth), or a .npy of uint8 arrays already at the model's size; each file
         is decoded and fitted exactly as the compiler read its data. Texts: a .txt file (one per
-        line) or the text column of a CSV/TSV/JSONL file."""
+        line) or the text column of a CSV/TSV/JSONL file; pairs (a model of text pairs) its text
+        and pair columns (the compiler's column name unless `pair_column` names another)."""
         if not isinstance(self.spec, ImagePreprocess):
-            return read_texts(path, text_column)
+            return read_texts(path, text_column, (pair_column or self.spec.pair_column) if self.pairs else None)
         image = self.spec.image
         if path.suffix == ".npy":
             try:
@@ -84,7 +86,7 @@ class Preprocessor:
             raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES[:3])}, ...)")
         return np.stack([load_image(f, image) for f in files])
 
-    def __call__(self, raw: np.ndarray | Sequence[str]) -> dict[str, np.ndarray]:
+    def __call__(self, raw: np.ndarray | Sequence[Text]) -> dict[str, np.ndarray]:
         if self.kind == "image":
             x = np.asarray(raw, dtype=np.float32) / 255.0
             if x.ndim == 3:
@@ -96,7 +98,7 @@ class Preprocessor:
             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
         }
 
-    def _encode(self, texts: list[str]) -> list[Encoding]:
+    def _encode(self, texts: list[Text]) -> list[Encoding]:
         """The tokenizer's encodings of whole texts, computed from their heads where that is the
         same. Tokenizing costs as much as the text is long, and the truncation comes after: a
         20 Newsgroups post was tokenized whole to keep its first 128 tokens, on every device that
@@ -105,13 +107,20 @@ class Preprocessor:
         the words before it are split exactly as in the whole text; only the last, maybe cut,
         word can differ. Heads start at HEAD_CHARS_PER_TOKEN characters a kept token and double
         until that holds or the head is the whole text, so a text is tokenized at most about
-        twice over the length it needs."""
+        twice over the length it needs. Pairs are encoded whole (the longer text of a pair is
+        cut first, so a head of either could change which tokens are kept)."""
+        if self.pairs:
+            if not all(isinstance(t, tuple) and len(t) == 2 for t in texts):
+                raise DataError("the model takes pairs of texts; got single texts")
+            return self.tokenizer.encode_batch(texts)
+        if any(not isinstance(t, str) for t in texts):
+            raise DataError("the model takes single texts; got pairs")
         if self.tokenizer.pre_tokenizer is None:  # no word splitting: a cut may change any token
             return self.tokenizer.encode_batch(texts)
         encodings: list[Encoding | None] = [None] * len(texts)
         todo, limit = list(range(len(texts))), HEAD_CHARS_PER_TOKEN * self._text.max_length
         while todo:
-            heads = [texts[i][:limit] for i in todo]
+            heads = [str(texts[i])[:limit] for i in todo]
             for i, head, enc in zip(todo, heads, self.tokenizer.encode_batch(heads), strict=True):
                 if len(head) == len(texts[i]) or _head_holds_every_kept_token(head, enc):
                     encodings[i] = enc
@@ -119,11 +128,12 @@ class Preprocessor:
         return [e for e in encodings if e is not None]  # every one, once `todo` is empty
 
     # -- on the wire ---------------------------------------------------------------------------
-    def pack(self, raw: np.ndarray | Sequence[str]) -> dict[str, np.ndarray]:
-        """Raw inputs as the arrays a request carries."""
+    def pack(self, raw: np.ndarray | Sequence[Text]) -> dict[str, np.ndarray]:
+        """Raw inputs as the arrays a request carries (a pair: its two texts one after the other)."""
         if self.kind == "image":
             return {"image": np.ascontiguousarray(raw, dtype=np.uint8)}
-        encoded = [t.encode("utf-8") for t in raw]
+        flat = [part for t in raw for part in ((t,) if isinstance(t, str) else t)]
+        encoded = [t.encode("utf-8") for t in flat]
         return {
             "utf8": np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(),
             "lengths": np.array([len(e) for e in encoded], dtype=np.int64),
@@ -172,7 +182,11 @@ class Preprocessor:
             texts = [bytes(data[a:b]).decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         except UnicodeDecodeError:
             raise WireError("bad-input", "text is not UTF-8") from None
-        return self(texts)
+        if not self.pairs:
+            return self(texts)
+        if len(texts) % 2:
+            raise WireError("bad-input", "expected pairs of texts (an even count)")
+        return self(list(zip(texts[::2], texts[1::2], strict=True)))
 
     def _tokens(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, counts = arrays.get("token_ids"), arrays.get("token_counts")

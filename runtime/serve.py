@@ -46,9 +46,10 @@ def run_central(
     input_path: Path | None,
     text_column: str = "text",
     cpu_share: float | None = None,
+    pair_column: str | None = None,
 ) -> None:
     # The inputs are read first: a bad file is refused before anything starts.
-    raw = None if input_path is None else Preprocessor.for_bundle(bundle).read(input_path, text_column)
+    raw = None if input_path is None else Preprocessor.for_bundle(bundle).read(input_path, text_column, pair_column)
     with Central(bundle, backend, threads, insecure, bind, cpu_share) as central:
         if raw is None:
             try:

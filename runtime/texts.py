@@ -1,5 +1,6 @@
-"""Texts from the files users keep them in: CSV, TSV or JSONL with a named text column (and a
-label column when they are labelled), or plain text, one per line. Torch-free: the compiler reads a
+"""Texts from the files users keep them in: CSV, TSV or JSONL with a named text column (a second,
+pair column for tasks on two texts, e.g. premise and hypothesis; and a label column when they are
+labelled), or plain text, one per line. Torch-free: the compiler reads a
 user's data set with it, and a device the texts it is asked about (`cofc run --input`).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from cofc.errors import DataError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t", ".jsonl": None}  # by file suffix; None: one JSON object a line
+Text = str | tuple[str, str]  # one text, or a (first, second) pair
 PLAN_OPTIONS = "dataset.{}_column"  # what a user sets to name another column (`cofc run`: --{}-column)
 
 
@@ -22,24 +24,28 @@ class Rows:
 
     def __init__(self, path: Path):
         self.path = path
-        self.texts: list[str] = []
+        self.texts: list[Text] = []
         self.labels: list[str] = []
         self.lines: list[int] = []
 
-    def add(self, text: str, label: str | None, line: int) -> None:
+    def add(self, text: Text, label: str | None, line: int) -> None:
         self.texts.append(text)
         if label is not None:
             self.labels.append(label)
         self.lines.append(line)
 
 
-def read_rows(path: Path, text_column: str, label_column: str | None, option: str = PLAN_OPTIONS) -> Rows:
-    """Read a whole file (`label_column` None: texts alone); one line naming the file (and row) for
-    anything unusable, and for a missing column the `option` that names another."""
+def read_rows(
+    path: Path, text_column: str, label_column: str | None, option: str = PLAN_OPTIONS, pair_column: str | None = None
+) -> Rows:
+    """Read a whole file (`label_column` None: texts alone; `pair_column`: (text, pair) pairs); one
+    line naming the file (and row) for anything unusable, and for a missing column the `option`
+    that names another."""
     if path.suffix.lower() not in DELIMITERS:
         raise DataError(f"{path}: unknown text file type {path.suffix!r} (use {', '.join(DELIMITERS)})")
     text = _read_utf8(path)
-    columns = {role: column for role, column in (("text", text_column), ("label", label_column)) if column}
+    named = (("text", text_column), ("pair", pair_column), ("label", label_column))
+    columns = {role: column for role, column in named if column}
     delimiter = DELIMITERS[path.suffix.lower()]
     rows = _jsonl(path, text, columns) if delimiter is None else _table(path, text, delimiter, columns, option)
     if not rows.texts:
@@ -47,13 +53,18 @@ def read_rows(path: Path, text_column: str, label_column: str | None, option: st
     return rows
 
 
-def read_texts(path: Path, text_column: str = "text") -> list[str]:
-    """Texts to ask about: a .txt file's non-empty lines, or the text column of a CSV/TSV/JSONL file."""
+def read_texts(path: Path, text_column: str = "text", pair_column: str | None = None) -> list[Text]:
+    """Texts to ask about: a .txt file's non-empty lines, or the text column (and pair column) of a
+    CSV/TSV/JSONL file."""
     suffix = path.suffix.lower()
     if suffix not in (".txt", *DELIMITERS):
         raise DataError(f"{path}: unknown text file type {path.suffix!r} (use .txt, {', '.join(DELIMITERS)})")
     if suffix != ".txt":
-        return read_rows(path, text_column, None, option="--{}-column").texts
+        return read_rows(path, text_column, None, option="--{}-column", pair_column=pair_column).texts
+    if pair_column is not None:
+        raise DataError(
+            f"{path}: the model takes pairs of texts; give a .csv, .tsv or .jsonl with a {pair_column!r} column"
+        )
     return [line for line in _read_utf8(path).splitlines() if line.strip()]  # not empty: _read_utf8 checks
 
 
@@ -85,7 +96,8 @@ def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], optio
             line = reader.line_num
             if None in row or None in row.values():  # more fields than the header, or fewer
                 raise DataError(f"{path} line {line}: the row's fields do not match the header's {len(names)} columns")
-            _add(rows, row[columns["text"]], row.get(columns.get("label")), line, columns.get("label"))
+            text = row[columns["text"]] if "pair" not in columns else (row[columns["text"]], row[columns["pair"]])
+            _add(rows, text, row.get(columns.get("label")), line, columns.get("label"))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: {exc}") from None
     return rows
@@ -93,7 +105,7 @@ def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], optio
 
 def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
     rows = Rows(path)
-    text_column, label_column = columns["text"], columns.get("label")
+    text_column, pair_column, label_column = columns["text"], columns.get("pair"), columns.get("label")
     for line, content in enumerate(text.splitlines(), 1):
         if not content.strip():
             continue
@@ -106,16 +118,18 @@ def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
         for column in columns.values():
             if column not in row:
                 raise DataError(f"{path} line {line}: no {column!r} field (fields: {', '.join(row)})")
-        if not isinstance(row[text_column], str):
-            raise DataError(f"{path} line {line}: {text_column!r} is not a string")
+        for column in (text_column, pair_column):
+            if column and not isinstance(row[column], str):
+                raise DataError(f"{path} line {line}: {column!r} is not a string")
         label = row.get(label_column)
         if label_column and (isinstance(label, bool) or not isinstance(label, (str, int))):
             raise DataError(f"{path} line {line}: {label_column!r} must be a string or an integer")
-        _add(rows, row[text_column], None if label is None else str(label), line, label_column)
+        text = row[text_column] if pair_column is None else (row[text_column], row[pair_column])
+        _add(rows, text, None if label is None else str(label), line, label_column)
     return rows
 
 
-def _add(rows: Rows, text: str, label: str | None, line: int, label_column: str | None) -> None:
+def _add(rows: Rows, text: Text, label: str | None, line: int, label_column: str | None) -> None:
     if label_column is None:
         rows.add(text, None, line)
         return

@@ -74,7 +74,9 @@ def device_preprocess(teacher: Teacher) -> tuple[Preprocess, Path | None]:
         ), None
     pad_id, pad_token = padding(teacher.record)
     length = int(prep.get("max_length", teacher.model.seq_len))
-    return TextPreprocess(length, TOKENIZER, pad_id, pad_token), tokenizer_file(teacher.record)
+    return TextPreprocess(length, TOKENIZER, pad_id, pad_token, pair_column=prep.get("pair_column")), tokenizer_file(
+        teacher.record
+    )
 
 
 def write_bundles(

@@ -265,4 +265,5 @@ def _example_raw(teacher: Teacher):
     image = teacher.expects.image
     if image is not None:
         return np.random.default_rng(0).integers(0, 256, size=(1, *image.shape), dtype=np.uint8)
-    return ["a sentence long enough to fill the sequence " * 40]
+    text = "a sentence long enough to fill the sequence " * 40
+    return [(text, text)] if teacher.record["preprocess"].get("pair_column") else [text]

@@ -112,13 +112,17 @@ def teacher_from_plan(plan: Plan) -> Teacher:
     t = plan.teacher
     try:
         if t.checkpoint is not None:
-            return load_teacher(t.checkpoint)
-        if t.hf_classifier is not None:
-            return _build(_folder_record(t.hf_classifier, t.input_size), plan)
-        if t.timm is not None:
-            return _build(_timm_record(t), plan)
-        assert t.family is not None and t.source is not None  # the plan loader checked the family form
-        return _build(pretrained_record(t.family, t.source, t.classes, t.input_size), plan)
+            teacher = load_teacher(t.checkpoint)
+        elif t.hf_classifier is not None:
+            teacher = _build(_folder_record(t.hf_classifier, t.input_size), plan)
+        elif t.timm is not None:
+            teacher = _build(_timm_record(t), plan)
+        else:
+            assert t.family is not None and t.source is not None  # the plan loader checked the family form
+            teacher = _build(pretrained_record(t.family, t.source, t.classes, t.input_size), plan)
+        if teacher.record["preprocess"]["kind"] == "text":  # the plan's data says: one text or a pair
+            teacher.record["preprocess"]["pair_column"] = plan.dataset.pair_column
+        return teacher
     except PlanError:
         raise
     except CofcError as exc:

@@ -72,6 +72,7 @@ DATA = (
     "dataset.test_file",
     "dataset.text_column",
     "dataset.label_column",
+    "dataset.pair_column",
     "dataset.held_out",
 )  # where the samples come from
 SPLITS = (*DATA, "dataset.calibration", "dataset.validation", "objective.seed")  # fix cal and val

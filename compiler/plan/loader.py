@@ -28,6 +28,7 @@ A plan, with every field (paths are relative to the plan file):
       # text_file: data/train.csv    # .csv, .tsv or .jsonl, UTF-8, with named columns:
       # test_file: data/test.csv     #   optional
       # text_column: text            #   default text
+      # pair_column: hypothesis      #   a second text per sample (MNLI, QQP): tokenized as a pair
       # label_column: label          #   default label (class names of the teacher, when it has
       #                              #   them; else class indices, or names in sorted order)
       # held_out: 0.2                # test fraction (fixed seed) of data without a test split
@@ -121,6 +122,7 @@ class DatasetPlan:
     test_file: Path | None = None
     text_column: str = "text"
     label_column: str = "label"
+    pair_column: str | None = None
     held_out: float = 0.2
 
 
@@ -443,7 +445,7 @@ def _check_dataset(plan: Plan) -> None:
 
 def _unused_dataset_fields(d: DatasetPlan) -> set[str]:
     """The dataset fields its source does not read (a plan that sets one is refused)."""
-    unused = set() if d.text_file is not None else {"test_file", "text_column", "label_column"}
+    unused = set() if d.text_file is not None else {"test_file", "text_column", "label_column", "pair_column"}
     has_test = d.test_file is not None or (d.image_folder is not None and (d.image_folder / "test").is_dir())
     return unused | ({"held_out"} if d.name is not None or has_test else set())
 

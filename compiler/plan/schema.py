@@ -114,6 +114,7 @@ SCHEMA = {
         "test_file": Field(STR, required=False),
         "text_column": Field(STR, required=False, default="text"),
         "label_column": Field(STR, required=False, default="label"),
+        "pair_column": Field(STR, required=False),
         "held_out": Field(NUM, required=False, default=0.2, check=_held_out),
         "calibration": Field(INT, check=_positive),
         "validation": Field(INT, check=_positive),

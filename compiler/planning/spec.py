@@ -29,6 +29,9 @@ class TransformerSpec:
     embed_in: int = 0  # inputs per token of the embedding matmul (C·p·p for patches, 0 for lookups)
     embed_params_per_dim: int = 0  # embedding parameters per embedding channel (tables, pos, bias)
     norm_params_per_dim: int = 2  # parameters per channel of the norms outside the blocks
+    mlp_up: int = 1  # MLP input projections: 2 for a gated MLP (T5's gated GELU: wi_0, wi_1)
+    linear_bias: bool = True  # whether the blocks' linear layers have biases (T5's do not)
+    block_norm_params_per_dim: int = 4  # two norms a block: 4 for LayerNorm, 2 for RMSNorm (T5)
 
     def full(self) -> SubModelSpec:
         """The sub-model that keeps everything: the teacher itself."""
@@ -75,15 +78,16 @@ class SubModelSpec:
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 
 
-def _block_flops(tokens: int, dim: Count, attn: Count, mlp: Count) -> Count:
+def _block_flops(base: TransformerSpec, dim: Count, attn: Count, mlp: Count) -> Count:
     """Matmul FLOPs of one block of width `dim`, attention width `attn` (heads × head_dim) and MLP
     width `mlp`: plain arithmetic, so the same formula serves one spec and arrays of them."""
+    tokens = base.tokens
     return (
         2 * tokens * dim * 3 * attn  # q, k, v projections
         + 2 * 2 * tokens * tokens * attn  # scores q·kᵀ and the weighted sum over v
         + 2 * tokens * attn * dim  # output projection
-        + 2 * 2 * tokens * dim * mlp
-    )  # MLP up and down
+        + 2 * (base.mlp_up + 1) * tokens * dim * mlp
+    )  # MLP up (one or two, gated) and down
 
 
 def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
@@ -91,14 +95,15 @@ def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
     return 2 * base.tokens * base.embed_in * dim + 2 * dim * base.classes
 
 
-def _block_parameters(dim: Count, attn: Count, mlp: Count) -> Count:
-    """One block's parameters (biases in every linear)."""
+def _block_parameters(base: TransformerSpec, dim: Count, attn: Count, mlp: Count) -> Count:
+    """One block's parameters (biases in every linear unless the family has none)."""
+    bias = int(base.linear_bias)
     return (
-        (dim * 3 * attn + 3 * attn)
-        + (attn * dim + dim)  # qkv, out projection
-        + (dim * mlp + mlp)
-        + (mlp * dim + dim)  # MLP
-        + 4 * dim
+        (dim * 3 * attn + bias * 3 * attn)
+        + (attn * dim + bias * dim)  # qkv, out projection
+        + base.mlp_up * (dim * mlp + bias * mlp)
+        + (mlp * dim + bias * dim)  # MLP
+        + base.block_norm_params_per_dim * dim
     )  # two norms
 
 
@@ -110,7 +115,7 @@ def _outside_parameters(base: TransformerSpec, dim: Count) -> Count:
 def _block_activations(base: TransformerSpec, dim: Count, heads: Count, mlp: Count) -> Count:
     """Values live in one block for one request, attention scores included."""
     s = base.tokens
-    return s * (2 * dim + 3 * heads * base.head_dim + mlp) + heads * s * s
+    return s * (2 * dim + 3 * heads * base.head_dim + base.mlp_up * mlp) + heads * s * s
 
 
 def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
@@ -121,7 +126,7 @@ def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     """
     return int(
         _outside_flops(base, sub.dim)
-        + sum(_block_flops(base.tokens, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        + sum(_block_flops(base, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
     )
 
 
@@ -129,7 +134,7 @@ def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
     return int(
         _outside_parameters(base, sub.dim)
-        + sum(_block_parameters(sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        + sum(_block_parameters(base, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
     )
 
 
@@ -150,7 +155,7 @@ def uniform_flops(
 ) -> np.ndarray:
     """`flops` of many sub-models at once, each with the same head count and MLP width in every
     one of its layers (the search's encoding): integer arrays of one shape in, ω per entry out."""
-    return _outside_flops(base, dim) + layers * _block_flops(base.tokens, dim, heads * base.head_dim, mlp)
+    return _outside_flops(base, dim) + layers * _block_flops(base, dim, heads * base.head_dim, mlp)
 
 
 def uniform_memory_bytes(
@@ -162,7 +167,7 @@ def uniform_memory_bytes(
     bytes_per_value: int = 4,
 ) -> np.ndarray:
     """`memory_bytes` of many uniform-layer sub-models at once (see `uniform_flops`)."""
-    weights = _outside_parameters(base, dim) + layers * _block_parameters(dim, heads * base.head_dim, mlp)
+    weights = _outside_parameters(base, dim) + layers * _block_parameters(base, dim, heads * base.head_dim, mlp)
     return weights * bytes_per_value + _block_activations(base, dim, heads, mlp) * bytes_per_value
 
 

@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
     "bert": "bert:BertAdapter",
     "gpt2": "gpt2:Gpt2Adapter",
     "mpnet": "mpnet:MpnetAdapter",
+    "t5": "t5:T5Adapter",
 }
 
 

@@ -172,12 +172,30 @@ def load_backbone(
     `arch['config']` (GPT2 and the tests: no pretrained weights exist offline for them)."""
     if "source" in arch:
         path = resolve_source(arch["source"])
+        kind = _model_type(Path(path))
+        if kind is not None and kind != config_cls.model_type:
+            raise CofcError(f"{path}: config.json's model_type is {kind!r}, not {config_cls.model_type!r}")
         try:
             with _quiet_transformers():  # its load report lists the unused pooler, on purpose
-                return model_cls.from_pretrained(path, local_files_only=True, **kwargs)
-        except OSError as exc:
-            raise CofcError(f"cannot load a {model_cls.__name__} from {path}: {exc}") from None
+                model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+        except Exception as exc:  # no weights, a corrupt file, a config of another model
+            raise CofcError(f"cannot load a {model_cls.__name__} from {path}: {_first_line(exc)}") from None
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:  # another family's weights: transformers would initialise the rest at random
+            raise CofcError(
+                f"{path}: weights do not fit a {model_cls.__name__}: {len(missing)} missing ({', '.join(missing[:3])})"
+            )
+        return model
     return model_cls(config_cls(**arch["config"]), **kwargs)
+
+
+def _model_type(folder: Path) -> str | None:
+    """A saved folder's config.json model_type (None where there is none to read: the load says why)."""
+    try:
+        kind = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def build_classifier(backbone: nn.Module, record: dict[str, Any], pooling: str = "mean") -> HfClassifier:
@@ -427,16 +445,27 @@ def padding(record: dict[str, Any]) -> tuple[int, str]:
     return int(tokenizer.convert_tokens_to_ids(token)), token
 
 
-def tokenize(record: dict[str, Any], texts: list[str]) -> Inputs:
+def tokenize(record: dict[str, Any], texts: list[Any]) -> Inputs:
     """Texts -> fixed-length input_ids and attention_mask, padded on the right to max_length (every
     request has the shape the model was planned, profiled and exported for; `pool_tokens` finds
-    the last real token at mask sum - 1)."""
+    the last real token at mask sum - 1).
+
+    (text, pair) pairs, for a teacher whose record names a `pair_column`, are tokenized with the
+    tokenizer's own pair template: [CLS] a [SEP] b [SEP] for BERT, <s> a </s></s> b </s> for MPNet,
+    a </s> b </s> for T5 (whose GLUE prompts, "sentence1: ... sentence2: ...", a user writes into
+    the texts). The template is in tokenizer.json, so the device encodes pairs identically, and the
+    longer text is cut first (longest_first), the device's default too."""
     prep = record["preprocess"]
     tokenizer = _tokenizer(tokenizer_source(record))
     tokenizer.padding_side = "right"
     tokenizer.pad_token = padding(record)[1]
+    pairs = prep.get("pair_column") is not None
+    if pairs != all(isinstance(t, tuple) for t in texts):
+        raise CofcError("the teacher takes pairs of texts" if pairs else "the teacher takes single texts, not pairs")
+    first, second = (list(t) for t in zip(*texts, strict=True)) if pairs else (list(texts), None)
     enc = tokenizer(
-        list(texts),
+        first,
+        second,
         padding="max_length",
         truncation=True,
         max_length=prep.get("max_length", DEFAULT_MAX_LENGTH),

@@ -29,7 +29,13 @@ def load_data(plan: DatasetPlan, expects: Expects) -> Dataset:
         return read_image_folder(plan.image_folder, expects, plan.held_out)
     if plan.text_file is not None:
         return read_text_files(
-            plan.text_file, plan.test_file, plan.text_column, plan.label_column, expects, plan.held_out
+            plan.text_file,
+            plan.test_file,
+            plan.text_column,
+            plan.label_column,
+            expects,
+            plan.held_out,
+            plan.pair_column,
         )
     assert plan.name is not None  # the plan loader requires one of DATA_SOURCES
     data = load_dataset(plan.name)

@@ -13,24 +13,35 @@ from cofc.errors import DataError
 from cofc.runtime.texts import read_rows
 
 
-def classes_in_files(paths: list[Path], text_column: str, label_column: str) -> tuple[str, ...]:
+def classes_in_files(
+    paths: list[Path], text_column: str, label_column: str, pair_column: str | None = None
+) -> tuple[str, ...]:
     """The classes of a new task head for these files: their label names in sorted order, or
     0..max when every label is a number (so label k is class k)."""
-    labels = {label for path in paths for label in read_rows(path, text_column, label_column).labels}
+    labels = {
+        label for path in paths for label in read_rows(path, text_column, label_column, pair_column=pair_column).labels
+    }
     if all(label.isdigit() for label in labels):
         return tuple(str(i) for i in range(max(map(int, labels)) + 1))
     return tuple(sorted(labels))
 
 
 def read_text_files(
-    train: Path, test: Path | None, text_column: str, label_column: str, expects: Expects, held_out: float
+    train: Path,
+    test: Path | None,
+    text_column: str,
+    label_column: str,
+    expects: Expects,
+    held_out: float,
+    pair_column: str | None = None,
 ) -> Dataset:
-    """A train file, and a test file or a seeded `held_out` fraction of the train file."""
+    """A train file, and a test file or a seeded `held_out` fraction of the train file; with a
+    `pair_column`, each input is a (text, pair) pair."""
     if expects.kind != "text":
         raise DataError(f"{train}: a text file, but the teacher takes {expects.kind}s")
-    files = [read_rows(train, text_column, label_column)]
+    files = [read_rows(train, text_column, label_column, pair_column=pair_column)]
     if test is not None:
-        files.append(read_rows(test, text_column, label_column))
+        files.append(read_rows(test, text_column, label_column, pair_column=pair_column))
     try:
         index, classes = label_map(expects, {label for rows in files for label in rows.labels})
     except UnknownLabel as exc:
