@@ -30,7 +30,8 @@ BATCH = 32  # calibration batch: the stored inputs run through the graph this ma
 
 @dataclass(frozen=True)
 class Scheme:
-    """How a graph is quantized: `qdq` or `qoperator` format, weights per channel or per tensor."""
+    """How a graph is quantized: `qdq` (INT8 activations) or `qoperator` (UINT8 activations, as
+    its x86 kernels take them) format, INT8 weights per channel or per tensor."""
 
     format: str = "qdq"
     per_channel: bool = True
@@ -84,7 +85,8 @@ def quantize_graph(
                 quant_format=QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
                 op_types_to_quantize=list(OPS),
                 per_channel=scheme.per_channel,
-                activation_type=QuantType.QInt8,
+                # QOperator kernels on x86 take unsigned activations (ONNX Runtime's advice)
+                activation_type=QuantType.QInt8 if scheme.format == "qdq" else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
             )
         os.replace(tmp, out)
