@@ -143,21 +143,24 @@ def soak(
             next_send, next_sample, next_kill = began, began, began + kill_every_s
             restart: tuple[str, float] | None = None
             while (now := time.monotonic()) < began + duration or client.outstanding:
-                sending = now < began + duration
+                sending, killing = now < began + duration, now < began + 0.8 * duration and restart is None
                 if sending and now >= next_send and len(client.outstanding) < window:
                     client.submit(inputs[sent % len(inputs)], timeout_s=1.0)
                     sent, next_send = sent + 1, max(next_send + 1 / rate_per_s, now - 1.0)
                 if now >= next_sample:
                     samples.append(_sample(now - began, cluster, stats_client))
                     next_sample += SAMPLE_S
-                if sending and now >= next_kill and now < began + 0.8 * duration and restart is None:
+                if killing and now >= next_kill:
                     victim = workers[kills % len(workers)]
                     cluster.kill(victim)
                     kills, restart, next_kill = kills + 1, (victim, now + RESTART_AFTER_S), next_kill + kill_every_s
                 if restart is not None and now >= restart[1]:
                     cluster.start(restart[0])
                     restart = None
-                if (answer := client.receive(max(0.0, min(next_send, next_sample) - time.monotonic()))) is not None:
+                wake = [next_sample, next_kill if killing else next_sample, restart[1] if restart else next_sample]
+                if sending and len(client.outstanding) < window:
+                    wake.append(next_send)
+                if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
                     answers.append(answer)
             samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills)
