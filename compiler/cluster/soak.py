@@ -60,6 +60,19 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What the soak keeps of an answer (not its logits: the client's memory is measured too)."""
+
+    elapsed_ms: float
+    degraded: bool
+    error: str | None  # the error's kind
+
+    @classmethod
+    def of(cls, a: Answer) -> Outcome:
+        return cls(a.elapsed_ms, a.degraded, None if a.error is None else a.error.split(":", 1)[0])
+
+
+@dataclass(frozen=True)
 class Memory:
     process: str
     warm_kib: int  # the first sample after warm-up
@@ -132,7 +145,7 @@ def soak(
     workers = [d.name for d in plan.devices if d.name != plan.central.name]
     duration, warmup = minutes * 60, min(60.0, minutes * 15)
     cluster = Cluster(paths, plan.central.name)
-    answers: list[Answer] = []
+    answers: list[Outcome] = []
     samples: list[Sample] = []
     kills = sent = 0
     with contextlib.closing(cluster), Client.for_bundle(central, total_timeout_s=TOTAL_TIMEOUT_S) as client:
@@ -161,7 +174,7 @@ def soak(
                 if sending and len(client.outstanding) < window:
                     wake.append(next_send)
                 if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
-                    answers.append(answer)
+                    answers.append(Outcome.of(answer))
             samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills)
     return setup.summarise(sent, answers, samples, build_dir)
@@ -188,13 +201,12 @@ class Setup:
     warmup_s: float
     kills: int
 
-    def summarise(self, sent: int, answers: list[Answer], samples: list[Sample], build_dir: Path) -> SoakResult:
+    def summarise(self, sent: int, answers: list[Outcome], samples: list[Sample], build_dir: Path) -> SoakResult:
         """The soak's answers and samples as its SoakResult, also written to BUILD_DIR/soak.json."""
         errors: dict[str, int] = {}
         for a in answers:
             if a.error is not None:
-                kind = a.error.split(":", 1)[0]
-                errors[kind] = errors.get(kind, 0) + 1
+                errors[a.error] = errors.get(a.error, 0) + 1
         ok = [a.elapsed_ms for a in answers if a.error is None]
         if not ok:
             raise CofcError("the soak got no answer with logits")
