@@ -190,17 +190,17 @@ class Client(Closing):
             return None
         except WireError as exc:
             return Answer(-1, None, error=f"malformed answer: {exc}")
-        request = self.outstanding.pop(msg.id, None)
-        if request is None:
-            self.dropped += 1
-            return None
-        meta = msg.meta
         if msg.type == "stats":
             try:
                 self.central_stats = from_json(CentralStats, msg.meta.get("stats"))
             except SchemaError as exc:
                 return Answer(-1, None, error=f"malformed stats: {exc}")
             return None
+        request = self.outstanding.pop(msg.id, None)
+        if request is None:
+            self.dropped += 1
+            return None
+        meta = msg.meta
         logits, error = msg.arrays.get("logits"), meta.get("error")
         if logits is None and error is None:  # so that every answer without an error has its logits
             error = "malformed answer: neither logits nor an error"
@@ -236,11 +236,10 @@ class Client(Closing):
         if self.outstanding:
             raise CofcError("stats() on a client with requests in flight")
         self.central_stats = None
-        try:
-            self.sock.send_multipart(encode(Message("stats")), zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return None
         end = time.monotonic() + timeout_s
+        if not self.sock.poll(int(timeout_s * 1000), zmq.POLLOUT):  # no connection (yet)
+            return None
+        self.sock.send_multipart(encode(Message("stats")), copy=False)
         while self.central_stats is None and time.monotonic() < end:
             self.receive(min(0.1, end - time.monotonic()))
         return self.central_stats

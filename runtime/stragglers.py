@@ -218,8 +218,8 @@ class Stragglers:
         waited = [n for n in self.workers if (r := self.records.get(n)) is None or r.excluded is None]
         return len(waited) >= self.min_devices
 
-    def stats(self) -> list[RecordStats]:
-        return [
+    def stats(self) -> tuple[RecordStats, ...]:
+        return tuple(
             RecordStats(
                 name,
                 r.connection.epoch,
@@ -232,7 +232,7 @@ class Stragglers:
                 r.relapses,
             )
             for name, r in self.records.items()
-        ]
+        )
 
 
 @dataclass(frozen=True)
@@ -242,5 +242,5 @@ class CentralStats:
     answered: int
     queued: int  # requests read, not yet started
     pending: int  # requests started, not yet answered
-    workers: list[RecordStats] = field(default_factory=list)
+    workers: tuple[RecordStats, ...] = ()
     rejected: dict[str, int] = field(default_factory=dict)

@@ -60,6 +60,19 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What the soak keeps of an answer (not its logits: the client's memory is measured too)."""
+
+    elapsed_ms: float
+    degraded: bool
+    error: str | None  # the error's kind
+
+    @classmethod
+    def of(cls, a: Answer) -> Outcome:
+        return cls(a.elapsed_ms, a.degraded, None if a.error is None else a.error.split(":", 1)[0])
+
+
+@dataclass(frozen=True)
 class Memory:
     process: str
     warm_kib: int  # the first sample after warm-up
@@ -132,7 +145,7 @@ def soak(
     workers = [d.name for d in plan.devices if d.name != plan.central.name]
     duration, warmup = minutes * 60, min(60.0, minutes * 15)
     cluster = Cluster(paths, plan.central.name)
-    answers: list[Answer] = []
+    answers: list[Outcome] = []
     samples: list[Sample] = []
     kills = sent = 0
     with contextlib.closing(cluster), Client.for_bundle(central, total_timeout_s=TOTAL_TIMEOUT_S) as client:
@@ -143,22 +156,25 @@ def soak(
             next_send, next_sample, next_kill = began, began, began + kill_every_s
             restart: tuple[str, float] | None = None
             while (now := time.monotonic()) < began + duration or client.outstanding:
-                sending = now < began + duration
+                sending, killing = now < began + duration, now < began + 0.8 * duration and restart is None
                 if sending and now >= next_send and len(client.outstanding) < window:
                     client.submit(inputs[sent % len(inputs)], timeout_s=1.0)
                     sent, next_send = sent + 1, max(next_send + 1 / rate_per_s, now - 1.0)
                 if now >= next_sample:
                     samples.append(_sample(now - began, cluster, stats_client))
                     next_sample += SAMPLE_S
-                if sending and now >= next_kill and now < began + 0.8 * duration and restart is None:
+                if killing and now >= next_kill:
                     victim = workers[kills % len(workers)]
                     cluster.kill(victim)
                     kills, restart, next_kill = kills + 1, (victim, now + RESTART_AFTER_S), next_kill + kill_every_s
                 if restart is not None and now >= restart[1]:
                     cluster.start(restart[0])
                     restart = None
-                if (answer := client.receive(max(0.0, min(next_send, next_sample) - time.monotonic()))) is not None:
-                    answers.append(answer)
+                wake = [next_sample, next_kill if killing else next_sample, restart[1] if restart else next_sample]
+                if sending and len(client.outstanding) < window:
+                    wake.append(next_send)
+                if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
+                    answers.append(Outcome.of(answer))
             samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills)
     return setup.summarise(sent, answers, samples, build_dir)
@@ -185,13 +201,12 @@ class Setup:
     warmup_s: float
     kills: int
 
-    def summarise(self, sent: int, answers: list[Answer], samples: list[Sample], build_dir: Path) -> SoakResult:
+    def summarise(self, sent: int, answers: list[Outcome], samples: list[Sample], build_dir: Path) -> SoakResult:
         """The soak's answers and samples as its SoakResult, also written to BUILD_DIR/soak.json."""
         errors: dict[str, int] = {}
         for a in answers:
             if a.error is not None:
-                kind = a.error.split(":", 1)[0]
-                errors[kind] = errors.get(kind, 0) + 1
+                errors[a.error] = errors.get(a.error, 0) + 1
         ok = [a.elapsed_ms for a in answers if a.error is None]
         if not ok:
             raise CofcError("the soak got no answer with logits")
