@@ -16,6 +16,7 @@ from cofc.runtime._closing import Closing
 from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import Bundle
 from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.texts import Text
 
 
 class LocalPipeline(Closing):
@@ -50,7 +51,7 @@ class LocalPipeline(Closing):
         """Release every backend (idempotent)."""
         self._backends.close()
 
-    def features(self, raw: np.ndarray | Sequence[str]) -> list[np.ndarray]:
+    def features(self, raw: np.ndarray | Sequence[Text]) -> list[np.ndarray]:
         inputs = self.preprocess(raw)
         return [next(iter(b.run({k: inputs[k] for k in (i.name for i in b.inputs)}).values())) for b in self.backbones]
 
@@ -67,7 +68,7 @@ class LocalPipeline(Closing):
             )
         )
 
-    def __call__(self, raw: np.ndarray | Sequence[str], mask: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, raw: np.ndarray | Sequence[Text], mask: np.ndarray | None = None) -> np.ndarray:
         feats = self.features(raw)
         if mask is None:
             mask = np.ones((len(feats[0]), len(feats)), dtype=np.float32)

@@ -96,8 +96,10 @@ def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], optio
             line = reader.line_num
             if None in row or None in row.values():  # more fields than the header, or fewer
                 raise DataError(f"{path} line {line}: the row's fields do not match the header's {len(names)} columns")
-            text = row[columns["text"]] if "pair" not in columns else (row[columns["text"]], row[columns["pair"]])
-            _add(rows, text, row.get(columns.get("label")), line, columns.get("label"))
+            sample: Text = (
+                row[columns["text"]] if "pair" not in columns else (row[columns["text"]], row[columns["pair"]])
+            )
+            _add(rows, sample, row.get(columns.get("label")), line, columns.get("label"))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: {exc}") from None
     return rows
@@ -118,14 +120,14 @@ def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
         for column in columns.values():
             if column not in row:
                 raise DataError(f"{path} line {line}: no {column!r} field (fields: {', '.join(row)})")
-        for column in (text_column, pair_column):
-            if column and not isinstance(row[column], str):
-                raise DataError(f"{path} line {line}: {column!r} is not a string")
+        for field in (text_column, pair_column):
+            if field and not isinstance(row[field], str):
+                raise DataError(f"{path} line {line}: {field!r} is not a string")
         label = row.get(label_column)
         if label_column and (isinstance(label, bool) or not isinstance(label, (str, int))):
             raise DataError(f"{path} line {line}: {label_column!r} must be a string or an integer")
-        text = row[text_column] if pair_column is None else (row[text_column], row[pair_column])
-        _add(rows, text, None if label is None else str(label), line, label_column)
+        sample: Text = row[text_column] if pair_column is None else (row[text_column], row[pair_column])
+        _add(rows, sample, None if label is None else str(label), line, label_column)
     return rows
 
 

@@ -177,7 +177,10 @@ def load_backbone(
             raise CofcError(f"{path}: config.json's model_type is {kind!r}, not {config_cls.model_type!r}")
         try:
             with _quiet_transformers():  # its load report lists the unused pooler, on purpose
-                model, info = model_cls.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+                loaded: tuple[nn.Module, dict[str, list[str]]] = model_cls.from_pretrained(
+                    path, local_files_only=True, output_loading_info=True, **kwargs
+                )
+            model, info = loaded
         except Exception as exc:  # no weights, a corrupt file, a config of another model
             raise CofcError(f"cannot load a {model_cls.__name__} from {path}: {_first_line(exc)}") from None
         missing = sorted(info.get("missing_keys") or [])
