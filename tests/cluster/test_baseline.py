@@ -54,7 +54,7 @@ def _bench(accuracy: float, median_ms: float, requests: int = 7528, emulated: bo
         overhead_ms=Spread(0.5, 0.7),
         overhead_ratio=1.1,
         predicted_ms=median_ms - 1.0,
-        teacher=TeacherTiming("fast", 32.486, 0.8134),
+        teacher=TeacherTiming("fast", 32.486, 0.8134, "fp32", None),
         speedup_vs_teacher=32.486 / median_ms,
     )
 
