@@ -15,6 +15,7 @@ from cofc.runtime.central import Central
 from cofc.runtime.client import Client
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.preprocess import Preprocessor
+from cofc.runtime.texts import Text
 from cofc.runtime.worker import Worker
 
 JOIN_TIMEOUT_S = 10.0
@@ -60,7 +61,7 @@ def run_central(
             _answer(central, raw, insecure)
 
 
-def _answer(central: Central, raw: np.ndarray | list[str], insecure: bool) -> None:
+def _answer(central: Central, raw: np.ndarray | list[Text], insecure: bool) -> None:
     """Serve in a thread while a local client sends every input; print the answers."""
     bundle, prep = central.bundle, central.prep
     stop = threading.Event()

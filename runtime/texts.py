@@ -96,8 +96,10 @@ def _table(path: Path, text: str, delimiter: str, columns: dict[str, str], optio
             line = reader.line_num
             if None in row or None in row.values():  # more fields than the header, or fewer
                 raise DataError(f"{path} line {line}: the row's fields do not match the header's {len(names)} columns")
-            text = row[columns["text"]] if "pair" not in columns else (row[columns["text"]], row[columns["pair"]])
-            _add(rows, text, row.get(columns.get("label")), line, columns.get("label"))
+            sample: Text = (
+                row[columns["text"]] if "pair" not in columns else (row[columns["text"]], row[columns["pair"]])
+            )
+            _add(rows, sample, row.get(columns.get("label")), line, columns.get("label"))
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: {exc}") from None
     return rows
@@ -124,8 +126,8 @@ def _jsonl(path: Path, text: str, columns: dict[str, str]) -> Rows:
         label = row.get(label_column)
         if label_column and (isinstance(label, bool) or not isinstance(label, (str, int))):
             raise DataError(f"{path} line {line}: {label_column!r} must be a string or an integer")
-        text = row[text_column] if pair_column is None else (row[text_column], row[pair_column])
-        _add(rows, text, None if label is None else str(label), line, label_column)
+        sample: Text = row[text_column] if pair_column is None else (row[text_column], row[pair_column])
+        _add(rows, sample, None if label is None else str(label), line, label_column)
     return rows
 
 

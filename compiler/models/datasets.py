@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cofc.errors import CofcError
+from cofc.runtime.texts import Text
 
 
 class DatasetUnavailable(CofcError):
@@ -29,7 +30,7 @@ class DatasetUnavailable(CofcError):
 
 @dataclass(frozen=True)
 class Split:
-    inputs: np.ndarray | list[str]  # uint8 (N, H, W) images, or texts
+    inputs: np.ndarray | list[Text]  # uint8 (N, H, W) images, or texts (or (text, pair) pairs)
     labels: np.ndarray  # int64 (N,)
 
     def __len__(self) -> int:

@@ -162,7 +162,7 @@ def model_cache() -> Path:
     return Path(os.environ.get("COFC_MODEL_CACHE") or Path(sys.prefix) / "share" / "cofc" / "models")
 
 
-def load_backbone(model_cls: type, config_cls: type, arch: dict[str, Any], **kwargs: Any) -> nn.Module:
+def load_backbone(model_cls: Any, config_cls: Any, arch: dict[str, Any], **kwargs: Any) -> nn.Module:
     """A pretrained backbone from `arch['source']`, or a randomly initialised one from
     `arch['config']` (GPT2 and the tests: no pretrained weights exist offline for them)."""
     if "source" in arch:
