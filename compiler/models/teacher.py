@@ -120,8 +120,15 @@ def teacher_from_plan(plan: Plan) -> Teacher:
         else:
             assert t.family is not None and t.source is not None  # the plan loader checked the family form
             teacher = _build(pretrained_record(t.family, t.source, t.classes, t.input_size), plan)
-        if teacher.record["preprocess"]["kind"] == "text":  # the plan's data says: one text or a pair
-            teacher.record["preprocess"]["pair_column"] = plan.dataset.pair_column
+        prep = teacher.record["preprocess"]
+        if prep["kind"] == "text":  # the plan's data says: one text or a pair
+            if prep.get("pair_column") and plan.dataset.pair_column is None:
+                raise plan.error(
+                    "dataset.pair_column",
+                    f"the teacher takes pairs of texts (trained with pair column {prep['pair_column']!r}): "
+                    "name the data's second text column",
+                )
+            prep["pair_column"] = plan.dataset.pair_column
         return teacher
     except PlanError:
         raise

@@ -218,3 +218,27 @@ def test_another_familys_folder_is_refused(tmp_path):
     with pytest.raises(CofcError, match="model_type is 'bert', not 't5'") as info:
         get_adapter("t5").build_teacher(record)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_cofc_teacher_fine_tunes_a_t5_on_text_pairs(tmp_path):
+    """`cofc teacher --family t5 --pair-column`: the file it writes takes pairs, as the device will."""
+    from cofc.compiler.models.teacher import load_teacher
+    from tests.helpers import run_cofc, save_folder
+
+    model, folder = _saved(tmp_path, False)
+    save_folder(model, folder)  # the MiniLM tokenizer beside the weights
+    rows = ["premise,hypothesis,label"] + [
+        f"{a},{b},{i % 2}" for i, (a, b) in enumerate(zip(TEXTS * 6, TEXTS[::-1] * 6, strict=True))
+    ]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    args = ["--family", "t5", "--source", str(folder), "--text-file", str(tmp_path / "pairs.csv")]
+    args += ["--text-column", "premise", "--pair-column", "hypothesis", "--input-size", "16", "--layers", "1"]
+    made = run_cofc(
+        "teacher", *args, "--epochs", "1", "--batch", "8", "--device", "cpu", "--out", str(tmp_path / "t.pt")
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "test accuracy" in made.stdout
+    loaded = load_teacher(tmp_path / "t.pt")
+    assert loaded.record["preprocess"]["pair_column"] == "hypothesis"
+    assert loaded.logits(loaded.preprocess([(TEXTS[0], TEXTS[1])])).shape == (1, 2)

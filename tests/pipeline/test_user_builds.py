@@ -1,6 +1,7 @@
 """A user's own teacher and data, end to end, the way the issue's user comes with them: a Hugging
 Face classification folder (BERT, MPNet, GPT2; tiny random weights written with save_pretrained)
-with real texts in a CSV, JSONL or TSV file, and a timm ViT checkpoint with an ImageFolder of PNGs.
+with real texts in a CSV, JSONL or TSV file, a T5 encoder folder with a task on text pairs (two
+text columns), and a timm ViT checkpoint with an ImageFolder of PNGs.
 Each plan is profiled (`cofc profile --plan`), built (`cofc build`), and asked about raw inputs of
 its kind through `cofc run` (a worker process and the central one, CURVE over loopback)."""
 
@@ -86,6 +87,38 @@ def _texts(folder: Path, family: str) -> Case:
     )
 
 
+def _pairs(folder: Path) -> Case:
+    """A saved T5 encoder (tiny, random) and pairs of real news texts in CSV files, a new head of
+    3 classes: the plan's pair_column makes every sample two texts, as `cofc run` reads them."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    from tests.models.test_t5 import CONFIG
+
+    torch.manual_seed(0)
+    save_folder(
+        T5EncoderModel(T5Config(**{**CONFIG, "d_model": 32, "num_heads": 4, "d_ff": 64, "num_layers": 2})),
+        folder / "teacher",
+    )
+    texts = load_dataset("reuters-r8").train.inputs[: 2 * (TRAIN + TEST)]
+    rows = [
+        {"premise": a[:300], "hypothesis": b[:200], "label": i % 3}
+        for i, (a, b) in enumerate(zip(texts[::2], texts[1::2], strict=True))
+    ]
+    for name, part in (("train", rows[:TRAIN]), ("test", rows[TRAIN:])):
+        with open(folder / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, ["premise", "hypothesis", "label"])
+            writer.writeheader()
+            writer.writerows(part)
+    return Case(
+        f"{{family: t5, source: {folder / 'teacher'}, classes: 3, input_size: 24}}",
+        "{text_file: train.csv, test_file: test.csv, text_column: premise, pair_column: hypothesis, "
+        "calibration: 20, validation: 10}",
+        "test.csv",
+        text_column="premise",
+    )
+
+
 def _jsonl(path: Path, rows: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -113,10 +146,11 @@ def _images(folder: Path) -> Case:
     )
 
 
-@pytest.mark.parametrize("family", ["bert", "mpnet", "gpt2", "vit"])
+@pytest.mark.parametrize("family", ["bert", "mpnet", "gpt2", "t5", "vit"])
 def test_own_teacher_and_data_build_and_answer_raw_inputs(family, tmp_path, monkeypatch):
     monkeypatch.setenv("COFC_MODEL_CACHE", str(tmp_path / "cache"))
-    case = _images(tmp_path) if family == "vit" else _texts(tmp_path, family)
+    cases = {"vit": _images, "t5": _pairs}
+    case = cases[family](tmp_path) if family in cases else _texts(tmp_path, family)
     plan_path = tmp_path / "plan.yaml"
     plan_path.write_text(PLAN.format(family=family, teacher=case.teacher, dataset=case.dataset, port=free_port()))
 

@@ -90,3 +90,22 @@ def test_single_texts_to_a_pair_model_are_refused_in_one_line(tmp_path):
         _device(record).read(txt)
     with pytest.raises(DataError, match="no column 'other'.*--pair-column"):
         _device(record).read(_csv(tmp_path), "premise", "other")
+
+
+def test_a_pair_teacher_in_a_plan_without_a_pair_column_is_refused_at_the_field(tmp_path):
+    """A teacher file trained on pairs, and a plan whose data names one text column: the plan is
+    refused at dataset.pair_column rather than the teacher being fed single texts."""
+    from cofc.compiler.models.teacher import save_teacher, teacher_from_plan
+    from cofc.compiler.plan import load_plan
+    from cofc.errors import PlanError
+    from tests.models.test_user_teachers import write_plan
+
+    save_teacher(tmp_path / "t.pt", _record("t5"))
+    _csv(tmp_path)
+    plan = write_plan(tmp_path, "{checkpoint: t.pt}")
+    data = "{text_file: pairs.csv, text_column: premise, calibration: 10, validation: 10}"
+    plan.write_text(plan.read_text().replace("{name: mnist-5k, calibration: 10, validation: 10}", data))
+    with pytest.raises(PlanError, match="dataset.pair_column.*pairs of texts"):
+        teacher_from_plan(load_plan(plan))
+    plan.write_text(plan.read_text().replace("text_column: premise,", "text_column: premise, pair_column: hypothesis,"))
+    assert teacher_from_plan(load_plan(plan)).record["preprocess"]["pair_column"] == "hypothesis"
