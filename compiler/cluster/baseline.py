@@ -117,7 +117,7 @@ def _build_until_equal(build_dir: Path, out: Path, coformer: BenchResult) -> Col
     path = build_dir / BASELINE_PLAN
     seed_stages(build_dir, out)  # the teacher's accuracy and its importance ranking, computed once
     floor = floor_ms(baseline_plan(plan, target, out), load_report(build_dir).teacher.spec)
-    deadline = max(target, floor)
+    deadline = round(max(target, floor), 2)  # as the plan writes it
     for attempt in range(1, BUILDS + 1):
         single = baseline_plan(plan, deadline, out)
         path.write_text(plan_yaml(single))
@@ -128,10 +128,10 @@ def _build_until_equal(build_dir: Path, out: Path, coformer: BenchResult) -> Col
         build(path, None, False)
         gain = collaboration_gain(coformer, bench(out, coformer.requests, emulate=_asked_emulation(coformer)))
         log(f"baseline: {gain}")
-        retimed = retimed_deadline(single.objective.max_ms, target, gain.single_ms)
+        retimed = retimed_deadline(deadline, target, gain.single_ms)
         if retimed is None:
             return gain
-        if max(retimed, floor) == single.objective.max_ms:
+        if max(retimed, floor) == deadline:
             log(f"baseline: {single.devices[0].name} alone answers no sooner than {floor:g} ms by its table")
             break
         deadline = max(retimed, floor)
