@@ -117,7 +117,7 @@ def _build_until_equal(build_dir: Path, out: Path, coformer: BenchResult) -> Col
     path = build_dir / BASELINE_PLAN
     seed_stages(build_dir, out)  # the teacher's accuracy and its importance ranking, computed once
     floor = floor_ms(baseline_plan(plan, target, out), load_report(build_dir).teacher.spec)
-    deadline = round(max(target, floor), 2)  # as baseline_plan writes it
+    deadline = round(max(target, floor), 2)  # as the plan writes it
     for attempt in range(1, BUILDS + 1):
         single = baseline_plan(plan, deadline, out)
         path.write_text(plan_yaml(single))
