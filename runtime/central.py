@@ -180,7 +180,7 @@ class Central(Closing):
                 auth.stop()
             ctx.term()
 
-    def _drain(self, sock: zmq.Socket) -> None:
+    def _drain(self, sock: zmq.Socket[bytes]) -> None:
         """Read everything that arrived: features and hellos are handled at once, requests queued
         with the time they were read. Run between any two requests, so a request waits in the
         socket for one request's work at most and its deadline counts from (about) its arrival."""
@@ -199,7 +199,7 @@ class Central(Closing):
             due.append(probe)
         return max(0, min(POLL_MS, int((min(due, default=now + 1) - now) * 1000) + 1))
 
-    def _dispatch(self, sock: zmq.Socket, frames: list[zmq.Frame]) -> None:
+    def _dispatch(self, sock: zmq.Socket[bytes], frames: list[zmq.Frame]) -> None:
         identity, body = frames[0].bytes, frames[1:]
         try:
             msg = decode(body)
@@ -222,7 +222,7 @@ class Central(Closing):
         else:
             self.rejected.add("unexpected-type", msg.type)
 
-    def _hello(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+    def _hello(self, sock: zmq.Socket[bytes], identity: bytes, key: str | None, msg: Message) -> None:
         name = msg.meta.get("device")
         reason = None
         if name not in self.workers:
@@ -251,7 +251,7 @@ class Central(Closing):
         now = time.monotonic()
         return {n for n, t in self.last_seen.items() if now - t < ALIVE_S}
 
-    def _rejoined(self, sock: zmq.Socket, name: str, connection: Connection) -> None:
+    def _rejoined(self, sock: zmq.Socket[bytes], name: str, connection: Connection) -> None:
         """`name` is a new connection: what its previous one was sent will never come back, so
         requests waiting only for that are answered now instead of at their deadline."""
         for rid, p in list(self.pending.items()):
@@ -266,7 +266,7 @@ class Central(Closing):
             self.answered, len(self.queue), len(self.pending), self.stragglers.stats(), dict(self.rejected)
         )
 
-    def _infer(self, sock: zmq.Socket, arrival: Arrival) -> None:
+    def _infer(self, sock: zmq.Socket[bytes], arrival: Arrival) -> None:
         """Start a queued request: relay it, compute the central feature. One that waited in the
         queue past its deadline is answered `overloaded` at once: a late answer helps nobody."""
         client, msg = arrival.client, arrival.message
@@ -312,7 +312,7 @@ class Central(Closing):
         name = self.worker_keys.get(key)
         return name if name is not None and self.route.get(name) == identity else None
 
-    def _feature(self, sock: zmq.Socket, identity: bytes, key: str | None, msg: Message) -> None:
+    def _feature(self, sock: zmq.Socket[bytes], identity: bytes, key: str | None, msg: Message) -> None:
         if key is not None and key not in self.worker_keys:
             return self.rejected.add("not-a-worker", "a feature sent with a client key")
         name = self._worker_of(identity, key)
@@ -339,14 +339,14 @@ class Central(Closing):
         if not pending.waiting:
             self._finish(sock, msg.id)
 
-    def _expire(self, sock: zmq.Socket) -> None:
+    def _expire(self, sock: zmq.Socket[bytes]) -> None:
         """Answer what reached its deadline, and count the probes that outlived the limit."""
         now = time.monotonic()
         for rid in [r for r, p in self.pending.items() if now >= p.deadline]:
             self._finish(sock, rid)
         self.stragglers.expire(now)
 
-    def _finish(self, sock: zmq.Socket, rid: int) -> None:
+    def _finish(self, sock: zmq.Socket[bytes], rid: int) -> None:
         p = self.pending.pop(rid)
         for name in p.waiting:  # missed the deadline
             self.stragglers.observe(name, p.sent_to[name], float("inf"))
@@ -372,7 +372,7 @@ class Central(Closing):
         sock.send_multipart([p.client, *encode(Message("answer", p.client_id, {"logits": logits}, meta))], copy=False)
         self.answered += 1
 
-    def _answer_error(self, sock: zmq.Socket, client: bytes, client_id: int, kind: str, detail: str) -> None:
+    def _answer_error(self, sock: zmq.Socket[bytes], client: bytes, client_id: int, kind: str, detail: str) -> None:
         self.rejected.add(kind, detail)
         sock.send_multipart(
             [client, *encode(Message("answer", client_id, meta={"error": f"{kind}: {detail}"}))], copy=False
