@@ -51,6 +51,7 @@ from cofc.runtime.wire import Message, Rejections, WireError, decode, encode, ma
 
 ALIVE_S = 2.0  # a worker not heard from for this long is not waited for
 POLL_MS = 100  # the loop wakes at least this often, requests or not
+DRAIN_MAX = 256  # messages read between two requests at most: a flood cannot starve the queue
 log = logging.getLogger("cofc.central")
 
 
@@ -184,7 +185,7 @@ class Central(Closing):
         """Read everything that arrived: features and hellos are handled at once, requests queued
         with the time they were read. Run between any two requests, so a request waits in the
         socket for one request's work at most and its deadline counts from (about) its arrival."""
-        while True:
+        for _ in range(DRAIN_MAX):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
