@@ -6,6 +6,7 @@ planner's predictions (eq. 3–6); `cofc bench` measures them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,10 +170,15 @@ def load_report(build_dir: Path) -> Report:
 
 
 def _upgrade(data: dict) -> None:
-    """Reports of earlier builds, as this one reads them: before `cofc build --device` every one ran
+    """Reports of earlier builds, as this one reads them: a teacher spec without the fields added
+    since has their defaults; before `cofc build --device` every one ran
     on the CPU; before the quantize stage every graph was FP32, and no one measured the sub-models
     alone through ONNX Runtime."""
     data.setdefault("torch_device", "cpu")
+    spec = data["teacher"]["spec"]  # fields added since (T5's gated MLP, ...) keep their defaults
+    for f in dataclasses.fields(TransformerSpec):
+        if f.default is not dataclasses.MISSING:
+            spec.setdefault(f.name, f.default)
     if "precision" in data:
         return
     names = [d["name"] for d in data["devices"]]
