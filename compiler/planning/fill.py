@@ -46,7 +46,7 @@ def fill(policy: Policy, devices: Sequence[DeviceModel], space: SearchSpace, inp
                 y[4 * n : 4 * n + 4] += step
                 if (y > space.upper).any():
                     continue
-                candidate = space.decode(y)
+                candidate = space.decode(y.tolist())
                 if violations(candidate, devices, space.base) or device_ms(d, candidate, n, input_bytes) > critical:
                     continue
                 size = float(flops(candidate[n], space.base))
@@ -54,4 +54,4 @@ def fill(policy: Policy, devices: Sequence[DeviceModel], space: SearchSpace, inp
                     best = (size, y)
             if best is not None:
                 x, grown = best[1], True
-    return space.decode(x)
+    return space.decode(x.tolist())
