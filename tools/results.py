@@ -300,6 +300,18 @@ def precision_section(r: Report, head: str) -> list[str]:
         "",
         *(f"- {g.reason}" for g in r.precision.graphs),
         "",
+        "What the build measured to choose, on the validation split and this host (a device alone, "
+        "the aggregator fused, the teacher alone; one request, one thread):",
+        "",
+        *table(
+            ["graph", "FP32 accuracy", "INT8 accuracy", "FP32 ms", "INT8 ms", "ships"],
+            [
+                [g.graph, pct(m.fp32_accuracy), pct(m.int8_accuracy), ms(m.fp32_ms), ms(m.int8_ms), g.precision.upper()]
+                for g in r.precision.graphs
+                if (m := g.measured) is not None
+            ],
+        ),
+        "",
         "Test accuracy through ONNX Runtime, each sub-model alone (the others masked) and fused:",
         "",
         *table(["device", "graph shipped", "bundle", "FP32 export"], rows),

@@ -303,6 +303,13 @@ def precision_lines(r: Report) -> list[str]:
     p = r.precision
     lines = ["", f"## Precision (plan: {p.requested}{'; ' + p.scheme if p.scheme else ''})", ""]
     lines += [f"- {g.reason}" for g in p.graphs]
+    measured = [(g, g.measured) for g in p.graphs if g.measured is not None]
+    if measured:
+        lines += ["", "| graph | FP32 acc. (val) | INT8 acc. (val) | FP32 ms | INT8 ms |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {g.graph} | {pct(m.fp32_accuracy)} | {pct(m.int8_accuracy)} | {m.fp32_ms:.3f} | {m.int8_ms:.3f} |"
+            for g, m in measured
+        ]
     lines += ["", "| device | graph | alone, bundle (ONNX Runtime) | alone, FP32 export |", "|---|---|---|---|"]
     for d in r.devices:
         bundle, fp32 = (("-" if v is None else pct(v)) for v in (d.accuracy_onnx, d.accuracy_onnx_fp32))

@@ -385,8 +385,8 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
         )
     if fp32_tables := [d.name for d in plan.devices if _table_precision(d.profile) != "int8"]:
         log(
-            f"the latency tables of {', '.join(fp32_tables)} were not measured at int8: the search planned with "
-            "their speed at that precision; `cofc profile --precision int8` measures INT8's"
+            f"the latency tables of {', '.join(fp32_tables)} were not measured at int8, so the search planned "
+            "with the speeds of the precision they were; `cofc profile --precision int8` measures INT8's"
         )
     graphs = Graphs({n: onnx_dir / f"{n}.onnx" for n in names}, onnx_dir / "aggregator.onnx", onnx_dir / "teacher.onnx")
     model_inputs = stored_calibration(graphs.devices[names[0]])  # the teacher reads what the backbones read
