@@ -141,6 +141,26 @@ def timm_checkpoint(tmp_path: Path, suffix: str) -> tuple[torch.nn.Module, Path]
     return model, path
 
 
+def assert_onnx_parity(adapter, model, student, example: dict, probe: dict, folder: Path):
+    """`student`'s pooled backbone and the whole teacher `model` export with `example` and agree with
+    torch on `probe`, a batch of another size (the graphs' batch is dynamic); returns the features."""
+    import torch
+
+    from cofc.compiler.export.onnx import PooledBackbone, TeacherLogits, export_backbone, export_teacher, parity
+
+    feeds = {k: v.numpy() for k, v in probe.items()}
+    with torch.no_grad():
+        features = PooledBackbone(adapter, student, list(probe))(*probe.values()).numpy()
+        logits = TeacherLogits(adapter, model, list(probe))(*probe.values()).numpy()
+    for path, want in (
+        (export_backbone(adapter, student, example, folder / "b.onnx", opset=17), features),
+        (export_teacher(adapter, model, example, folder / "t.onnx", opset=17), logits),
+    ):
+        check = parity(path, feeds, want, 1e-4)
+        assert check.ok, (path.name, check.to_dict())
+    return features
+
+
 def raw_inputs(family: str, n: int = 3):
     """Real-looking raw inputs for a small teacher: uint8 images or short texts."""
     import numpy as np

@@ -14,13 +14,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cofc.compiler.calibration.layer_distill import teacher_targets, with_layer_distill
-from cofc.compiler.export.onnx import PooledBackbone, TeacherLogits, export_backbone, export_teacher, parity
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.adapters._hf import model_cache, resolve_source
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, flops, memory_bytes, parameters
 from cofc.errors import CofcError
+from tests.helpers import assert_onnx_parity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -206,19 +206,8 @@ def test_backbone_and_teacher_onnx_parity_with_dynamic_batch(tmp_path):
     student = adapter.build_submodel(model, RAGGED).eval()
     example = adapter.preprocess(record, TEXTS[:2])
     probe = adapter.preprocess(record, TEXTS[:4] + TEXTS[:1])  # another batch size than exported
-    feeds = {k: v.numpy() for k, v in probe.items()}
-    path = export_backbone(adapter, student, example, tmp_path / "b.onnx", opset=17)
-    with torch.no_grad():
-        want = PooledBackbone(adapter, student, list(probe))(*probe.values()).numpy()
-    check = parity(path, feeds, want, 1e-4)
-    assert check.ok, check.to_dict()
-    assert want.shape == (5, 48)
-    # The whole teacher (`cofc bench`'s baseline) exports too: its shared bias is expanded to the batch.
-    path = export_teacher(adapter, model, example, tmp_path / "t.onnx", opset=17)
-    with torch.no_grad():
-        want = TeacherLogits(adapter, model, list(probe))(*probe.values()).numpy()
-    check = parity(path, feeds, want, 1e-4)
-    assert check.ok, check.to_dict()
+    features = assert_onnx_parity(adapter, model, student, example, probe, tmp_path)
+    assert features.shape == (5, 48)
 
 
 def test_layer_distillation_compares_each_block_with_its_teacher_block():

@@ -11,13 +11,12 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cofc.compiler.export.onnx import PooledBackbone, TeacherLogits, export_backbone, export_teacher, parity
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, flops, parameters
 from cofc.errors import CofcError
-from tests.helpers import TOKENIZER
+from tests.helpers import TOKENIZER, assert_onnx_parity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -157,18 +156,8 @@ def test_backbone_and_teacher_onnx_parity_with_dynamic_batch(tmp_path):
     student = adapter.build_submodel(model, RAGGED).eval()
     example = adapter.preprocess(record, TEXTS[:2])
     probe = adapter.preprocess(record, TEXTS + TEXTS[:1])  # another batch size than exported
-    feeds = {k: v.numpy() for k, v in probe.items()}
-    path = export_backbone(adapter, student, example, tmp_path / "b.onnx", opset=17)
-    with torch.no_grad():
-        want = PooledBackbone(adapter, student, list(probe))(*probe.values()).numpy()
-    check = parity(path, feeds, want, 1e-4)
-    assert check.ok, check.to_dict()
-    assert want.shape == (5, 48)
-    path = export_teacher(adapter, model, example, tmp_path / "t.onnx", opset=17)
-    with torch.no_grad():
-        want = TeacherLogits(adapter, model, list(probe))(*probe.values()).numpy()
-    check = parity(path, feeds, want, 1e-4)
-    assert check.ok, check.to_dict()
+    features = assert_onnx_parity(adapter, model, student, example, probe, tmp_path)
+    assert features.shape == (5, 48)
 
 
 def _saved(tmp_path, whole: bool):
