@@ -60,6 +60,10 @@ class TransformerSpec:
         """JSON-ready fields (a latency table's provenance); `TransformerSpec(**d)` reads them back."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
 
+    def feature_dim(self, dim: int) -> int:
+        """Width of the final tokens of a sub-model of `dim` channels: the last stage's."""
+        return dim * self.layer_shapes()[-1].scale
+
     def layer_shapes(self) -> list[LayerShape]:
         """Each teacher layer's unit scale, tokens and tokens a query attends."""
         if not self.stages:

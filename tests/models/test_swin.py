@@ -23,20 +23,26 @@ ARCH = dict(
 RAGGED = SubModelSpec(layers=6, dim=8, heads=(1, 2, 1, 1, 2, 1), mlp=(3, 32, 5, 16, 1, 9))
 
 
-def teacher():
+def small_swin(classes: int = 5) -> tuple[torch.nn.Module, dict]:
+    """The small Swin with every weight drawn N(0, 0.2), and its cofc teacher record."""
     torch.manual_seed(0)
-    adapter = get_adapter("swin")
     record = {
         "family": "swin",
-        "arch": dict(ARCH),
+        "arch": {**ARCH, "num_classes": classes},
         "preprocess": {"kind": "image", "img_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
-        "classes": list("abcde"),
+        "classes": list("abcde"[:classes]),
     }
-    model = adapter.build_teacher(record).eval()
+    model = get_adapter("swin").build_teacher(record).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)
-    return adapter, model, record
+    record["state_dict"] = model.state_dict()
+    return model, record
+
+
+def teacher():
+    model, record = small_swin()
+    return get_adapter("swin"), model, record
 
 
 def images(n: int) -> np.ndarray:
