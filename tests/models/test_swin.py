@@ -147,3 +147,22 @@ def test_bad_checkpoint_is_one_line(tmp_path):
         get_adapter("swin").build_teacher(record)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "missing keys" in message
+
+
+def test_timm_checkpoint_loads_with_timms_preprocessing_and_counts(tmp_path):
+    """A Swin-T fine-tuned elsewhere (random here: no weights install), saved as a training
+    script does: loaded exactly, normalisation from timm's config, every parameter counted."""
+    import timm
+
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=3)
+    path = tmp_path / "swin.pth"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    record = {"family": "swin", "arch": {"timm": "swin_tiny_patch4_window7_224", "weights": str(path)}}
+    record["preprocess"] = {"kind": "image"}
+    adapter = get_adapter("swin")
+    loaded = adapter.build_teacher(record)
+    assert record["arch"]["num_classes"] == 3 and record["arch"]["img_size"] == 224
+    assert record["preprocess"]["mean"] == [0.485, 0.456, 0.406] and record["preprocess"]["interpolation"] == "bicubic"
+    base = adapter.spec(loaded)
+    assert (base.stages, base.dim, base.heads, base.head_dim, base.window_tokens) == ((2, 2, 6, 2), 96, 3, 32, 49)
+    assert parameters(base.full(), base) == sum(p.numel() for p in loaded.parameters())
