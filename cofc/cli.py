@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from cofc import __version__
-from cofc.compiler.models.adapters import FAMILIES
+from cofc.compiler.models.adapters import FAMILIES, IMAGE_FAMILIES
 from cofc.compiler.models.datasets import DATASETS
 from cofc.errors import CofcError
 from cofc.runtime.backends import BACKENDS
@@ -233,7 +233,11 @@ torch_device_option = click.option(
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--held-out", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True)
 @click.option(
-    "--input-size", type=click.IntRange(1), default=128, show_default=True, help="Tokens per text (image side for vit)."
+    "--input-size",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Tokens per text (image side for vit and swin).",
 )
 @click.option(
     "--layers",
@@ -295,8 +299,8 @@ def teacher(
         raise click.UsageError("give one of --dataset and --text-file")
     if pair_column is not None and text_file is None:
         raise click.UsageError("--pair-column reads --text-file")
-    if text_file is not None and family == "vit":
-        raise click.UsageError("--text-file is for text families; a vit teacher trains on --dataset images")
+    if text_file is not None and family in IMAGE_FAMILIES:
+        raise click.UsageError(f"--text-file is for text families; a {family} teacher trains on --dataset images")
     device = resolve(torch_device)
     if text_file is not None:
         files = [text_file, *([test_file] if test_file else [])]

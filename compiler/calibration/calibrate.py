@@ -189,8 +189,9 @@ def calibrate(
 
     def fit_aggregators(x: Inputs, y: torch.Tensor, t: torch.Tensor) -> tuple[Aggregator, Aggregator]:
         feats = batched(FusedModel(adapter, submodels, None, config.feature).features, x, device=device)
-        dims = [m_spec.dim for m_spec in policy]
-        fresh = lambda: Aggregator(dims, teacher.spec.dim, adapter.head(teacher.model)).to(device)  # noqa: E731
+        base = teacher.spec
+        dims = [base.feature_dim(m_spec.dim) for m_spec in policy]
+        fresh = lambda: Aggregator(dims, base.feature_dim(base.dim), adapter.head(teacher.model)).to(device)  # noqa: E731
         return (
             train_aggregator(fresh(), feats, y, t, config, config.drop, device),
             train_aggregator(fresh(), feats, y, t, config, 0.0, device),

@@ -104,7 +104,7 @@ def write_bundles(
     )
     prep, tokenizer = device_preprocess(teacher)
     fused = tuple(
-        FusedDevice(d.name, "central" if d.central else "worker", s.dim)
+        FusedDevice(d.name, "central" if d.central else "worker", teacher.spec.feature_dim(s.dim))
         for d, s in zip(plan.devices, policy, strict=True)
     )
     folders: list[Path] = []
@@ -143,7 +143,7 @@ def write_bundles(
         manifest = Manifest(
             PlanRef(plan.name, pid),
             DeviceRef(device.name, fused[index].role, index),
-            SubModelInfo(SubModelShape(spec.layers, spec.dim, spec.heads, spec.mlp), feature, spec.dim),
+            SubModelInfo(SubModelShape(spec.layers, spec.dim, spec.heads, spec.mlp), feature, fused[index].feature_dim),
             inputs,
             outputs,
             prep,

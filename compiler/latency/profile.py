@@ -51,7 +51,8 @@ def model_pool(base: TransformerSpec, count: int, seed: int = 0, max_flops: floa
     for _ in range(count * 50):
         if len(specs) == count:
             break
-        layers = int(rng.integers(1, base.layers + 1))
+        # A hierarchical teacher's (Swin's) sub-models keep every layer.
+        layers = base.layers if base.stages else int(rng.integers(1, base.layers + 1))
         ragged = rng.random() < 0.25
         per_layer = layers if ragged else 1
         heads = rng.integers(1, base.heads + 1, size=per_layer)
@@ -128,7 +129,7 @@ def provenance(
         "inputs": input_shapes,
         "family": teacher.family,
         "max_flops": max_flops,
-        "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
+        "teacher": base.to_dict(),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "estimated": False,
         "method": f"median of single-request runs for at least {MIN_S} s and {MIN_RUNS} runs "

@@ -104,7 +104,7 @@ def estimated_table(family: str, base: TransformerSpec, board: Board, pool: list
             "threads": None,
             "batch": 1,
             "family": family,
-            "teacher": {k: getattr(base, k) for k in base.__dataclass_fields__},
+            "teacher": base.to_dict(),
             "date": dt.date.today().isoformat(),
             "estimated": True,
             "method": FORMULA,

@@ -6,7 +6,7 @@ model from; a Hugging Face classification folder and a timm name with a checkpoi
 records whose `arch` points at those files (`hf_classifier`, or `timm` and `weights`).
 
 A teacher file (`torch.save` of a plain dict, loadable with `weights_only=True`) holds:
-  family       adapter name ("vit", "bert", "gpt2")
+  family       adapter name ("vit", "swin", "bert", "gpt2", ...)
   arch         what the adapter needs to build the backbone (timm kwargs, or an HF source)
   state_dict   weights the file carries (the whole ViT; only the task head for a BERT whose
                backbone comes from an installed package, which keeps the file a few KB)
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from cofc.compiler.models.adapters import get_adapter
+from cofc.compiler.models.adapters import IMAGE_FAMILIES, get_adapter
 from cofc.compiler.models.adapters.base import Inputs, ModelAdapter
 from cofc.compiler.models.data import Expects, ImageInput
 from cofc.compiler.planning.spec import TransformerSpec
@@ -141,11 +141,12 @@ def teacher_from_plan(plan: Plan) -> Teacher:
 
 def pretrained_record(family: str, source: str, num_classes: int | None, input_size: int | None) -> dict[str, Any]:
     """A family's pretrained backbone (an installed package or a saved folder) with a new head."""
-    size_key = "img_size" if family == "vit" else "max_length"
+    image = family in IMAGE_FAMILIES
+    size_key = "img_size" if image else "max_length"
     return {
         "family": family,
         "arch": {"source": source, "num_classes": num_classes, size_key: input_size},
-        "preprocess": {"kind": "image" if family == "vit" else "text", size_key: input_size},
+        "preprocess": {"kind": "image" if image else "text", size_key: input_size},
     }
 
 
@@ -184,14 +185,14 @@ def _folder_record(folder: Path, input_size: int | None) -> dict[str, Any]:
 
 
 def _timm_record(t: TeacherPlan) -> dict[str, Any]:
-    """A timm name and checkpoint; the vit adapter fills in classes, size and normalisation that
-    the plan leaves to the checkpoint and timm's config."""
+    """A timm name and checkpoint; the vit (or, for a swin name, the swin) adapter fills in
+    classes, size and normalisation that the plan leaves to the checkpoint and timm's config."""
     prep: dict[str, Any] = {"kind": "image"}
     for key in ("mean", "std"):
         if getattr(t, key) is not None:
             prep[key] = list(getattr(t, key))
     return {
-        "family": "vit",
+        "family": "swin" if (t.timm or "").startswith("swin_") else "vit",
         "preprocess": prep,
         "arch": {"timm": t.timm, "weights": str(t.weights), "num_classes": t.classes, "img_size": t.input_size},
     }

@@ -175,10 +175,11 @@ def _upgrade(data: dict) -> None:
     on the CPU; before the quantize stage every graph was FP32, and no one measured the sub-models
     alone through ONNX Runtime."""
     data.setdefault("torch_device", "cpu")
-    spec = data["teacher"]["spec"]  # fields added since (T5's gated MLP, ...) keep their defaults
-    for f in dataclasses.fields(TransformerSpec):
-        if f.default is not dataclasses.MISSING:
-            spec.setdefault(f.name, f.default)
+    spec = data.get("teacher", {}).get("spec") if isinstance(data.get("teacher"), dict) else None
+    if isinstance(spec, dict):  # family facts added since (T5's mlp_up, Swin's stages): their defaults
+        for f in dataclasses.fields(TransformerSpec):
+            if f.name not in spec and f.default is not dataclasses.MISSING:
+                spec[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
     if "precision" in data:
         return
     names = [d["name"] for d in data["devices"]]

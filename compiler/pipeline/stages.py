@@ -296,7 +296,8 @@ def load_calibrated(ctx: Context, policy: tuple[SubModelSpec, ...]) -> Calibrate
         m.eval()
     aggs = []
     for key in ("aggregator", "plain_aggregator"):
-        agg = Aggregator([s.dim for s in policy], ctx.base.dim, adapter.head(teacher))
+        base = ctx.base
+        agg = Aggregator([base.feature_dim(s.dim) for s in policy], base.feature_dim(base.dim), adapter.head(teacher))
         agg.load_state_dict(state[key])
         aggs.append(agg.eval())
     return Calibrated(policy, subs, aggs[0], aggs[1], ctx.plan.calibration.feature)

@@ -485,6 +485,13 @@ def check_against_teacher(plan: Plan, spec: TransformerSpec) -> None:
         raise plan.error(
             "objective.min_layers", f"{plan.objective.min_layers} layers, but the teacher has {spec.layers}"
         )
+    if spec.stages and plan.objective.min_layers != spec.layers:  # a hierarchical teacher (Swin)
+        raise plan.error(
+            "objective.min_layers",
+            f"a staged teacher's sub-models keep every block: set it to the teacher's depth, {spec.layers}",
+        )
+    if spec.stages and plan.calibration.layer_distill:
+        raise plan.error("calibration.layer_distill", "not offered for a staged teacher (Swin): set it to 0")
     smallest = smallest_submodel(spec, plan.objective.min_layers)
     need_mb = memory_bytes(smallest, spec) / 2**20
     need_mflops = flops(smallest, spec) / 1e6

@@ -89,8 +89,8 @@ def transfer_ms(nbytes: Bytes, link_mbps: float) -> Bytes:
 
 
 def aggregation_flops(policy: Sequence[SubModelSpec], base: TransformerSpec) -> int:
-    d_agg = sum(s.dim for s in policy)
-    return 2 * d_agg * base.dim + 2 * base.dim * base.classes
+    d_agg, d = sum(base.feature_dim(s.dim) for s in policy), base.feature_dim(base.dim)  # final widths
+    return 2 * d_agg * d + 2 * d * base.classes
 
 
 @overload
@@ -98,7 +98,7 @@ def t2_ms(device: DeviceModel, dim: int, input_bytes: int, workers: int) -> floa
 @overload
 def t2_ms(device: DeviceModel, dim: np.ndarray, input_bytes: int, workers: int) -> np.ndarray | float: ...
 def t2_ms(device: DeviceModel, dim: int | np.ndarray, input_bytes: int, workers: int) -> float | np.ndarray:
-    """t2 of a device whose sub-model is `dim` wide (a number, or an array of them): a worker's raw
+    """t2 of a device whose sub-model's feature is `dim` wide (a number, or an array of them): a worker's raw
     input forwarded to it and its pooled feature back over its link, plus its message path; the
     central device's handling of its `workers`' messages (module docstring)."""
     r = device.runtime
@@ -123,7 +123,10 @@ def latency(
     once its own sub-model is done, so a worker that finishes sooner waits there, and its t2 (as
     the bench measures it) is at least that wait. Eq. 3's T is the same either way."""
     t1 = tuple(d.predict_ms(s) for s, d in zip(policy, devices, strict=True))
-    t2 = [float(t2_ms(d, s.dim, input_bytes, len(devices) - 1)) for s, d in zip(policy, devices, strict=True)]
+    t2 = [
+        float(t2_ms(d, base.feature_dim(s.dim), input_bytes, len(devices) - 1))
+        for s, d in zip(policy, devices, strict=True)
+    ]
     c = next(n for n, d in enumerate(devices) if d.central)
     t2 = [t if n == c else max(t, t1[c] + t2[c] - t1[n]) for n, t in enumerate(t2)]
     return Latency(t1, tuple(t2), t3_ms(policy, devices, base))
@@ -137,7 +140,7 @@ def total_latency(
     slowest: np.ndarray = np.zeros(len(policies))
     for n, d in enumerate(devices):
         specs = [p[n] for p in policies]
-        dims = np.array([s.dim for s in specs])
+        dims = np.array([base.feature_dim(s.dim) for s in specs])
         slowest = np.maximum(slowest, d.predict_many(specs) + t2_ms(d, dims, input_bytes, len(devices) - 1))
     total: np.ndarray = slowest + np.array([t3_ms(p, devices, base) for p in policies])
     return total

@@ -10,11 +10,23 @@ depend on (tokens per request, head width, embedding size); a sub-model is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
 Count = int | np.ndarray  # one spec's number, or the same number for an array of uniform-layer specs
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What sets one layer's cost besides its kept units: each unit stands for `scale` teacher
+    channels, heads or neurons (2^s in Swin's stage s), over `tokens` tokens, each query attending
+    `attended` of them."""
+
+    scale: int
+    tokens: int
+    attended: int
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,35 @@ class TransformerSpec:
     mlp_up: int = 1  # MLP input projections: 2 for a gated MLP (T5's gated GELU: wi_0, wi_1)
     linear_bias: bool = True  # whether the blocks' linear layers have biases (T5's do not)
     block_norm_params_per_dim: int = 4  # two norms a block: 4 for LayerNorm, 2 for RMSNorm (T5)
+    # Hierarchical families (Swin): layers per stage, and the tokens one query attends (a window).
+    # Stage s has tokens/4^s tokens and 2^s times the width of every unit (channels, heads, neurons):
+    # `dim`, `heads` and `mlp` count stage 0's, and a sub-model keeps the same share of every stage.
+    # () is one stage where every token attends every other (ViT, BERT, ...).
+    stages: tuple[int, ...] = ()
+    window_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(int(n) for n in self.stages))  # a JSON list in tables
+        if self.stages and sum(self.stages) != self.layers:
+            raise ValueError(f"stages {self.stages} do not add up to {self.layers} layers")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (a latency table's provenance); `TransformerSpec(**d)` reads them back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(self).items()}
+
+    def feature_dim(self, dim: int) -> int:
+        """Width of the final tokens of a sub-model of `dim` channels: the last stage's."""
+        return dim * self.layer_shapes()[-1].scale
+
+    def layer_shapes(self) -> list[LayerShape]:
+        """Each teacher layer's unit scale, tokens and tokens a query attends."""
+        if not self.stages:
+            return [LayerShape(1, self.tokens, self.tokens)] * self.layers
+        shapes = []
+        for s, depth in enumerate(self.stages):
+            tokens = self.tokens // 4**s
+            shapes += [LayerShape(2**s, tokens, min(self.window_tokens or tokens, tokens))] * depth
+        return shapes
 
     def full(self) -> SubModelSpec:
         """The sub-model that keeps everything: the teacher itself."""
@@ -78,44 +119,77 @@ class SubModelSpec:
         return cls(int(data["layers"]), int(data["dim"]), tuple(data["heads"]), tuple(data["mlp"]))
 
 
-def _block_flops(base: TransformerSpec, dim: Count, attn: Count, mlp: Count) -> Count:
+def _block_flops(base: TransformerSpec, shape: LayerShape, dim: Count, attn: Count, mlp: Count) -> Count:
     """Matmul FLOPs of one block of width `dim`, attention width `attn` (heads × head_dim) and MLP
-    width `mlp`: plain arithmetic, so the same formula serves one spec and arrays of them."""
-    tokens = base.tokens
+    width `mlp` (units of its stage, `shape.scale` channels each): plain arithmetic, so the same
+    formula serves one spec and arrays of them."""
+    tokens, m = shape.tokens, shape.scale
+    dim, attn, mlp = dim * m, attn * m, mlp * m
     return (
         2 * tokens * dim * 3 * attn  # q, k, v projections
-        + 2 * 2 * tokens * tokens * attn  # scores q·kᵀ and the weighted sum over v
+        + 2 * 2 * tokens * shape.attended * attn  # scores q·kᵀ and the weighted sum over v
         + 2 * tokens * attn * dim  # output projection
         + 2 * (base.mlp_up + 1) * tokens * dim * mlp
     )  # MLP up (one or two, gated) and down
 
 
+def _merge_flops(base: TransformerSpec, dim: Count) -> Count:
+    """Swin's patch merging before each stage s ≥ 1: 4 neighbours' channels to the stage's width."""
+    shapes = _stage_shapes(base)
+    return sum(2 * b.tokens * 4 * (dim * a.scale) * (dim * b.scale) for a, b in pairwise(shapes))
+
+
+def _stage_shapes(base: TransformerSpec) -> list[LayerShape]:
+    shapes = base.layer_shapes()
+    starts = [sum(base.stages[:s]) for s in range(len(base.stages))]
+    return [shapes[i] for i in starts]
+
+
 def _outside_flops(base: TransformerSpec, dim: Count) -> Count:
-    """The embedding matmul and the task head."""
-    return 2 * base.tokens * base.embed_in * dim + 2 * dim * base.classes
+    """The embedding matmul, patch merging and the task head (on the last stage's width)."""
+    last = base.layer_shapes()[-1].scale
+    return 2 * base.tokens * base.embed_in * dim + _merge_flops(base, dim) + 2 * dim * last * base.classes
 
 
-def _block_parameters(base: TransformerSpec, dim: Count, attn: Count, mlp: Count) -> Count:
-    """One block's parameters (biases in every linear unless the family has none)."""
-    bias = int(base.linear_bias)
+def _block_parameters(base: TransformerSpec, shape: LayerShape, dim: Count, attn: Count, mlp: Count) -> Count:
+    """One block's parameters (biases in every linear unless the family has none; a windowed
+    family's relative-position table, one column per head)."""
+    bias, m = int(base.linear_bias), shape.scale
+    dim, attn, mlp = dim * m, attn * m, mlp * m
+    table: Count = 0
+    if base.window_tokens:
+        side = int(round(base.window_tokens**0.5))
+        table = (2 * side - 1) ** 2 * (attn // base.head_dim)
     return (
         (dim * 3 * attn + bias * 3 * attn)
         + (attn * dim + bias * dim)  # qkv, out projection
         + base.mlp_up * (dim * mlp + bias * mlp)
         + (mlp * dim + bias * dim)  # MLP
-        + base.block_norm_params_per_dim * dim
-    )  # two norms
+        + base.block_norm_params_per_dim * dim  # two norms
+        + table
+    )
 
 
 def _outside_parameters(base: TransformerSpec, dim: Count) -> Count:
-    """Embeddings, the norms outside the blocks, and the task head."""
-    return dim * (base.embed_params_per_dim + base.norm_params_per_dim) + dim * base.classes + base.classes
+    """Embeddings, patch merging, the norms outside the blocks, and the task head (the final norm
+    and the head read the last stage's width)."""
+    shapes = _stage_shapes(base)
+    merges = sum(4 * dim * a.scale * (2 + dim * b.scale) for a, b in pairwise(shapes))
+    last = dim * base.layer_shapes()[-1].scale
+    return dim * base.embed_params_per_dim + merges + last * (base.norm_params_per_dim + base.classes) + base.classes
 
 
-def _block_activations(base: TransformerSpec, dim: Count, heads: Count, mlp: Count) -> Count:
+def _block_activations(base: TransformerSpec, shape: LayerShape, dim: Count, heads: Count, mlp: Count) -> Count:
     """Values live in one block for one request, attention scores included."""
-    s = base.tokens
-    return s * (2 * dim + 3 * heads * base.head_dim + base.mlp_up * mlp) + heads * s * s
+    s, m = shape.tokens, shape.scale
+    return s * (2 * dim * m + 3 * heads * m * base.head_dim + base.mlp_up * mlp * m) + heads * m * s * shape.attended
+
+
+def _sub_shapes(sub: SubModelSpec, base: TransformerSpec) -> list[LayerShape]:
+    """The shape of each of a sub-model's layers: its k-th layer is in the teacher's k-th layer's
+    stage (a policy with more layers than the teacher, which C1 refuses, repeats the last)."""
+    shapes = base.layer_shapes()
+    return [shapes[min(k, len(shapes) - 1)] for k in range(sub.layers)]
 
 
 def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
@@ -124,23 +198,35 @@ def flops(sub: SubModelSpec, base: TransformerSpec) -> int:
     Counts the matmuls, which are where the time goes (appendix A); norms, softmax and GELU are
     O(S·d) and left out, which keeps ω within a few percent of a real count.
     """
+    shapes = _sub_shapes(sub, base)
     return int(
         _outside_flops(base, sub.dim)
-        + sum(_block_flops(base, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        + sum(
+            _block_flops(base, shapes[k], sub.dim, h * base.head_dim, m)
+            for k, (h, m) in enumerate(zip(sub.heads, sub.mlp, strict=True))
+        )
     )
 
 
 def parameters(sub: SubModelSpec, base: TransformerSpec) -> int:
     """Parameter count of the sub-model, task head included (biases in every linear)."""
+    shapes = _sub_shapes(sub, base)
     return int(
         _outside_parameters(base, sub.dim)
-        + sum(_block_parameters(base, sub.dim, h * base.head_dim, m) for h, m in zip(sub.heads, sub.mlp, strict=True))
+        + sum(
+            _block_parameters(base, shapes[k], sub.dim, h * base.head_dim, m)
+            for k, (h, m) in enumerate(zip(sub.heads, sub.mlp, strict=True))
+        )
     )
 
 
 def activation_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int = 4) -> int:
     """Peak activations of one request: the widest layer's live tensors, attention scores included."""
-    widest = max(int(_block_activations(base, sub.dim, h, m)) for h, m in zip(sub.heads, sub.mlp, strict=True))
+    shapes = _sub_shapes(sub, base)
+    widest = max(
+        int(_block_activations(base, shapes[k], sub.dim, h, m))
+        for k, (h, m) in enumerate(zip(sub.heads, sub.mlp, strict=True))
+    )
     return widest * bytes_per_value
 
 
@@ -150,12 +236,27 @@ def memory_bytes(sub: SubModelSpec, base: TransformerSpec, bytes_per_value: int 
     return parameters(sub, base) * bytes_per_value + activation_bytes(sub, base, bytes_per_value)
 
 
+def _per_stage(base: TransformerSpec, layers: np.ndarray) -> list[tuple[LayerShape, np.ndarray]]:
+    """(shape, how many of the first `layers` layers are in that stage) per stage: the uniform
+    encoding's layers are a prefix of the stages (Swin's sub-models keep every layer)."""
+    if not base.stages:
+        return [(base.layer_shapes()[0], layers)]
+    out, start = [], 0
+    for shape, depth in zip(_stage_shapes(base), base.stages, strict=True):
+        out.append((shape, np.clip(layers - start, 0, depth)))
+        start += depth
+    return out
+
+
 def uniform_flops(
     base: TransformerSpec, layers: np.ndarray, dim: np.ndarray, heads: np.ndarray, mlp: np.ndarray
 ) -> np.ndarray:
     """`flops` of many sub-models at once, each with the same head count and MLP width in every
     one of its layers (the search's encoding): integer arrays of one shape in, ω per entry out."""
-    return _outside_flops(base, dim) + layers * _block_flops(base, dim, heads * base.head_dim, mlp)
+    blocks = sum(
+        n * _block_flops(base, shape, dim, heads * base.head_dim, mlp) for shape, n in _per_stage(base, layers)
+    )
+    return np.asarray(_outside_flops(base, dim) + blocks)
 
 
 def uniform_memory_bytes(
@@ -167,8 +268,17 @@ def uniform_memory_bytes(
     bytes_per_value: int = 4,
 ) -> np.ndarray:
     """`memory_bytes` of many uniform-layer sub-models at once (see `uniform_flops`)."""
-    weights = _outside_parameters(base, dim) + layers * _block_parameters(base, dim, heads * base.head_dim, mlp)
-    return weights * bytes_per_value + _block_activations(base, dim, heads, mlp) * bytes_per_value
+    stages = _per_stage(base, layers)
+    weights = _outside_parameters(base, dim) + sum(
+        n * _block_parameters(base, shape, dim, heads * base.head_dim, mlp) for shape, n in stages
+    )
+    peak = np.max(
+        np.stack(
+            [np.broadcast_to(_block_activations(base, shape, dim, heads, mlp), np.shape(dim)) for shape, _ in stages]
+        ),
+        axis=0,
+    )
+    return np.asarray(weights * bytes_per_value + peak * bytes_per_value)
 
 
 def smallest_submodel(base: TransformerSpec, layers: int = 1) -> SubModelSpec:

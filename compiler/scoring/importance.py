@@ -54,16 +54,17 @@ def rank_units(teacher: Teacher, data: Split, batch: int = 64, device: torch.dev
     neuron_masks = [torch.ones(spec.mlp, device=device, requires_grad=True) for _ in blocks]
     channel_masks = [torch.ones(spec.dim, device=device, requires_grad=True) for _ in blocks]
     handles = []
-    for block, hm, nm, cm in zip(blocks, head_masks, neuron_masks, channel_masks, strict=True):
+    groups = adapter.unit_groups(model)  # teacher units per planning unit (Swin's stages: 2^s)
+    for block, g, hm, nm, cm in zip(blocks, groups, head_masks, neuron_masks, channel_masks, strict=True):
         handles.append(
             block.get_submodule(adapter.head_mixer).register_forward_pre_hook(
-                _masking_hook(hm, spec.head_dim), with_kwargs=True
+                _masking_hook(hm, spec.head_dim * g), with_kwargs=True
             )
         )
         handles.append(
-            block.get_submodule(adapter.mlp_out).register_forward_pre_hook(_masking_hook(nm, 1), with_kwargs=True)
+            block.get_submodule(adapter.mlp_out).register_forward_pre_hook(_masking_hook(nm, g), with_kwargs=True)
         )
-        handles.append(block.register_forward_pre_hook(_masking_hook(cm, 1), with_kwargs=True))
+        handles.append(block.register_forward_pre_hook(_masking_hook(cm, g), with_kwargs=True))
     scores = {
         "heads": np.zeros((spec.layers, spec.heads)),
         "neurons": np.zeros((spec.layers, spec.mlp)),

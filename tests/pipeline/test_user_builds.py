@@ -1,7 +1,7 @@
 """A user's own teacher and data, end to end, the way the issue's user comes with them: a Hugging
 Face classification folder (BERT, MPNet, GPT2; tiny random weights written with save_pretrained)
 with real texts in a CSV, JSONL or TSV file, a T5 encoder folder with a task on text pairs (two
-text columns), and a timm ViT checkpoint with an ImageFolder of PNGs.
+text columns), and a timm ViT checkpoint or a small Swin's teacher file with an ImageFolder of PNGs.
 Each plan is profiled (`cofc profile --plan`), built (`cofc build`), and asked about raw inputs of
 its kind through `cofc run` (a worker process and the central one, CURVE over loopback)."""
 
@@ -19,7 +19,7 @@ import pytest
 
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import load_dataset
-from cofc.compiler.models.teacher import teacher_from_plan
+from cofc.compiler.models.teacher import save_teacher, teacher_from_plan
 from cofc.compiler.pipeline.report import load_report
 from cofc.compiler.plan import load_plan
 from cofc.runtime.bundle import load_bundle
@@ -36,7 +36,7 @@ dataset: {dataset}
 devices:
   - {{name: a, profile: profile.json, memory_mb: 64, max_mflops: 500, link_mbps: 100, central: true}}
   - {{name: b, profile: profile.json, memory_mb: 64, max_mflops: 500, link_mbps: 100}}
-objective: {{delta: 0.1, initial: 2, iterations: 1}}
+objective: {{delta: 0.1, initial: 2, iterations: 1{objective}}}
 calibration: {{epochs: 1, joint_epochs: 1}}
 runtime: {{port: {port}, deadline_ms: 5000}}
 output: out
@@ -53,6 +53,7 @@ class Case:
     ask: str  # the --input of `cofc run`, relative to the plan's folder: the plan's test split,
     asked: list[str] | None = None  # or, where given, these texts alone
     text_column: str = "text"
+    objective: str = ""  # more of the plan's objective, after a comma
 
 
 def _texts(folder: Path, family: str) -> Case:
@@ -124,11 +125,10 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
         f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def _images(folder: Path) -> Case:
-    """MNIST digits 0-2 as 80x72 RGB PNGs (so each is scaled and centre-cut to the model's 64)."""
+def _image_folder(folder: Path) -> None:
+    """MNIST digits 0-2 as 80x72 RGB PNGs (so each is scaled and centre-cut to the model's side)."""
     from PIL import Image
 
-    _, weights = timm_checkpoint(folder, ".pth")
     digits = load_dataset("mnist-5k").train
     for split, count in (("train", TRAIN), ("test", TEST)):
         for c, name in enumerate(("zero", "one", "two")):
@@ -139,20 +139,39 @@ def _images(folder: Path) -> Case:
                 Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grey)).save(
                     folder / "images" / split / name / f"{k:03d}.png"
                 )
-    return Case(
-        f"{{timm: test_vit, weights: {weights.name}, classes: 3, input_size: 64}}",
-        "{image_folder: images, calibration: 20, validation: 10}",
-        "images/test",
-    )
 
 
-@pytest.mark.parametrize("family", ["bert", "mpnet", "gpt2", "t5", "vit"])
+IMAGES = "{image_folder: images, calibration: 20, validation: 10}"
+
+
+def _images(folder: Path) -> Case:
+    _, weights = timm_checkpoint(folder, ".pth")
+    _image_folder(folder)
+    return Case(f"{{timm: test_vit, weights: {weights.name}, classes: 3, input_size: 64}}", IMAGES, "images/test")
+
+
+def _swin(folder: Path) -> Case:
+    """A small random Swin (3 stages) as a cofc teacher file; its sub-models keep all 6 blocks."""
+    from tests.models.test_swin import small_swin
+
+    _, record = small_swin(classes=3)
+    record["classes"] = ["zero", "one", "two"]  # the image folder's class folders
+    save_teacher(folder / "swin.pt", record)
+    _image_folder(folder)
+    return Case("{checkpoint: swin.pt}", IMAGES, "images/test", objective=", min_layers: 6")
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "gpt2", "t5", "vit", "swin"])
 def test_own_teacher_and_data_build_and_answer_raw_inputs(family, tmp_path, monkeypatch):
     monkeypatch.setenv("COFC_MODEL_CACHE", str(tmp_path / "cache"))
-    cases = {"vit": _images, "t5": _pairs}
+    cases = {"vit": _images, "t5": _pairs, "swin": _swin}
     case = cases[family](tmp_path) if family in cases else _texts(tmp_path, family)
     plan_path = tmp_path / "plan.yaml"
-    plan_path.write_text(PLAN.format(family=family, teacher=case.teacher, dataset=case.dataset, port=free_port()))
+    plan_path.write_text(
+        PLAN.format(
+            family=family, teacher=case.teacher, dataset=case.dataset, port=free_port(), objective=case.objective
+        )
+    )
 
     profiled = run_cofc("profile", "--plan", str(plan_path), "--device", "a", "--count", "10")
     assert profiled.returncode == 0, profiled.stderr[-3000:]

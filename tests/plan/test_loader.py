@@ -242,3 +242,21 @@ def test_cli_prints_one_line_and_no_traceback(plan_dir):
     assert result.returncode == 1
     assert result.stderr.strip() == f"cofc: error: {path}:12: devices[0].memory_mb: must be a number (got 'lots')"
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "edit, field, words",
+    [
+        ("objective:\n  min_layers: 5\n", "objective.min_layers", "keep every block: set it to the teacher's depth, 6"),
+        ("objective:\n  min_layers: 6\n", "calibration.layer_distill", "not offered for a staged teacher"),
+    ],
+)
+def test_a_staged_teacher_keeps_every_block_and_has_no_layer_distill(plan_dir, edit, field, words):
+    """Swin: a sub-model is every block, narrower; the per-block hidden-state loss is refused."""
+    swin = TransformerSpec(**{**SPEC.to_dict(), "stages": (2, 2, 2), "window_tokens": 16})
+    text = GOOD.replace("objective:\n", edit).replace(
+        "output: build/test", "calibration: {layer_distill: 0.5}\noutput: build/test"
+    )
+    with pytest.raises(PlanError, match=words) as info:
+        check_against_teacher(load_plan(_write(plan_dir, text)), swin)
+    assert info.value.field == field

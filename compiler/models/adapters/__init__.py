@@ -20,7 +20,9 @@ FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
     "gpt2": "gpt2:Gpt2Adapter",
     "mpnet": "mpnet:MpnetAdapter",
     "t5": "t5:T5Adapter",
+    "swin": "swin:SwinAdapter",
 }
+IMAGE_FAMILIES = ("vit", "swin")  # timm's; the others read text
 
 
 def adapter_module(family: str) -> str:

@@ -88,6 +88,11 @@ class ModelAdapter(ABC):
             raise TypeError(f"{self.blocks_path} is a {type(blocks).__name__}, not a list of blocks")
         return list(blocks)
 
+    def unit_groups(self, model: nn.Module) -> list[int]:
+        """How many teacher channels (heads, neurons) one planning unit of each block stands for:
+        1 in a flat transformer; 2^s in a hierarchical one's stage s (swin.py)."""
+        return [1] * len(self.blocks(model))
+
     # -- slicing ----------------------------------------------------------------------------
     def roles_of(self, name: str) -> Roles:
         for pattern, roles in self.param_roles:

@@ -48,7 +48,7 @@ class VitAdapter(ModelAdapter):
         if "timm" in arch:  # a timm model name and a checkpoint file
             return _from_checkpoint(record)
         if "source" in arch:  # a timm model name: pretrained weights from timm's cache
-            return _pretrained(record)
+            return pretrained(record, VisionTransformer)
         model = VisionTransformer(**arch)
         if record.get("state_dict"):
             model.load_state_dict(record["state_dict"])
@@ -113,8 +113,9 @@ class VitAdapter(ModelAdapter):
         return nn.Sequential(model.fc_norm, model.head_drop, model.head)
 
 
-def _pretrained(record: dict[str, Any]) -> nn.Module:
-    """A pretrained timm ViT with a new task head; fills in the record's preprocessing."""
+def pretrained(record: dict[str, Any], kind: type[nn.Module]) -> nn.Module:
+    """A pretrained timm model of class `kind` with a new task head; fills in the record's
+    preprocessing."""
     import timm
 
     arch = record["arch"]
@@ -124,8 +125,8 @@ def _pretrained(record: dict[str, Any]) -> nn.Module:
         )
     except Exception as exc:  # unknown name, or weights not in the local cache (no network here)
         raise CofcError(f"cannot load timm model {arch['source']!r}: {exc}") from None
-    if not isinstance(model, VisionTransformer):
-        raise CofcError(f"timm model {arch['source']!r} is not a VisionTransformer")
+    if type(model) is not kind and not (kind is VisionTransformer and isinstance(model, kind)):
+        raise CofcError(f"timm model {arch['source']!r} is a {type(model).__name__}, not a {kind.__name__}")
     cfg = model.pretrained_cfg
     record["preprocess"].update(mean=list(cfg["mean"]), std=list(cfg["std"]))
     record["preprocess"].setdefault("interpolation", cfg.get("interpolation") or "bilinear")
@@ -141,7 +142,7 @@ def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
     import timm
     from timm.models.deit import VisionTransformerDistilled
 
-    arch, prep = record["arch"], record["preprocess"]
+    arch = record["arch"]
     name, path = arch["timm"], Path(arch["weights"])
     if not timm.is_model(name):
         raise CofcError(f"timm has no model named {name!r} (e.g. deit_tiny_patch16_224, vit_small_patch16_224)")
@@ -162,7 +163,15 @@ def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
             "VisionTransformers (ViT, DeiT without a distillation head)"
         )
     _load_exactly(model, state, path, name)
-    cfg = model.pretrained_cfg
+    fill_preprocess(record, model, name)
+    arch.update(num_classes=classes, img_size=model.patch_embed.img_size[0])
+    return model
+
+
+def fill_preprocess(record: dict[str, Any], model: nn.Module, name: str) -> None:
+    """What the plan left out of mean, std, resize interpolation and crop fraction, from timm's
+    config of model `name` (shared by the timm families)."""
+    prep, cfg = record["preprocess"], model.pretrained_cfg
     channels = model.patch_embed.proj.in_channels
     for key in ("mean", "std"):
         prep[key] = list(prep.get(key) or cfg[key])
@@ -170,8 +179,6 @@ def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
             raise CofcError(f"teacher.{key} has {len(prep[key])} values; {name} takes {channels} channels")
     prep.setdefault("interpolation", cfg.get("interpolation") or "bilinear")
     prep.setdefault("crop_pct", float(cfg.get("crop_pct") or 1.0))
-    arch.update(num_classes=classes, img_size=model.patch_embed.img_size[0])
-    return model
 
 
 _NESTED = ("model", "state_dict", "model_ema", "state_dict_ema")  # how training scripts wrap weights
