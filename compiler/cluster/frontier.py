@@ -11,7 +11,8 @@ accuracy. With the plan's δ, Ψ = L_val + δ·T may settle on the same fast pol
 Resumable: each budget is a build folder of its own under OUT; a rerun reuses every build stage
 whose inputs are unchanged (the pipeline's stage cache, seeded from the plan's own build and
 across budgets for the stages that depend on neither devices nor objective), a bench newer than
-the bundles it measured, and a single model already benched at equal latency."""
+the bundles it measured, and a single model already benched after it (flagged where its median
+stayed more than 5% from CoFormer's)."""
 
 from __future__ import annotations
 
