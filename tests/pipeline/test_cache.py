@@ -31,6 +31,20 @@ def test_a_stage_counts_the_modules_its_modules_import():
     assert source_digest(("cofc.compiler.calibration.calibrate",)) != source_digest(("cofc.compiler.planning.search",))
 
 
+def test_the_stages_before_calibrate_never_reach_the_calibration_modules():
+    """The fast check behind the e2e test below: no module that teacher, importance or search runs
+    imports calibration, not even through an import kept for the type checker (`plots.py` names
+    the frontier, which calibrates, under `if TYPE_CHECKING:`; that import never runs)."""
+    from cofc.compiler.pipeline.stages import STAGES
+
+    before = {s.name: s for s in STAGES if s.name in ("teacher", "importance", "search")}
+    assert set(before) == {"teacher", "importance", "search"}
+    for name, stage in before.items():
+        reached = set(module_closure(stage.reads.code))
+        assert not {m for m in reached if m.startswith("cofc.compiler.calibration")}, name
+    assert "cofc.compiler.pipeline.plots" in module_closure(before["search"].reads.code)
+
+
 def _copy_build(built: Path, tmp_path: Path) -> Path:
     """The session's built plan folder (plan, teacher, tables and out/), copied so it can change."""
     folder = tmp_path / "plan"
