@@ -72,6 +72,7 @@ from typing import Any
 
 import yaml
 
+from cofc.compiler.models.adapters import PACKAGE_SOURCE
 from cofc.compiler.plan.schema import NUM, SCHEMA, Field
 from cofc.compiler.planning.spec import TransformerSpec, flops, memory_bytes, smallest_submodel
 from cofc.errors import PlanError
@@ -351,10 +352,20 @@ def _build(path: Path, raw: dict[str, Any], lines: dict[str, int]) -> Plan:
     def numbers(section: dict[str, Any], *keys: str) -> dict[str, Any]:
         return {**section, **{k: tuple(float(x) for x in section[k]) for k in keys if section[k] is not None}}
 
+    def source(section: dict[str, Any]) -> dict[str, Any]:
+        """A pretrained source that is a folder, relative to the plan file like every other path
+        (an installed `package:NAME` stays as it is)."""
+        given = section.get("source")
+        if given is None or given.startswith(PACKAGE_SOURCE):
+            return section
+        return {**section, "source": str((base / given).resolve())}
+
     return Plan(
         path=path,
         name=raw["name"],
-        teacher=TeacherPlan(**numbers(paths(raw["teacher"], "checkpoint", "hf_classifier", "weights"), "mean", "std")),
+        teacher=TeacherPlan(
+            **source(numbers(paths(raw["teacher"], "checkpoint", "hf_classifier", "weights"), "mean", "std"))
+        ),
         dataset=DatasetPlan(**paths(raw["dataset"], "image_folder", "text_file", "test_file")),
         devices=tuple(DevicePlan(**{**d, "profile": base / d["profile"]}) for d in raw["devices"]),
         objective=ObjectivePlan(**raw["objective"]),
@@ -404,6 +415,8 @@ def _check_teacher(plan: Plan) -> None:
         raise plan.error("teacher.checkpoint", f"file {t.checkpoint} does not exist")
     if t.hf_classifier is not None and not t.hf_classifier.is_dir():
         raise plan.error("teacher.hf_classifier", f"folder {t.hf_classifier} does not exist")
+    if t.source is not None and not t.source.startswith(PACKAGE_SOURCE) and not Path(t.source).is_dir():
+        raise plan.error("teacher.source", f"folder {t.source} does not exist (nor is it package:NAME)")
     if t.weights is not None and not t.weights.is_file():
         raise plan.error("teacher.weights", f"file {t.weights} does not exist")
     if t.mean is not None and t.std is not None and len(t.mean) != len(t.std):

