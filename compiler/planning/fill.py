@@ -19,22 +19,23 @@ import numpy as np
 
 from cofc.compiler.planning.objective import DeviceModel, Policy, t2_ms, violations
 from cofc.compiler.planning.search import SearchSpace
-from cofc.compiler.planning.spec import flops
+from cofc.compiler.planning.spec import TransformerSpec, flops
 
 STEPS = np.eye(4, dtype=np.int64)  # one more unit of l_n, d_n, h̄_n, D̄_n
 
 
-def device_ms(device: DeviceModel, policy: Policy, n: int, input_bytes: int) -> float:
-    """Device n's predicted t1 + t2 under `policy` (its own path: what eq. 3 takes the max of)."""
+def device_ms(device: DeviceModel, policy: Policy, n: int, base: TransformerSpec, input_bytes: int) -> float:
+    """Device n's predicted t1 + t2 under `policy` (its own path: what eq. 3 takes the max of); the
+    feature it sends is its last stage's width (a Swin's is 8× its first stage's)."""
     spec = policy[n]
-    return float(device.predict_ms(spec) + t2_ms(device, spec.dim, input_bytes, len(policy) - 1))
+    return float(device.predict_ms(spec) + t2_ms(device, base.feature_dim(spec.dim), input_bytes, len(policy) - 1))
 
 
 def fill(policy: Policy, devices: Sequence[DeviceModel], space: SearchSpace, input_bytes: int = 0) -> Policy:
     """`policy` with each member grown, one step of the encoding per device per round, to the
     feasible step with the most FLOPs whose t1 + t2 stays within the policy's critical path,
     until no device can take a step."""
-    critical = max(device_ms(d, policy, n, input_bytes) for n, d in enumerate(devices))
+    critical = max(device_ms(d, policy, n, space.base, input_bytes) for n, d in enumerate(devices))
     x = space.encode(policy)
     grown = True
     while grown:
@@ -47,7 +48,10 @@ def fill(policy: Policy, devices: Sequence[DeviceModel], space: SearchSpace, inp
                 if (y > space.upper).any():
                     continue
                 candidate = space.decode(y.tolist())
-                if violations(candidate, devices, space.base) or device_ms(d, candidate, n, input_bytes) > critical:
+                if (
+                    violations(candidate, devices, space.base)
+                    or device_ms(d, candidate, n, space.base, input_bytes) > critical
+                ):
                     continue
                 size = float(flops(candidate[n], space.base))
                 if best is None or size > best[0]:

@@ -40,3 +40,19 @@ def test_the_idle_device_grows_until_the_critical_path_stops_it():
 
 def test_a_device_at_its_flops_budget_stays_as_it_was():
     assert fill((FAST, SLOW), devices(fast_flops=flops(FAST, BASE)), SPACE) == (FAST, SLOW)
+
+
+def test_a_staged_teachers_worker_pays_for_its_last_stages_wider_feature():
+    """A two-stage teacher (Swin-like): the feature a worker sends is its last stage's, 2 × 32 = 64
+    floats, 2.048 ms over 1 Mb/s (a first-stage width would be 1.024). slow, now central, is the
+    critical path at 3·(2 + 0.5 + 0.25) + 0.08 = 8.33 ms (central's t2 is 0 here); fast, a worker
+    that must keep both layers, grows its MLP while 2 + 0.5 + 0.25 + 0.25·D + 2.048 ≤ 8.33: to 14
+    (18 if it were charged the first stage's width)."""
+    staged = TransformerSpec(layers=2, dim=64, heads=2, mlp=32, head_dim=32, tokens=16, classes=3, stages=(1, 1))
+    pair = (SubModelSpec.uniform(2, 32, 1, 8), SubModelSpec.uniform(2, 32, 1, 8))
+    central_slow = [
+        DeviceModel("slow", slow_ms, 100.0, 1e12, 1e12, 1.0, central=True),
+        DeviceModel("fast", fast_ms, 1.0, 1e12, 1e12, 1.0),
+    ]
+    grown = fill(pair, central_slow, SearchSpace(staged, 2, min_layers=2))
+    assert grown == (pair[0], SubModelSpec.uniform(2, 32, 1, 14))
