@@ -105,7 +105,7 @@ class Central(Closing):
         self.worker_digests = {w.name: w.digest for w in fusion.workers}
         self.client_keys = set(fusion.client_keys)
         self.stragglers = Stragglers(
-            self.workers,
+            {w.name: w.expected_ms for w in fusion.workers},
             m.central.straggler_window,
             m.central.probe_every,
             m.central.slow_factor * m.central.deadline_ms,

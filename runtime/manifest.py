@@ -4,7 +4,9 @@ runtime, `cofc inspect`, `cofc bench`).
 manifest.json carries an integer schema version. Reading refuses, as a `BundleError` naming the
 file and the field, a manifest of another schema version (an old one without a version is told to
 rebuild), a missing or unexpected field, and a field of the wrong type, before anything uses it.
-The one older version still read is 4, whose graphs were all FP32 (`graphs` is filled in so).
+The older versions still read are upgraded as they are read: 4, whose graphs were all FP32
+(`graphs` is filled in so), and 5, whose workers carried no expected t1 + t2 (None: central paces
+its probes by what it measures) and whose first text bundles no `pair_column` (one text each).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from cofc.runtime._typed_json import SchemaError, from_json, to_json
 from cofc.runtime.endpoint import Endpoint
 from cofc.runtime.images import ImageInput
 
-SCHEMA = 5  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings; 3: before
-# the image file parameters and the tokenizer's padding; 4: before `graphs` (every graph FP32)
-READABLE = (4, SCHEMA)  # versions read; 4 gets its `graphs` as it is read (`_upgrade_4`)
+SCHEMA = 6  # 1: the untyped "format": "cofc-bundle/1"; 2: before the straggler settings; 3: before
+# the image file parameters and the tokenizer's padding; 4: before `graphs` (every graph FP32);
+# 5: before each worker's `expected_ms`
+READABLE = (4, 5, SCHEMA)  # versions read; the older ones upgraded as they are read (`_UPGRADES`)
 MANIFEST, DIGEST = "manifest.json", "manifest.sha256"
 Role = Literal["central", "worker"]
 
@@ -120,6 +123,7 @@ class WorkerRef:
     name: str
     public_key: str
     digest: str
+    expected_ms: float | None  # its predicted t1 + t2 from the plan's tables (None: a schema 5 bundle)
 
 
 @dataclass(frozen=True)
@@ -200,8 +204,9 @@ def read_manifest(path: Path) -> Manifest:
         raise BundleError(
             f"{path}: schema: version {version} is not the one this cofc reads ({SCHEMA}): the bundle was {advice}"
         )
-    if version == 4:
-        data = _upgrade_4(data)
+    for older, upgrade in _UPGRADES:
+        if version <= older:
+            data = upgrade(data)
     try:
         return from_json(Manifest, data)
     except SchemaError as exc:
@@ -215,3 +220,19 @@ def _upgrade_4(data: dict[str, Any]) -> dict[str, Any]:
     names = [n for n in ("backbone.onnx", "aggregator.onnx") if isinstance(files, dict) and n in files]
     graphs = [{"file": n, "precision": "fp32", "note": "schema 4 bundle: FP32 graph"} for n in names]
     return {**data, "graphs": graphs}
+
+
+def _upgrade_5(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema 5 (or older) manifest read as schema 6, keeping its version: its workers'
+    expected t1 + t2 unknown, and a text bundle built before sentence pairs reads one text."""
+    preprocess = data.get("preprocess")
+    if isinstance(preprocess, dict) and preprocess.get("kind") == "text":
+        data = {**data, "preprocess": {"pair_column": None, **preprocess}}
+    fusion = data.get("fusion")
+    if not isinstance(fusion, dict) or not isinstance(fusion.get("workers"), list):
+        return data  # a worker's manifest (no fusion), or one the schema check will refuse
+    workers = [{"expected_ms": None, **w} if isinstance(w, dict) else w for w in fusion["workers"]]
+    return {**data, "fusion": {**fusion, "workers": workers}}
+
+
+_UPGRADES = ((4, _upgrade_4), (5, _upgrade_5))  # (the last version an upgrade is for, the upgrade)

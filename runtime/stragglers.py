@@ -12,10 +12,11 @@ when it joined): a worker that rejoins starts afresh, and a reply or an expiry o
 to its previous connection counts for nothing, so a restarted process never pays for the old
 one's misses.
 
-Probes are paced by what the worker is expected to take (the median of its own t1+t2 while it
-was fast), `probe_every` times that apart, so probing costs it about 1/probe_every of its time;
-never more than deadline / (2 x PROBES_TO_RECOVER) apart, so that a worker healthy again is back
-within half a deadline plus its probes' latency. Hysteresis: a worker left out again soon after it
+Probes are paced by what the plan expects the worker to take (its predicted t1+t2, from the
+bundle; for a bundle without one, the median of its own t1+t2 while it was fast), `probe_every`
+times that apart, so probing costs it about 1/probe_every of its time; never more than deadline /
+(2 x PROBES_TO_RECOVER) apart, so that a worker healthy again is back within half a deadline plus
+its probes' latency. Hysteresis: a worker left out again soon after it
 was taken back (it flaps) needs twice as many good probes each time, so it is not taken back on
 every short healthy spell.
 """
@@ -94,14 +95,21 @@ class Stragglers:
     """The records of the workers' current connections."""
 
     def __init__(
-        self, workers: list[str], window: int, probe_every: int, limit_ms: float, deadline_s: float, min_devices: int
+        self,
+        expected_ms: dict[str, float | None],
+        window: int,
+        probe_every: int,
+        limit_ms: float,
+        deadline_s: float,
+        min_devices: int,
     ):
+        """`expected_ms`: each worker, in the fusion's order, with its predicted t1+t2 (None: unknown)."""
         self.window, self.probe_every, self.limit_ms = window, probe_every, limit_ms
         self.deadline_s, self.min_devices = deadline_s, min_devices
         self.max_gap_s = deadline_s / (2 * PROBES_TO_RECOVER)
         self.relapse_s = 10 * deadline_s  # left out again within this of being taken back: it flaps
         self.records: dict[str, Record] = {}
-        self.workers = workers
+        self.workers, self.expected_ms = list(expected_ms), expected_ms
         self.epochs = 0
 
     def join(self, name: str, identity: bytes) -> Connection:
@@ -128,16 +136,19 @@ class Stragglers:
         probed = set()
         for name in excluded:
             record = self.records[name]
-            if record.probe is None and now - record.last_probe >= self._gap_s(record):
+            if record.probe is None and now - record.last_probe >= self.gap_s(name):
                 record.probe, record.last_probe = Probe(request, now), now
                 probed.add(name)
         return Plan(frozenset(set(live) - set(excluded)), excluded, frozenset(probed))
 
-    def _gap_s(self, record: Record) -> float:
-        """Probes `probe_every` x its expected t1+t2 apart, at most deadline / (2 x 3)."""
-        if not record.fast_ms:
+    def gap_s(self, name: str) -> float:
+        """Probes `probe_every` x the worker's expected t1+t2 apart, at most deadline / (2 x 3)."""
+        expected, fast = self.expected_ms.get(name), self.records[name].fast_ms
+        if expected is None and fast:
+            expected = statistics.median(fast)
+        if expected is None:
             return self.max_gap_s
-        return min(self.max_gap_s, self.probe_every * statistics.median(record.fast_ms) / 1e3)
+        return min(self.max_gap_s, self.probe_every * expected / 1e3)
 
     def probe_answered(self, name: str, identity: bytes, request: int, now: float) -> bool:
         """A feature that answers `name`'s probe in flight: timed, never fused."""

@@ -88,9 +88,11 @@ def write_bundles(
     teacher: Teacher,
     feature: str,
     precisions: Mapping[str, GraphPrecision],
+    expected_ms: Mapping[str, float],
 ) -> list[Path]:
     """One folder per device under out/bundle/, for the policy's sub-models of `teacher`; each
-    graph (a device's name, or "aggregator") as `precisions` chose: the FP32 export or its INT8 twin."""
+    graph (a device's name, or "aggregator") as `precisions` chose: the FP32 export or its INT8 twin.
+    Central's manifest gives each worker's predicted t1 + t2 (`expected_ms`): it paces its probes."""
     keys = {d.name: KeyPair.generate() for d in plan.devices}
     client = KeyPair.generate()
     central = CentralInfo(
@@ -135,7 +137,11 @@ def write_bundles(
             client.write(work / "client.json")  # for clients on the central device (cofc run --input)
             fusion = Fusion(
                 fused,
-                tuple(WorkerRef(d.name, keys[d.name].public, digests[d.name]) for d in plan.devices if not d.central),
+                tuple(
+                    WorkerRef(d.name, keys[d.name].public, digests[d.name], expected_ms[d.name])
+                    for d in plan.devices
+                    if not d.central
+                ),
                 (client.public,),
                 teacher.expects.classes,
             )

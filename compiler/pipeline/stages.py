@@ -55,7 +55,7 @@ from cofc.compiler.pipeline.cache import Reads
 from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.planning.fill import fill
 from cofc.compiler.planning.floor import fastest_answer
-from cofc.compiler.planning.objective import Evaluator
+from cofc.compiler.planning.objective import Evaluator, device_ms
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
@@ -411,12 +411,18 @@ def _table_precision(profile: Path) -> str:
     Reads(
         plan=("name", "teacher", "devices", "runtime", "export", "calibration.feature"),
         stages=("search", "quantize"),
-        code=("cofc.compiler.export.bundle", "cofc.compiler.models.adapters._hf"),
+        code=(
+            "cofc.compiler.export.bundle",
+            "cofc.compiler.models.adapters._hf",
+            "cofc.compiler.planning.objective",  # each worker's expected t1 + t2
+            "cofc.compiler.pipeline.context",
+        ),
     ),
     outputs=("bundle",),
 )
 def bundle(ctx: Context, found: SearchSummary, precisions: Precisions) -> BundleResult:
     pid = plan_id(ctx.keys["bundle"].encode())
+    expected = {d.name: device_ms(d, found.policy, n, ctx.base, ctx.input_bytes) for n, d in enumerate(ctx.devices)}
     write_bundles(
         ctx.out,
         ctx.plan,
@@ -426,6 +432,7 @@ def bundle(ctx: Context, found: SearchSummary, precisions: Precisions) -> Bundle
         ctx.teacher,
         ctx.plan.calibration.feature,
         {g.graph: g for g in precisions.graphs},
+        expected,
     )
     return BundleResult(pid, tuple(d.name for d in ctx.plan.devices))
 

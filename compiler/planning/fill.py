@@ -17,18 +17,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cofc.compiler.planning.objective import DeviceModel, Policy, t2_ms, violations
+from cofc.compiler.planning.objective import DeviceModel, Policy, device_ms, violations
 from cofc.compiler.planning.search import SearchSpace
-from cofc.compiler.planning.spec import TransformerSpec, flops
+from cofc.compiler.planning.spec import flops
 
 STEPS = np.eye(4, dtype=np.int64)  # one more unit of l_n, d_n, h̄_n, D̄_n
-
-
-def device_ms(device: DeviceModel, policy: Policy, n: int, base: TransformerSpec, input_bytes: int) -> float:
-    """Device n's predicted t1 + t2 under `policy` (its own path: what eq. 3 takes the max of); the
-    feature it sends is its last stage's width (a Swin's is 8× its first stage's)."""
-    spec = policy[n]
-    return float(device.predict_ms(spec) + t2_ms(device, base.feature_dim(spec.dim), input_bytes, len(policy) - 1))
 
 
 def fill(policy: Policy, devices: Sequence[DeviceModel], space: SearchSpace, input_bytes: int = 0) -> Policy:

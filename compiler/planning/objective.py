@@ -116,6 +116,14 @@ def t3_ms(policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: 
     return aggregation_flops(policy, base) / central.flops_per_ms + central.runtime.fuse_ms
 
 
+def device_ms(device: DeviceModel, policy: Policy, n: int, base: TransformerSpec, input_bytes: int = 0) -> float:
+    """Device n's own predicted t1 + t2 under `policy` (what eq. 3 takes the max of, before any
+    wait at central): from a request's arrival to its feature at central. Its feature is its last
+    stage's width (a Swin's is 8× its first stage's)."""
+    spec = policy[n]
+    return float(device.predict_ms(spec) + t2_ms(device, base.feature_dim(spec.dim), input_bytes, len(policy) - 1))
+
+
 def latency(
     policy: Sequence[SubModelSpec], devices: Sequence[DeviceModel], base: TransformerSpec, input_bytes: int = 0
 ) -> Latency:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cofc.compiler.models.data import Expects
+from cofc.compiler.pipeline.report import load_report
 from cofc.errors import CofcError
 from cofc.runtime._files import sha256_file
 from cofc.runtime.bundle import load_bundle
@@ -66,6 +67,30 @@ def _retouched(built: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], Non
     (copy / MANIFEST).write_text(json.dumps(data, indent=1))
     (copy / DIGEST).write_text(f"{sha256_file(copy / MANIFEST)}  {MANIFEST}\n")
     return copy
+
+
+def test_central_expects_each_worker_at_its_predicted_pace(built):
+    """A worker's expected t1+t2 (what central paces its probes by) is its own predicted path: its
+    compute plus the transfer of its feature, within the report's t2 (which adds any wait at
+    central for a worker that finishes sooner)."""
+    report = load_report(built)
+    workers = load_bundle(built / "bundle" / "orin").fusion.workers
+    assert [w.name for w in workers] == ["tx2", "nano"]
+    for worker in workers:
+        device = next(d for d in report.devices if d.name == worker.name)
+        assert worker.expected_ms is not None
+        assert device.t1_ms < worker.expected_ms <= device.t1_ms + device.t2_ms + 1e-9
+
+
+def test_schema_5_bundles_load_without_expected_paces(built, tmp_path):
+    def schema_5(data: dict) -> None:
+        data["schema"] = 5
+        for worker in data["fusion"]["workers"]:
+            del worker["expected_ms"]
+
+    bundle = load_bundle(_retouched(built, tmp_path, schema_5))
+    assert bundle.manifest.schema == 5
+    assert [w.expected_ms for w in bundle.fusion.workers] == [None, None]
 
 
 def _old_format(data: dict[str, Any]) -> None:
