@@ -32,7 +32,13 @@ from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.preprocess import Preprocessor
 
-SCHEMES = (Scheme("qdq", True), Scheme("qdq", False), Scheme("qoperator", True), Scheme("qoperator", False))
+SCHEMES = (
+    Scheme("qdq", True, "int8"),
+    Scheme("qdq", True, "uint8"),
+    Scheme("qdq", False, "int8"),
+    Scheme("qoperator", True, "uint8"),
+    Scheme("qoperator", False, "uint8"),
+)
 
 
 @dataclass(frozen=True)

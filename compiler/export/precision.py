@@ -10,6 +10,10 @@ A graph keeps its INT8 twin only if both hold, measured by the build on this hos
             with VNNI or wide layers; on a CPU without VNNI a narrow sub-model can get slower
             (quantize/dequantize work outweighs the smaller multiplies), and a slower graph is
             no gain for any device.
+A device whose latency table was measured on TensorRT gets its FP32 graph whatever ONNX Runtime
+measured here: TensorRT builds its own INT8 engine from that graph and the stored calibration
+inputs (the ONNX Runtime twin, with unsigned activations where they are faster on x86, is not a
+graph TensorRT's explicit quantization reads). The central device's backend decides the aggregator.
 FP16 changes what ONNX Runtime runs only with a GPU provider; on a CPU-only host it is refused by
 one line (bundles stay FP32 graphs; TensorRT devices still build FP16 engines at first run).
 """
@@ -66,6 +70,17 @@ def choose(graph: str, m: Measured, max_drop: float, judged_by: str) -> GraphPre
         m,
         f"{graph} runs INT8: {m.fp32_ms / m.int8_ms:.2f}x faster on this host, "
         f"{100 * drop:+.2f} points lost ({judged_by})",
+    )
+
+
+def for_tensorrt(choice: GraphPrecision) -> GraphPrecision:
+    """`choice` for a device that runs TensorRT: the FP32 graph, from which it builds INT8 itself."""
+    return GraphPrecision(
+        choice.graph,
+        FP32,
+        choice.measured,
+        f"{choice.graph} ships FP32 for TensorRT (its latency table's backend), which builds its INT8 engine "
+        "from it and the stored calibration inputs",
     )
 
 

@@ -30,15 +30,21 @@ BATCH = 32  # calibration batch: the stored inputs run through the graph this ma
 
 @dataclass(frozen=True)
 class Scheme:
-    """How a graph is quantized: `qdq` (INT8 activations) or `qoperator` (UINT8 activations, as
-    its x86 kernels take them) format, INT8 weights per channel or per tensor."""
+    """How a graph is quantized: `qdq` or `qoperator` format, activations `int8` or `uint8`
+    (QOperator's x86 kernels take only unsigned ones), INT8 weights per channel or per tensor."""
 
     format: str = "qdq"
     per_channel: bool = True
+    activations: str = "int8"
+
+    def __post_init__(self) -> None:
+        if self.format == "qoperator" and self.activations != "uint8":
+            raise ValueError("QOperator's x86 kernels take uint8 activations")
 
     def __str__(self) -> str:
         channel = "per-channel" if self.per_channel else "per-tensor"
-        return f"{self.format.upper()}, {channel} INT8 weights, {'/'.join(OPS)}"
+        pair = "U8S8" if self.activations == "uint8" else "S8S8"
+        return f"{self.format.upper()} {pair}, {channel} INT8 weights, {'/'.join(OPS)}"
 
 
 SCHEME = Scheme()  # measured in tools/quant_schemes.py
@@ -85,8 +91,7 @@ def quantize_graph(
                 quant_format=QuantFormat.QDQ if scheme.format == "qdq" else QuantFormat.QOperator,
                 op_types_to_quantize=list(OPS),
                 per_channel=scheme.per_channel,
-                # QOperator kernels on x86 take unsigned activations (ONNX Runtime's advice)
-                activation_type=QuantType.QInt8 if scheme.format == "qdq" else QuantType.QUInt8,
+                activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
             )
         os.replace(tmp, out)

@@ -45,7 +45,7 @@ from cofc.compiler.export.onnx import (
     parity,
     write_int8_calibration,
 )
-from cofc.compiler.export.precision import FP32, GraphPrecision, Graphs, judge
+from cofc.compiler.export.precision import FP32, GraphPrecision, Graphs, for_tensorrt, judge
 from cofc.compiler.export.quantize import SCHEME, quantize_graph, stored_calibration
 from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
@@ -364,7 +364,7 @@ FP16_NOTE = (
 @stage(
     "quantize",
     Reads(
-        plan=("export", *SPLITS),
+        plan=("export", *SPLITS, "devices"),  # a device's table says whether it runs TensorRT
         stages=("export",),
         code=("cofc.compiler.export.quantize", "cofc.compiler.export.precision", PREPARE),
     ),
@@ -372,7 +372,8 @@ FP16_NOTE = (
 )
 def quantize(ctx: Context, _: ExportResult) -> Precisions:
     """INT8 plans: quantize every graph from its stored calibration inputs, then keep each INT8
-    twin only where it loses at most export.max_drop and runs faster on this host."""
+    twin only where it loses at most export.max_drop and runs faster on this host, and only for a
+    device that runs ONNX Runtime (a TensorRT device builds INT8 from the FP32 graph)."""
     plan, onnx_dir = ctx.plan, ctx.out / "onnx"
     names = [d.name for d in plan.devices]
     if plan.export.precision != "int8":
@@ -384,7 +385,7 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
             "",
             tuple(GraphPrecision(g, FP32, None, planned) for g in (*names, "aggregator", "teacher")),
         )
-    if fp32_tables := [d.name for d in plan.devices if _table_precision(d.profile) != "int8"]:
+    if fp32_tables := [d.name for d in plan.devices if _table_provenance(d.profile, "precision") != "int8"]:
         log(
             f"the latency tables of {', '.join(fp32_tables)} were not measured at int8, so the search planned "
             "with the speeds of the precision they were; `cofc profile --precision int8` measures INT8's"
@@ -396,14 +397,20 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
     quantize_graph(graphs.teacher, model_inputs)
     inputs = {k: v.numpy() for k, v in ctx.teacher.preprocess(ctx.val.inputs).items()}
     chosen = judge(graphs, inputs, np.asarray(ctx.val.labels), plan.export.max_drop)
+    runs_tensorrt = {d.name for d in plan.devices if _table_provenance(d.profile, "backend") == "tensorrt"}
+    if plan.central.name in runs_tensorrt:
+        runs_tensorrt.add("aggregator")
+    chosen = tuple(for_tensorrt(c) if c.graph in runs_tensorrt else c for c in chosen)
     for choice in chosen:
         log(choice.reason)
     return Precisions("int8", str(SCHEME), chosen)
 
 
-def _table_precision(profile: Path) -> str:
-    """The precision a device's latency table was measured at (fp32 where it does not say)."""
-    return str(json.loads(profile.read_text())["provenance"].get("precision", "fp32"))
+def _table_provenance(profile: Path, key: str) -> str:
+    """What a device's latency table was measured with: its `precision` (fp32 where it does not
+    say) or `backend` (onnxruntime where it does not say)."""
+    default = {"precision": "fp32", "backend": "onnxruntime"}[key]
+    return str(json.loads(profile.read_text())["provenance"].get(key, default))
 
 
 @stage(

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import onnx
 
-from cofc.compiler.export.precision import FP32, INT8, Measured, choose, fp16_refusal, outputs
+from cofc.compiler.export.precision import FP32, INT8, Measured, choose, for_tensorrt, fp16_refusal, outputs
 from cofc.compiler.export.quantize import int8_path, stored_calibration
 from cofc.compiler.pipeline.report import load_report
 from cofc.runtime.bundle import load_bundle
@@ -117,3 +117,12 @@ def test_schema_4_bundles_still_load_as_fp32_graphs(built, tmp_path):
         ("aggregator.onnx", FP32),
     ]
     assert json.loads(bundle.file("manifest.json").read_text())["schema"] == 4
+
+
+def test_a_tensorrt_device_ships_its_fp32_graph_keeping_the_measurements():
+    """ONNX Runtime's twin was faster here, but the device's table was measured on TensorRT: it
+    gets the FP32 graph (and builds INT8 itself), the measurements stay in the report."""
+    m = Measured(0.80, 0.80, 4.0, 3.0)
+    choice = for_tensorrt(choose("jetson", m, 0.01, "alone"))
+    assert (choice.graph, choice.precision, choice.measured) == ("jetson", FP32, m)
+    assert choice.reason.startswith("jetson ships FP32 for TensorRT")
