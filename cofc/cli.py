@@ -503,9 +503,10 @@ def run(
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="MINUTES",
-    help="Instead: send requests at --rate for MINUTES, killing and restarting a worker every "
-    "--kill-every seconds, and report memory per process, central's tables, lost requests and the "
-    "p99 end to end (soak.json): whether anything grows.",
+    help="Instead: send requests at --rate for MINUTES, faulting a worker every --kill-every seconds "
+    "(killed and restarted, or stopped and resumed, in turn), and report memory per process, central's "
+    "tables, lost and late requests, the p99 end to end and how soon a resumed worker was waited for "
+    "again (soak.json): whether anything grows.",
 )
 @click.option(
     "--rate",
@@ -519,7 +520,7 @@ def run(
     type=click.FloatRange(min=1),
     default=60.0,
     show_default=True,
-    help="With --soak: seconds between worker kills.",
+    help="With --soak: seconds between worker faults.",
 )
 @click.option(
     "--single",

@@ -1,13 +1,17 @@
 """`cofc bench BUILD_DIR --soak MINUTES`: the built plan under steady load for a long while.
 
 Starts central and one worker per device (`cofc run`, each its own process), sends real test
-inputs at a fixed rate (at most `window` in flight) for MINUTES, kills a worker every
-`kill_every_s` (round robin) and restarts it `RESTART_AFTER_S` later, and samples every SAMPLE_S
-each process's resident memory (VmRSS from /proc/PID/status) and what central holds (its `stats`
-answer: queued and pending requests, the straggler records). It reports whether anything grew:
-each device's RSS at the end against its RSS after warm-up, the tables at the end, requests lost
-(no answer at all, where an explicit error is an answer), and the end-to-end latency at the client.
-No worker is killed in the last fifth, so the end samples see every process settled.
+inputs at a fixed rate (at most `window` in flight) for MINUTES, and every `kill_every_s` faults a
+worker (round robin), the faults taking turns: killed and restarted `RESTART_AFTER_S` later, or
+stopped (SIGSTOP) for `STOP_S`, short of central's alive window, so that it stays joined but misses
+its deadlines, then resumed; central's stats are then polled until it waits for that worker again
+(the time it took back a resumed worker). It samples every SAMPLE_S each process's resident memory
+(VmRSS from /proc/PID/status) and what central holds (its `stats` answer: queued and pending
+requests, the straggler records), and reports whether anything grew: each device's RSS at the end
+against its RSS after warm-up, the tables at the end, requests lost (no answer at all, where an
+explicit error is an answer), the end-to-end latency at the client and the answers later than
+1.2 x the deadline + 50 ms. No worker is faulted in the last fifth, so the end samples see every
+process settled.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -35,6 +40,8 @@ from cofc.runtime.preprocess import Preprocessor
 SOAK = "soak.json"  # in the build folder
 SAMPLE_S = 5.0
 RESTART_AFTER_S = 3.0
+STOP_S = 1.0  # a stopped worker's pause: under central's ALIVE_S (2 s), so it stays joined
+TAKE_BACK_POLL_S = 0.02  # how often central's stats are read while a resumed worker is not back
 TOTAL_TIMEOUT_S = 30.0  # a request unanswered this long is lost
 RSS_TOLERANCE = 0.10  # the issue's: each process within 10% of its RSS after warm-up
 
@@ -85,14 +92,27 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class SoakResult:
-    command: str
+class Setup:
+    """How the soak ran."""
+
     minutes: float
     rate_per_s: float
     window: int
     deadline_ms: float
     warmup_s: float
     kills: int
+    stops: int
+
+    @property
+    def late_ms(self) -> float:
+        """An answer later than this at the client breaks issue #33's outside bound."""
+        return 1.2 * self.deadline_ms + 50
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    command: str
+    setup: Setup
     sent: int
     answered: int  # with logits, degraded or not
     degraded: int
@@ -100,7 +120,9 @@ class SoakResult:
     lost: int  # no answer at all within TOTAL_TIMEOUT_S
     p50_ms: float  # client-side, submission to answer, answers with logits
     p99_ms: float
-    max_ms: float
+    max_ms: float  # of every answer, errors included
+    late: int  # answers (errors included) later than setup.late_ms
+    taken_back_s: list[float]  # per resume: until central waited for that worker again
     memory: list[Memory]
     samples: list[Sample] = field(default_factory=list)
 
@@ -127,9 +149,67 @@ class Cluster:
         self.procs[name].kill()
         self.procs[name].wait()
 
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        self.procs[name].send_signal(sig)
+
     def close(self) -> None:
         for name in self.procs:
             self.kill(name)
+
+
+class Faults:
+    """The soak's faults, one every `every_s` until `until` (round robin over the workers, kills
+    and stops taking turns), and each one's undoing: a killed worker restarted, a stopped one
+    resumed and then watched until central waits for it again."""
+
+    def __init__(self, cluster: Cluster, workers: list[str], began: float, every_s: float, until: float):
+        self.cluster, self.workers, self.every_s, self.until = cluster, workers, every_s, until
+        self.next_at = began + every_s
+        self.kills = self.stops = 0
+        self.undo: tuple[str, float] | None = None  # (worker, when to restart or resume it)
+        self.watched: tuple[str, float] | None = None  # (resumed worker, when it was resumed)
+        self.last_poll = float("-inf")
+        self.taken_back_s: list[float] = []
+
+    @property
+    def busy(self) -> bool:
+        return self.undo is not None or self.watched is not None
+
+    def step(self, now: float, stats_client: Client) -> None:
+        if not self.busy and now < self.until and now >= self.next_at:
+            victim = self.workers[((self.kills + self.stops) // 2) % len(self.workers)]
+            if self.kills <= self.stops:
+                self.cluster.kill(victim)
+                self.kills, self.undo = self.kills + 1, (victim, now + RESTART_AFTER_S)
+            else:
+                self.cluster.signal(victim, signal.SIGSTOP)
+                self.stops, self.undo = self.stops + 1, (victim, now + STOP_S)
+            self.next_at += self.every_s
+        if self.undo is not None and now >= self.undo[1]:
+            name = self.undo[0]
+            if self.kills > self.stops:
+                self.cluster.start(name)
+            else:
+                self.cluster.signal(name, signal.SIGCONT)
+                self.watched = (name, now)
+            self.undo = None
+        if self.watched is not None and now - self.last_poll >= TAKE_BACK_POLL_S:
+            self.last_poll = now
+            stats = stats_client.stats()
+            record = None if stats is None else next((w for w in stats.workers if w.worker == self.watched[0]), None)
+            waited = now - self.watched[1]
+            if (record is not None and record.excluded is None) or waited >= TOTAL_TIMEOUT_S:
+                self.taken_back_s.append(waited)  # at TOTAL_TIMEOUT_S: never taken back (a lower bound)
+                self.watched = None
+
+    def wake(self) -> float:
+        """The next moment something is due."""
+        due = [self.next_at] if not self.busy and self.next_at < self.until else []
+        if self.undo is not None:
+            due.append(self.undo[1])
+        if self.watched is not None:
+            due.append(self.last_poll + TAKE_BACK_POLL_S)
+        return min(due, default=float("inf"))
 
 
 def soak(
@@ -147,37 +227,33 @@ def soak(
     cluster = Cluster(paths, plan.central.name)
     answers: list[Outcome] = []
     samples: list[Sample] = []
-    kills = sent = 0
+    sent = 0
     with contextlib.closing(cluster), Client.for_bundle(central, total_timeout_s=TOTAL_TIMEOUT_S) as client:
         stats_client = Client.for_bundle(central)
         with contextlib.closing(stats_client):
             client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
             began = time.monotonic()
-            next_send, next_sample, next_kill = began, began, began + kill_every_s
-            restart: tuple[str, float] | None = None
-            while (now := time.monotonic()) < began + duration or client.outstanding:
-                sending, killing = now < began + duration, now < began + 0.8 * duration and restart is None
+            faults = Faults(cluster, workers, began, kill_every_s, began + 0.8 * duration)
+            next_send, next_sample = began, began
+            while (now := time.monotonic()) < began + duration or client.outstanding or faults.busy:
+                sending = now < began + duration
                 if sending and now >= next_send and len(client.outstanding) < window:
                     client.submit(inputs[sent % len(inputs)], timeout_s=1.0)
                     sent, next_send = sent + 1, max(next_send + 1 / rate_per_s, now - 1.0)
                 if now >= next_sample:
                     samples.append(_sample(now - began, cluster, stats_client))
                     next_sample += SAMPLE_S
-                if killing and now >= next_kill:
-                    victim = workers[kills % len(workers)]
-                    cluster.kill(victim)
-                    kills, restart, next_kill = kills + 1, (victim, now + RESTART_AFTER_S), next_kill + kill_every_s
-                if restart is not None and now >= restart[1]:
-                    cluster.start(restart[0])
-                    restart = None
-                wake = [next_sample, next_kill if killing else next_sample, restart[1] if restart else next_sample]
+                faults.step(now, stats_client)
+                wake = [next_sample, faults.wake()]
                 if sending and len(client.outstanding) < window:
                     wake.append(next_send)
                 if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
                     answers.append(Outcome.of(answer))
             samples.append(_sample(time.monotonic() - began, cluster, stats_client))
-    setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills)
-    return setup.summarise(sent, answers, samples, build_dir)
+    setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, faults.kills, faults.stops)
+    result = _summarise(setup, sent, answers, samples, faults.taken_back_s, build_dir)
+    (build_dir / SOAK).write_text(json.dumps(to_json(result), indent=1))
+    return result
 
 
 def _sample(t_s: float, cluster: Cluster, stats_client: Client) -> Sample:
@@ -190,60 +266,53 @@ def _sample(t_s: float, cluster: Cluster, stats_client: Client) -> Sample:
     return Sample(t_s, rss, stats.answered, stats.queued, stats.pending, entries, sum(stats.rejected.values()))
 
 
-@dataclass(frozen=True)
-class Setup:
-    """How the soak ran: what its result repeats beside the measurements."""
-
-    minutes: float
-    rate_per_s: float
-    window: int
-    deadline_ms: float
-    warmup_s: float
-    kills: int
-
-    def summarise(self, sent: int, answers: list[Outcome], samples: list[Sample], build_dir: Path) -> SoakResult:
-        """The soak's answers and samples as its SoakResult, also written to BUILD_DIR/soak.json."""
-        errors: dict[str, int] = {}
-        for a in answers:
-            if a.error is not None:
-                errors[a.error] = errors.get(a.error, 0) + 1
-        ok = [a.elapsed_ms for a in answers if a.error is None]
-        if not ok:
-            raise CofcError("the soak got no answer with logits")
-        warm = next((s for s in samples if s.t_s >= self.warmup_s), samples[-1])
-        memory = [
-            Memory(p, warm.rss_kib[p], samples[-1].rss_kib[p], max(s.rss_kib[p] for s in samples)) for p in warm.rss_kib
-        ]
-        result = SoakResult(
-            command=f"cofc bench {build_dir} --soak {self.minutes:g} --rate {self.rate_per_s:g}",
-            minutes=self.minutes,
-            rate_per_s=self.rate_per_s,
-            window=self.window,
-            deadline_ms=self.deadline_ms,
-            warmup_s=self.warmup_s,
-            kills=self.kills,
-            sent=sent,
-            answered=len(ok),
-            degraded=sum(a.degraded for a in answers if a.error is None),
-            errors={k: v for k, v in errors.items() if k != "timeout"},
-            lost=errors.get("timeout", 0) + sent - len(answers),
-            p50_ms=float(np.percentile(ok, 50)),
-            p99_ms=float(np.percentile(ok, 99)),
-            max_ms=max(ok),
-            memory=memory,
-            samples=samples,
-        )
-        (build_dir / SOAK).write_text(json.dumps(to_json(result), indent=1))
-        return result
+def _summarise(
+    setup: Setup,
+    sent: int,
+    answers: list[Outcome],
+    samples: list[Sample],
+    taken_back_s: list[float],
+    build_dir: Path,
+) -> SoakResult:
+    errors: dict[str, int] = {}
+    for a in answers:
+        if a.error is not None:
+            errors[a.error] = errors.get(a.error, 0) + 1
+    ok = [a.elapsed_ms for a in answers if a.error is None]
+    if not ok:
+        raise CofcError("the soak got no answer with logits")
+    warm = next((s for s in samples if s.t_s >= setup.warmup_s), samples[-1])
+    memory = [
+        Memory(p, warm.rss_kib[p], samples[-1].rss_kib[p], max(s.rss_kib[p] for s in samples)) for p in warm.rss_kib
+    ]
+    return SoakResult(
+        command=f"cofc bench {build_dir} --soak {setup.minutes:g} --rate {setup.rate_per_s:g}",
+        setup=setup,
+        sent=sent,
+        answered=len(ok),
+        degraded=sum(a.degraded for a in answers if a.error is None),
+        errors={k: v for k, v in errors.items() if k != "timeout"},
+        lost=errors.get("timeout", 0) + sent - len(answers),
+        p50_ms=float(np.percentile(ok, 50)),
+        p99_ms=float(np.percentile(ok, 99)),
+        max_ms=max(a.elapsed_ms for a in answers),
+        late=sum(a.elapsed_ms > setup.late_ms for a in answers if a.error != "timeout"),
+        taken_back_s=taken_back_s,
+        memory=memory,
+        samples=samples,
+    )
 
 
 def format_soak(r: SoakResult) -> str:
+    u = r.setup
+    back = ", ".join(f"{t * 1e3:.0f}" for t in r.taken_back_s) or "none resumed"
     lines = [
-        f"soak of {r.minutes:g} min at {r.rate_per_s:g} requests/s ({r.window} in flight at most), "
-        f"a worker killed {r.kills} times: {r.sent} sent, {r.answered} answered ({r.degraded} degraded), "
-        f"errors {r.errors or 'none'}, {r.lost} lost",
+        f"soak of {u.minutes:g} min at {u.rate_per_s:g} requests/s ({u.window} in flight at most), "
+        f"a worker killed {u.kills} times and stopped {u.stops} times: {r.sent} sent, {r.answered} answered "
+        f"({r.degraded} degraded), errors {r.errors or 'none'}, {r.lost} lost",
         f"end to end at the client: median {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms "
-        f"(deadline {r.deadline_ms:g} ms)",
+        f"(deadline {u.deadline_ms:g} ms); {r.late} answers later than {u.late_ms:g} ms",
+        f"a resumed worker waited for again after (ms): {back} (two deadlines: {2 * u.deadline_ms:g} ms)",
         f"{'process':10s} {'RSS after warm-up':>18s} {'at the end':>11s} {'max':>9s} {'change':>7s}",
     ]
     for m in r.memory:

@@ -1,5 +1,6 @@
 """`cofc bench --soak` (issue #33, item 4), short: requests at a fixed rate while workers are killed
-and restarted; every request answered, the memory of each process and central's tables sampled."""
+and restarted or stopped and resumed; every request answered, a resumed worker waited for again
+within two deadlines, the memory of each process and central's tables sampled."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ def test_soak_loses_nothing_through_worker_kills(built, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lost" in result.stdout and "p99" in result.stdout, result.stdout
     soak = json.loads((out / SOAK).read_text())
-    assert soak["kills"] >= 2 and soak["lost"] == 0, soak
+    setup = soak["setup"]
+    assert setup["kills"] >= 2 and setup["stops"] >= 1 and soak["lost"] == 0, soak
     assert soak["answered"] + sum(soak["errors"].values()) == soak["sent"] >= 0.8 * 0.35 * 60 * 20
-    assert soak["p99_ms"] <= soak["deadline_ms"] + 100, soak["p99_ms"]
+    assert soak["p99_ms"] <= setup["deadline_ms"] + 100, soak["p99_ms"]
+    # each stopped worker was waited for again within two deadlines of its resumption
+    assert len(soak["taken_back_s"]) == setup["stops"]
+    assert all(t <= 2 * setup["deadline_ms"] / 1e3 for t in soak["taken_back_s"]), soak["taken_back_s"]
     samples = soak["samples"]
     assert len(samples) >= 4 and all(rss > 0 for s in samples for rss in s["rss_kib"].values())
     assert set(samples[0]["rss_kib"]) == {"orin", "tx2", "nano", "client"}
