@@ -1,12 +1,15 @@
 """Static INT8 quantization of an exported graph for ONNX Runtime, from the calibration inputs the
 build already stores beside it (`*.calib.npz`, runtime/backends/_calibration.py).
 
-The scheme (`SCHEME`): QDQ format (QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses
-into integer kernels, and that TensorRT also reads as explicit quantization), INT8 weights per
-output channel, INT8 activations per tensor with MinMax ranges, on the MatMul and Gemm nodes only:
+The scheme (`SCHEME`): QOperator format (MatMulInteger/QLinearMatMul kernels), unsigned 8-bit
+activations per tensor with MinMax ranges and INT8 weights per output channel (U8S8: the pair
+ONNX Runtime's x86 kernels multiply fastest without VNNI), on the MatMul and Gemm nodes only:
 they are where a transformer spends its FLOPs (attention projections, the MLP, the head), while
-LayerNorm, Softmax and GELU stay FP32 and keep their accuracy. `tools/quant_schemes.py` measures
-the alternatives (QOperator, per-tensor weights) on a built plan; docs/deploy.md gives its numbers.
+LayerNorm, Softmax and GELU stay FP32 and keep their accuracy. On this project's AVX2 host QDQ
+with signed activations (S8S8) ran the quick build's teacher 2x slower than FP32 and U8S8 ran it
+faster; `tools/quant_schemes.py` measures every scheme on a built plan (docs/deploy.md). These
+twins are for ONNX Runtime only: a TensorRT device gets the FP32 graph and builds its own INT8
+engine (compiler/export/precision.py).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class Scheme:
         return f"{self.format.upper()} {pair}, {channel} INT8 weights, {'/'.join(OPS)}"
 
 
-SCHEME = Scheme()  # measured in tools/quant_schemes.py
+SCHEME = Scheme("qoperator", True, "uint8")  # measured in tools/quant_schemes.py
 
 
 def int8_path(graph: Path) -> Path:

@@ -1,4 +1,4 @@
-"""INT8 under ONNX Runtime (issue 35): each graph's QDQ twin agrees with its FP32 export on real
+"""INT8 under ONNX Runtime (issue 35): each graph's INT8 twin agrees with its FP32 export on real
 inputs, the build keeps it only where it is accurate enough and faster (both fallbacks), the
 manifest and `cofc inspect` say what each graph is, and bundles of schema 4 still load."""
 
@@ -8,9 +8,10 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 
 from cofc.compiler.export.precision import FP32, INT8, Measured, choose, for_tensorrt, fp16_refusal, outputs
-from cofc.compiler.export.quantize import int8_path, stored_calibration
+from cofc.compiler.export.quantize import SCHEME, Scheme, int8_path, stored_calibration
 from cofc.compiler.pipeline.report import load_report
 from cofc.runtime.bundle import load_bundle
 from tests.helpers import run_cofc
@@ -27,7 +28,7 @@ def _relative_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
-def test_int8_graphs_are_qdq_and_agree_with_fp32_on_real_inputs(built):
+def test_int8_graphs_multiply_in_integers_and_agree_with_fp32_on_real_inputs(built):
     """Every backbone's INT8 twin, on the MNIST images it was calibrated on (real data, stored in
     the bundle), gives features within FEATURE_L2 of the FP32 graph's, and the fused logits
     through the INT8 aggregator pick the same class for at least AGREE of them."""
@@ -38,7 +39,7 @@ def test_int8_graphs_are_qdq_and_agree_with_fp32_on_real_inputs(built):
     for name in devices:
         twin = int8_path(onnx_dir / f"{name}.onnx")
         ops = {n.op_type for n in onnx.load(str(twin)).graph.node}
-        assert {"QuantizeLinear", "DequantizeLinear", "MatMul"} <= ops
+        assert {"QuantizeLinear", "QLinearMatMul", "DequantizeLinear"} <= ops and "MatMul" not in ops  # SCHEME's
         fp32.append(outputs(onnx_dir / f"{name}.onnx", images))
         int8.append(outputs(twin, images))
         assert _relative_l2(int8[-1], fp32[-1]) < FEATURE_L2, name
@@ -52,7 +53,7 @@ def test_bundles_ship_what_the_build_chose_and_say_so(built):
     """Each bundle graph is byte for byte the twin the quantize stage chose, the manifest says
     which with the build's reason, and `cofc inspect` prints it."""
     report = load_report(built)
-    assert report.precision.requested == INT8 and "QDQ" in report.precision.scheme
+    assert report.precision.requested == INT8 and report.precision.scheme == str(SCHEME)
     assert [g.graph for g in report.precision.graphs] == ["orin", "tx2", "nano", "aggregator", "teacher"]
     for name in ("orin", "tx2", "nano"):
         bundle = load_bundle(built / "bundle" / name)
@@ -126,3 +127,10 @@ def test_a_tensorrt_device_ships_its_fp32_graph_keeping_the_measurements():
     choice = for_tensorrt(choose("jetson", m, 0.01, "alone"))
     assert (choice.graph, choice.precision, choice.measured) == ("jetson", FP32, m)
     assert choice.reason.startswith("jetson ships FP32 for TensorRT")
+
+
+def test_qoperator_takes_unsigned_activations_only():
+    """ONNX Runtime's x86 QOperator kernels multiply uint8 activations by int8 weights (U8S8)."""
+    with pytest.raises(ValueError, match="uint8"):
+        Scheme("qoperator", True, "int8")
+    assert str(Scheme("qoperator", True, "uint8")).startswith("QOPERATOR U8S8, per-channel")
