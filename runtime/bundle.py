@@ -5,8 +5,8 @@
                          and outputs, preprocessing, central endpoint, CURVE public keys, and the
                          sha256 of every other file
       manifest.sha256    sha256 of manifest.json
-      backbone.onnx      inputs -> pooled feature (every device); FP32, or INT8 (QDQ) where the
-                         manifest's `graphs` says so: ONNX Runtime loads either as it is
+      backbone.onnx      inputs -> pooled feature (every device); FP32, or ONNX Runtime's INT8 twin
+                         where the manifest's `graphs` says so: ONNX Runtime loads either as it is
       aggregator.onnx    features, mask -> logits (central only), likewise
       *.calib.npz        INT8 plans only: each FP32 graph's calibration inputs (TensorRT engines)
       tokenizer.json     text plans only (read with the `tokenizers` package, not transformers)

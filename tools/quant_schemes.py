@@ -7,7 +7,9 @@ BUILD is an INT8 build folder (`cofc build --precision int8`): its graphs' calib
 in BUILD/onnx/. For each scheme, every device's backbone, the aggregator and the teacher are
 quantized into a temporary folder from those inputs, and measured on the first N test samples:
 the fused accuracy with every graph at that scheme, the teacher's accuracy, and the median ms of
-one request through each graph on this host (one thread). FP32 is the first row.
+one request through each graph on this host (one thread; every scheme's twin of a graph timed in
+turns with the others, three rounds, so that the host's load hits them alike; the aggregator
+timed on the FP32 features). FP32 is the first row.
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from cofc.compiler.export.onnx import FEATURES, MASK
-from cofc.compiler.export.precision import outputs
+from cofc.compiler.export.precision import outputs, speeds
 from cofc.compiler.export.quantize import Scheme, quantize_graph, stored_calibration
-from cofc.compiler.latency.profile import time_calls
 from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.plan import load_plan
-from cofc.runtime.backends import open_backend
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.preprocess import Preprocessor
 
@@ -57,44 +57,38 @@ def measure(build: Path, samples: int) -> list[Row]:
     inputs = Preprocessor.for_bundle(central)(test.inputs)
     onnx_dir = build / "onnx"
     fp32 = {g: onnx_dir / f"{g}.onnx" for g in (*names, "aggregator", "teacher")}
-    rows = [_row("FP32", fp32, names, inputs, test.labels)]
     with tempfile.TemporaryDirectory() as tmp:
-        for scheme in SCHEMES:
-            twins = {
+        variants = {"FP32": fp32}
+        for k, scheme in enumerate(SCHEMES):
+            (Path(tmp) / str(k)).mkdir()
+            variants[str(scheme)] = {
                 g: quantize_graph(
                     path,
                     stored_calibration(fp32[names[0]] if g == "teacher" else path),
                     scheme,
-                    Path(tmp) / f"{g}.onnx",
+                    Path(tmp) / str(k) / f"{g}.onnx",
                 )
                 for g, path in fp32.items()
             }
-            rows.append(_row(str(scheme), twins, names, inputs, test.labels))
-            print(rows[-1], file=sys.stderr)
-    return rows
+        accuracies = {v: _accuracies(graphs, names, inputs, test.labels) for v, graphs in variants.items()}
+        features = np.concatenate([outputs(fp32[n], inputs) for n in names], 1)
+        fused_feeds = {FEATURES: features, MASK: np.ones((len(features), len(names)), np.float32)}
+        ms: dict[str, dict[str, float]] = {}  # graph -> variant -> ms
+        for g in fp32:  # each graph's variants timed in turns, so that the host's load hits them alike
+            timed = speeds([v[g] for v in variants.values()], fused_feeds if g == "aggregator" else inputs)
+            ms[g] = dict(zip(variants, timed, strict=True))
+    return [Row(v, *accuracies[v], {g: ms[g][v] for g in fp32}) for v in variants]
 
 
-def _ms(graph: Path, feeds: dict[str, np.ndarray]) -> float:
-    """Median ms of one request (the first sample) through `graph`, one thread."""
-    with open_backend("onnxruntime", graph, threads=1) as engine:
-        one = {s.name: np.ascontiguousarray(feeds[s.name][:1]) for s in engine.inputs}
-        return time_calls(lambda: engine.run(one))["ms"]
-
-
-def _row(
-    scheme: str,
-    graphs: dict[str, Path],
-    names: list[str],
-    inputs: dict[str, np.ndarray],
-    labels: np.ndarray,
-) -> Row:
+def _accuracies(
+    graphs: dict[str, Path], names: list[str], inputs: dict[str, np.ndarray], labels: np.ndarray
+) -> tuple[float, float]:
+    """Fused accuracy with every graph of one variant, and its teacher's."""
     features = [outputs(graphs[n], inputs) for n in names]
     mask = np.ones((len(labels), len(names)), np.float32)
     logits = outputs(graphs["aggregator"], {FEATURES: np.concatenate(features, 1), MASK: mask})
     teacher = outputs(graphs["teacher"], inputs)
-    fused_feeds = {FEATURES: np.concatenate(features, 1), MASK: mask}
-    ms = {g: _ms(path, fused_feeds if g == "aggregator" else inputs) for g, path in graphs.items()}
-    return Row(scheme, float((logits.argmax(-1) == labels).mean()), float((teacher.argmax(-1) == labels).mean()), ms)
+    return float((logits.argmax(-1) == labels).mean()), float((teacher.argmax(-1) == labels).mean())
 
 
 def markdown(rows: list[Row]) -> str:

@@ -20,9 +20,10 @@ one line (bundles stay FP32 graphs; TensorRT devices still build FP16 engines at
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,20 +120,21 @@ def outputs(graph: Path, feeds: Mapping[str, np.ndarray], batch: int = 64) -> np
     return np.concatenate(parts)
 
 
-def speeds(fp32: Path, int8: Path, feeds: Mapping[str, np.ndarray]) -> tuple[float, float]:
-    """Median ms of one request (the first sample of `feeds`) through each graph, one thread."""
+def speeds(graphs: Sequence[Path], feeds: Mapping[str, np.ndarray]) -> list[float]:
+    """Median ms of one request (the first sample of `feeds`) through each graph, one thread,
+    the graphs timed in turns SPEED_ROUNDS times so that a busy moment on the host hits them all."""
     from cofc.compiler.latency.profile import time_calls
     from cofc.runtime.backends import open_backend
 
     one = {k: np.ascontiguousarray(v[:1]) for k, v in feeds.items()}
-    with open_backend("onnxruntime", fp32, threads=1) as a, open_backend("onnxruntime", int8, threads=1) as b:
-        engines = (a, b)
+    with contextlib.ExitStack() as stack:
+        engines = [stack.enter_context(open_backend("onnxruntime", g, threads=1)) for g in graphs]
         feeds_of = [{s.name: one[s.name] for s in e.inputs} for e in engines]
-        times: tuple[list[float], list[float]] = ([], [])
+        times: list[list[float]] = [[] for _ in engines]
         for _ in range(SPEED_ROUNDS):
             for e, f, t in zip(engines, feeds_of, times, strict=True):
                 t.append(time_calls(functools.partial(e.run, f))["ms"])
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(t) for t in times]
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def judge(
         m = Measured(
             fused(graphs.aggregator, feats[FP32], alone),
             fused(graphs.aggregator, mixed, alone),
-            *speeds(graphs.devices[name], int8_path(graphs.devices[name]), inputs),
+            *speeds([graphs.devices[name], int8_path(graphs.devices[name])], inputs),
         )
         chosen.append(choose(name, m, max_drop, "its sub-model alone, validation split"))
     shipped = [feats[c.precision][k] for k, c in enumerate(chosen)]
@@ -178,13 +180,13 @@ def judge(
     m = Measured(
         fused(graphs.aggregator, shipped, everyone),
         fused(int8_path(graphs.aggregator), shipped, everyone),
-        *speeds(graphs.aggregator, int8_path(graphs.aggregator), agg_feeds),
+        *speeds([graphs.aggregator, int8_path(graphs.aggregator)], agg_feeds),
     )
     chosen.append(choose("aggregator", m, max_drop, "fused, validation split"))
     m = Measured(
         accuracy(outputs(graphs.teacher, inputs)),
         accuracy(outputs(int8_path(graphs.teacher), inputs)),
-        *speeds(graphs.teacher, int8_path(graphs.teacher), inputs),
+        *speeds([graphs.teacher, int8_path(graphs.teacher)], inputs),
     )
     chosen.append(choose("teacher", m, max_drop, "the teacher alone, validation split"))
     return tuple(chosen)
