@@ -29,6 +29,7 @@ from torch import nn
 from cofc.compiler.models.adapters import PACKAGE_SOURCE
 from cofc.compiler.models.adapters.base import ALL, EMBED, Inputs, ModelAdapter, Roles
 from cofc.compiler.planning.slices import WeightSlices
+from cofc.compiler.planning.spec import TransformerSpec
 from cofc.errors import CofcError
 
 if TYPE_CHECKING:
@@ -487,6 +488,23 @@ def masked_mean(tokens: torch.Tensor, inputs: Inputs) -> torch.Tensor:
 def embedding_params_per_dim(module: nn.Module, dim: int) -> int:
     """Parameters of an embedding module per embedding channel (tables, positions, norms)."""
     return sum(p.numel() for p in module.parameters()) // dim
+
+
+def bert_config_spec(model: nn.Module) -> TransformerSpec:
+    """The spec of a wrapped teacher whose backbone's config names its sizes as BERT's does
+    (BERT and MPNet: num_hidden_layers, hidden_size, num_attention_heads, intermediate_size)."""
+    cfg = model.backbone.config
+    return TransformerSpec(
+        layers=cfg.num_hidden_layers,
+        dim=cfg.hidden_size,
+        heads=cfg.num_attention_heads,
+        mlp=cfg.intermediate_size,
+        head_dim=cfg.hidden_size // cfg.num_attention_heads,
+        tokens=model.seq_len,
+        classes=model.classifier.out_features,
+        embed_params_per_dim=embedding_params_per_dim(model.backbone.embeddings, cfg.hidden_size),
+        norm_params_per_dim=0,
+    )
 
 
 # -- relative-position bias shared across layers ----------------------------------------------

@@ -20,7 +20,7 @@ from cofc.compiler.models.adapters._hf import (
     HfAdapter,
     HfClassifier,
     HfFolderFamily,
-    embedding_params_per_dim,
+    bert_config_spec,
     like_teacher,
 )
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
@@ -56,18 +56,7 @@ class BertAdapter(HfAdapter, HfFolderFamily):
         return wrapped
 
     def spec(self, model: nn.Module) -> TransformerSpec:
-        cfg = model.backbone.config
-        return TransformerSpec(
-            layers=cfg.num_hidden_layers,
-            dim=cfg.hidden_size,
-            heads=cfg.num_attention_heads,
-            mlp=cfg.intermediate_size,
-            head_dim=cfg.hidden_size // cfg.num_attention_heads,
-            tokens=model.seq_len,
-            classes=model.classifier.out_features,
-            embed_params_per_dim=embedding_params_per_dim(model.backbone.embeddings, cfg.hidden_size),
-            norm_params_per_dim=0,
-        )
+        return bert_config_spec(model)
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         cfg = copy.deepcopy(teacher.backbone.config)

@@ -54,7 +54,7 @@ from cofc.compiler.models.adapters._hf import (
     HfClassifier,
     HfFolderFamily,
     PerLayerBiasAdapter,
-    embedding_params_per_dim,
+    bert_config_spec,
     like_teacher,
 )
 from cofc.compiler.models.adapters.base import ALL, EMBED, HEADS, MLP, new_linear
@@ -148,18 +148,7 @@ class MpnetAdapter(PerLayerBiasAdapter, HfAdapter, HfFolderFamily):
     def spec(self, model: nn.Module) -> TransformerSpec:
         """Sub-models' per-layer bias tables (buckets per kept head and layer) are outside
         `spec.parameters`: it has no per-head term, and they are 0.004% of a base model."""
-        cfg = model.backbone.config
-        return TransformerSpec(
-            layers=cfg.num_hidden_layers,
-            dim=cfg.hidden_size,
-            heads=cfg.num_attention_heads,
-            mlp=cfg.intermediate_size,
-            head_dim=cfg.hidden_size // cfg.num_attention_heads,
-            tokens=model.seq_len,
-            classes=model.classifier.out_features,
-            embed_params_per_dim=embedding_params_per_dim(model.backbone.embeddings, cfg.hidden_size),
-            norm_params_per_dim=0,
-        )
+        return bert_config_spec(model)
 
     def build_submodel(self, teacher: nn.Module, sub: SubModelSpec) -> nn.Module:
         cfg = copy.deepcopy(teacher.backbone.config)
