@@ -166,7 +166,7 @@ class Faults:
         self.cluster, self.workers, self.every_s, self.until = cluster, workers, every_s, until
         self.next_at = began + every_s
         self.kills = self.stops = 0
-        self.undo: tuple[str, float] | None = None  # (worker, when to restart or resume it)
+        self.undo: tuple[str, str, float] | None = None  # (fault, worker, when to undo it)
         self.watched: tuple[str, float] | None = None  # (resumed worker, when it was resumed)
         self.last_poll = float("-inf")
         self.taken_back_s: list[float] = []
@@ -180,14 +180,14 @@ class Faults:
             victim = self.workers[((self.kills + self.stops) // 2) % len(self.workers)]
             if self.kills <= self.stops:
                 self.cluster.kill(victim)
-                self.kills, self.undo = self.kills + 1, (victim, now + RESTART_AFTER_S)
+                self.kills, self.undo = self.kills + 1, ("kill", victim, now + RESTART_AFTER_S)
             else:
                 self.cluster.signal(victim, signal.SIGSTOP)
-                self.stops, self.undo = self.stops + 1, (victim, now + STOP_S)
+                self.stops, self.undo = self.stops + 1, ("stop", victim, now + STOP_S)
             self.next_at += self.every_s
-        if self.undo is not None and now >= self.undo[1]:
-            name = self.undo[0]
-            if self.kills > self.stops:
+        if self.undo is not None and now >= self.undo[2]:
+            fault, name, _ = self.undo
+            if fault == "kill":
                 self.cluster.start(name)
             else:
                 self.cluster.signal(name, signal.SIGCONT)
@@ -206,7 +206,7 @@ class Faults:
         """The next moment something is due."""
         due = [self.next_at] if not self.busy and self.next_at < self.until else []
         if self.undo is not None:
-            due.append(self.undo[1])
+            due.append(self.undo[2])
         if self.watched is not None:
             due.append(self.last_poll + TAKE_BACK_POLL_S)
         return min(due, default=float("inf"))
