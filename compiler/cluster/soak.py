@@ -73,10 +73,20 @@ class Outcome:
     elapsed_ms: float
     degraded: bool
     error: str | None  # the error's kind
+    at_s: float  # when it came, since the soak began
 
     @classmethod
-    def of(cls, a: Answer) -> Outcome:
-        return cls(a.elapsed_ms, a.degraded, None if a.error is None else a.error.split(":", 1)[0])
+    def of(cls, a: Answer, at_s: float) -> Outcome:
+        return cls(a.elapsed_ms, a.degraded, None if a.error is None else a.error.split(":", 1)[0], at_s)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault the soak made, or its undoing: what, to whom, when (since the soak began)."""
+
+    event: str  # kill, restart, stop, resume
+    worker: str
+    at_s: float
 
 
 @dataclass(frozen=True)
@@ -121,8 +131,9 @@ class SoakResult:
     p50_ms: float  # client-side, submission to answer, answers with logits
     p99_ms: float
     max_ms: float  # of every answer, errors included
-    late: int  # answers (errors included) later than setup.late_ms
+    late_at_s: list[float]  # when each answer (errors included) later than setup.late_ms came
     taken_back_s: list[float]  # per resume: until central waited for that worker again
+    faults: list[Fault]  # to set the late answers beside
     memory: list[Memory]
     samples: list[Sample] = field(default_factory=list)
 
@@ -164,12 +175,13 @@ class Faults:
 
     def __init__(self, cluster: Cluster, workers: list[str], began: float, every_s: float, until: float):
         self.cluster, self.workers, self.every_s, self.until = cluster, workers, every_s, until
-        self.next_at = began + every_s
+        self.began, self.next_at = began, began + every_s
         self.kills = self.stops = 0
         self.undo: tuple[str, str, float] | None = None  # (fault, worker, when to undo it)
         self.watched: tuple[str, float] | None = None  # (resumed worker, when it was resumed)
         self.last_poll = float("-inf")
         self.taken_back_s: list[float] = []
+        self.log: list[Fault] = []
 
     @property
     def busy(self) -> bool:
@@ -179,14 +191,17 @@ class Faults:
         if not self.busy and now < self.until and now >= self.next_at:
             victim = self.workers[((self.kills + self.stops) // 2) % len(self.workers)]
             if self.kills <= self.stops:
+                self.log.append(Fault("kill", victim, now - self.began))
                 self.cluster.kill(victim)
                 self.kills, self.undo = self.kills + 1, ("kill", victim, now + RESTART_AFTER_S)
             else:
+                self.log.append(Fault("stop", victim, now - self.began))
                 self.cluster.signal(victim, signal.SIGSTOP)
                 self.stops, self.undo = self.stops + 1, ("stop", victim, now + STOP_S)
             self.next_at += self.every_s
         if self.undo is not None and now >= self.undo[2]:
             fault, name, _ = self.undo
+            self.log.append(Fault("restart" if fault == "kill" else "resume", name, now - self.began))
             if fault == "kill":
                 self.cluster.start(name)
             else:
@@ -248,10 +263,10 @@ def soak(
                 if sending and len(client.outstanding) < window:
                     wake.append(next_send)
                 if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
-                    answers.append(Outcome.of(answer))
+                    answers.append(Outcome.of(answer, time.monotonic() - began))
             samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, faults.kills, faults.stops)
-    result = _summarise(setup, sent, answers, samples, faults.taken_back_s, build_dir)
+    result = _summarise(setup, sent, answers, samples, faults, build_dir)
     (build_dir / SOAK).write_text(json.dumps(to_json(result), indent=1))
     return result
 
@@ -271,7 +286,7 @@ def _summarise(
     sent: int,
     answers: list[Outcome],
     samples: list[Sample],
-    taken_back_s: list[float],
+    faults: Faults,
     build_dir: Path,
 ) -> SoakResult:
     errors: dict[str, int] = {}
@@ -296,8 +311,9 @@ def _summarise(
         p50_ms=float(np.percentile(ok, 50)),
         p99_ms=float(np.percentile(ok, 99)),
         max_ms=max(a.elapsed_ms for a in answers),
-        late=sum(a.elapsed_ms > setup.late_ms for a in answers if a.error != "timeout"),
-        taken_back_s=taken_back_s,
+        late_at_s=[a.at_s for a in answers if a.error != "timeout" and a.elapsed_ms > setup.late_ms],
+        taken_back_s=faults.taken_back_s,
+        faults=faults.log,
         memory=memory,
         samples=samples,
     )
@@ -311,8 +327,16 @@ def format_soak(r: SoakResult) -> str:
         f"a worker killed {u.kills} times and stopped {u.stops} times: {r.sent} sent, {r.answered} answered "
         f"({r.degraded} degraded), errors {r.errors or 'none'}, {r.lost} lost",
         f"end to end at the client: median {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms "
-        f"(deadline {u.deadline_ms:g} ms); {r.late} answers later than {u.late_ms:g} ms",
+        f"(deadline {u.deadline_ms:g} ms); {len(r.late_at_s)} answers later than {u.late_ms:g} ms",
         f"a resumed worker waited for again after (ms): {back} (two deadlines: {2 * u.deadline_ms:g} ms)",
+        *(
+            [
+                f"late answers came at (s): {', '.join(f'{t:.1f}' for t in r.late_at_s)}; faults at (s): "
+                + ", ".join(f"{f.event} {f.worker} {f.at_s:.1f}" for f in r.faults)
+            ]
+            if r.late_at_s
+            else []
+        ),
         f"{'process':10s} {'RSS after warm-up':>18s} {'at the end':>11s} {'max':>9s} {'change':>7s}",
     ]
     for m in r.memory:

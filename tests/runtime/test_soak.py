@@ -24,6 +24,11 @@ def test_soak_loses_nothing_through_worker_kills(built, tmp_path):
     # each stopped worker was waited for again within two deadlines of its resumption
     assert len(soak["taken_back_s"]) == setup["stops"]
     assert all(t <= 2 * setup["deadline_ms"] / 1e3 for t in soak["taken_back_s"]), soak["taken_back_s"]
+    # every fault undone, kills and stops in turn, in time order
+    events = [f["event"] for f in soak["faults"]]
+    assert events == ["kill", "restart", "stop", "resume", "kill", "restart", "stop", "resume"][: len(events)]
+    assert len(events) == 2 * (setup["kills"] + setup["stops"])
+    assert [f["at_s"] for f in soak["faults"]] == sorted(f["at_s"] for f in soak["faults"])
     samples = soak["samples"]
     assert len(samples) >= 4 and all(rss > 0 for s in samples for rss in s["rss_kib"].values())
     assert set(samples[0]["rss_kib"]) == {"orin", "tx2", "nano", "client"}
