@@ -161,6 +161,24 @@ def assert_onnx_parity(adapter, model, student, example: dict, probe: dict, fold
     return features
 
 
+def assert_flops_counted(adapter, model, x: dict, sub, explicit=lambda m: None) -> None:
+    """ω (planning/spec.flops) within 5% of torch's count on inputs `x`, for the teacher `model`
+    and the sub-model `sub` cut from it; `explicit(m)` makes a model's attention the explicit
+    matmuls torch's counter sees (it does not see inside SDPA)."""
+    import pytest
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cofc.compiler.planning.spec import flops
+
+    base = adapter.spec(model)
+    for spec, m in ((base.full(), model), (sub, adapter.build_submodel(model, sub).eval())):
+        explicit(m)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            adapter.logits(m, x)
+        assert flops(spec, base) == pytest.approx(counter.get_total_flops(), rel=0.05)
+
+
 def raw_inputs(family: str, n: int = 3):
     """Real-looking raw inputs for a small teacher: uint8 images or short texts."""
     import numpy as np

@@ -20,7 +20,7 @@ from cofc.compiler.models.decompose import cut
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, flops, memory_bytes, parameters
 from cofc.errors import CofcError
-from tests.helpers import assert_onnx_parity
+from tests.helpers import assert_flops_counted, assert_onnx_parity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -184,12 +184,7 @@ def test_flops_match_torch_counter():
     """ω against torch's count, teacher and ragged sub-model (MPNet's attention is always the
     explicit matmuls, which the counter sees)."""
     adapter, model, record = teacher()
-    base = adapter.spec(model)
-    x = adapter.preprocess(record, TEXTS[:1])
-    for sub, m in ((base.full(), model), (RAGGED, adapter.build_submodel(model, RAGGED).eval())):
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            adapter.logits(m, x)
-        assert flops(sub, base) == pytest.approx(counter.get_total_flops(), rel=0.05)
+    assert_flops_counted(adapter, model, adapter.preprocess(record, TEXTS[:1]), RAGGED)
 
 
 def test_memory_counts_every_weight_byte():

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from cofc.compiler.export.onnx import PooledBackbone, TeacherLogits, export_backbone, export_teacher, parity
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.decompose import cut
 from cofc.compiler.planning.slices import WeightSlices
-from cofc.compiler.planning.spec import SubModelSpec, flops, parameters
+from cofc.compiler.planning.spec import SubModelSpec, parameters
 from cofc.errors import CofcError
+from tests.helpers import assert_flops_counted
 
 ARCH = dict(
     img_size=32, patch_size=2, embed_dim=16, depths=(2, 2, 2), num_heads=(2, 4, 8), head_dim=8,
@@ -110,14 +110,12 @@ def test_partial_slice_takes_the_named_weights():
 def test_flops_match_torch_counter():
     """ω of windowed attention and patch merging, within the norms and softmax it leaves out."""
     adapter, model, record = teacher()
-    base = adapter.spec(model)
-    x = adapter.preprocess(record, images(1))
-    for sub, m in ((base.full(), model), (RAGGED, adapter.build_submodel(model, RAGGED).eval())):
+
+    def explicit(m):
         for block in adapter.blocks(m):
-            block.attn.fused_attn = False  # torch's counter does not see inside SDPA
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            adapter.logits(m, x)
-        assert flops(sub, base) == pytest.approx(counter.get_total_flops(), rel=0.05)
+            block.attn.fused_attn = False
+
+    assert_flops_counted(adapter, model, adapter.preprocess(record, images(1)), RAGGED, explicit)
 
 
 def test_backbone_and_teacher_onnx_parity_with_dynamic_batch(tmp_path):
