@@ -19,7 +19,6 @@ width differs per stage from what that loss compares."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from cofc.compiler.models.adapters.base import Inputs, ModelAdapter, new_linear
-from cofc.compiler.models.adapters.vit import VitAdapter, _load_exactly, _read_weights, fill_preprocess, pretrained
+from cofc.compiler.models.adapters.vit import TimmKind, VitAdapter, timm_teacher
 from cofc.compiler.planning.slices import WeightSlices
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
 from cofc.errors import CofcError
@@ -64,15 +63,7 @@ class SwinAdapter(ModelAdapter):
     param_roles = ROLES
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        arch = record["arch"]
-        if "timm" in arch:  # a timm model name and a checkpoint file
-            return _from_checkpoint(record)
-        if "source" in arch:  # a timm model name: pretrained weights from timm's cache
-            return pretrained(record, SwinTransformer)
-        model = SwinTransformer(**arch)
-        if record.get("state_dict"):
-            model.load_state_dict(record["state_dict"])
-        return model
+        return timm_teacher(record, SWIN)
 
     def blocks(self, model: nn.Module) -> list[nn.Module]:
         return [block for stage in model.layers for block in stage.blocks]
@@ -197,32 +188,13 @@ def _index(role: str, stage: int, layer: int | None, slices: WeightSlices, base:
     return [part * width + i for part in range(3) for i in per_head]  # QKV
 
 
-def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
-    """timm Swin `arch['timm']` with the weights of `arch['weights']`, loaded exactly; fills in the
-    record's classes, image side and preprocessing as the ViT adapter does."""
-    import timm
+def _not_swin(model: nn.Module, name: str) -> str | None:
+    if type(model) is SwinTransformer:
+        return None
+    return f"timm model {name!r} is a {type(model).__name__}; the swin family takes SwinTransformer"
 
-    arch = record["arch"]
-    name, path = arch["timm"], arch["weights"]
-    if not timm.is_model(name):
-        raise CofcError(f"timm has no model named {name!r} (e.g. swin_tiny_patch4_window7_224)")
-    state = _read_weights(Path(path))
-    classes = arch.get("num_classes")
-    if classes is None:
-        if not isinstance(state.get("head.fc.weight"), torch.Tensor):
-            raise CofcError(f"{path}: no head.fc.weight to count the classes by; set teacher.classes")
-        classes = int(state["head.fc.weight"].shape[0])
-    size = {"img_size": arch["img_size"]} if arch.get("img_size") else {}
-    try:
-        model = timm.create_model(name, pretrained=False, num_classes=classes, **size)
-    except Exception as exc:
-        raise CofcError(f"cannot build timm model {name!r}: {exc}") from None
-    if type(model) is not SwinTransformer:
-        raise CofcError(f"timm model {name!r} is a {type(model).__name__}; the swin family takes SwinTransformer")
-    _load_exactly(model, state, Path(path), name)
-    fill_preprocess(record, model, name)
-    arch.update(num_classes=classes, img_size=model.patch_embed.img_size[0])
-    return model
+
+SWIN = TimmKind(SwinTransformer, "head.fc.weight", "swin_tiny_patch4_window7_224", _not_swin)
 
 
 def _arch(model: SwinTransformer) -> dict[str, Any]:

@@ -9,6 +9,8 @@ or average, then fc_norm and head), so every ViT teacher's device feature is `mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +46,7 @@ class VitAdapter(ModelAdapter):
     )
 
     def build_teacher(self, record: dict[str, Any]) -> nn.Module:
-        arch = record["arch"]
-        if "timm" in arch:  # a timm model name and a checkpoint file
-            return _from_checkpoint(record)
-        if "source" in arch:  # a timm model name: pretrained weights from timm's cache
-            return pretrained(record, VisionTransformer)
-        model = VisionTransformer(**arch)
-        if record.get("state_dict"):
-            model.load_state_dict(record["state_dict"])
-        return model
+        return timm_teacher(record, VIT)
 
     def spec(self, model: nn.Module) -> TransformerSpec:
         blocks = list(model.blocks)
@@ -134,34 +128,70 @@ def pretrained(record: dict[str, Any], kind: type[nn.Module]) -> nn.Module:
     return model
 
 
-def _from_checkpoint(record: dict[str, Any]) -> nn.Module:
+@dataclass(frozen=True)
+class TimmKind:
+    """What tells the timm families' teachers apart: the model class, the key of the head's
+    weight (its rows count the classes), model names to suggest, and why a model timm built for
+    a name is not one the family splits (None: it is)."""
+
+    cls: type[nn.Module]
+    head_weight: str
+    examples: str
+    refuse: Callable[[nn.Module, str], str | None]
+
+
+def _not_plain_vit(model: nn.Module, name: str) -> str | None:
+    from timm.models.deit import VisionTransformerDistilled
+
+    if isinstance(model, VisionTransformer) and not isinstance(model, VisionTransformerDistilled):
+        return None
+    return (
+        f"timm model {name!r} is a {type(model).__name__}; cofc splits plain "
+        "VisionTransformers (ViT, DeiT without a distillation head)"
+    )
+
+
+VIT = TimmKind(VisionTransformer, "head.weight", "deit_tiny_patch16_224, vit_small_patch16_224", _not_plain_vit)
+
+
+def timm_teacher(record: dict[str, Any], kind: TimmKind) -> nn.Module:
+    """A teacher of a timm family from its record: a timm model name and a checkpoint file, a name
+    with timm's cached pretrained weights, or constructor arguments and weights (a teacher file)."""
+    arch = record["arch"]
+    if "timm" in arch:  # a timm model name and a checkpoint file
+        return _from_checkpoint(record, kind)
+    if "source" in arch:  # a timm model name: pretrained weights from timm's cache
+        return pretrained(record, kind.cls)
+    model = kind.cls(**arch)
+    if record.get("state_dict"):
+        model.load_state_dict(record["state_dict"])
+    return model
+
+
+def _from_checkpoint(record: dict[str, Any], kind: TimmKind) -> nn.Module:
     """timm model `arch['timm']` with the weights of `arch['weights']`, loaded exactly (every key,
     every shape). Fills in the record: the class count (the checkpoint's head rows unless the plan
     gave it), the image side, and what the plan left out of mean, std, resize interpolation and
     crop fraction, from timm's config of that name."""
     import timm
-    from timm.models.deit import VisionTransformerDistilled
 
     arch = record["arch"]
     name, path = arch["timm"], Path(arch["weights"])
     if not timm.is_model(name):
-        raise CofcError(f"timm has no model named {name!r} (e.g. deit_tiny_patch16_224, vit_small_patch16_224)")
+        raise CofcError(f"timm has no model named {name!r} (e.g. {kind.examples})")
     state = _read_weights(path)
     classes = arch.get("num_classes")
     if classes is None:
-        if not isinstance(state.get("head.weight"), torch.Tensor):
-            raise CofcError(f"{path}: no head.weight to count the classes by; set teacher.classes")
-        classes = int(state["head.weight"].shape[0])
+        if not isinstance(state.get(kind.head_weight), torch.Tensor):
+            raise CofcError(f"{path}: no {kind.head_weight} to count the classes by; set teacher.classes")
+        classes = int(state[kind.head_weight].shape[0])
     size = {"img_size": arch["img_size"]} if arch.get("img_size") else {}
     try:
         model = timm.create_model(name, pretrained=False, num_classes=classes, **size)
     except Exception as exc:
         raise CofcError(f"cannot build timm model {name!r}: {exc}") from None
-    if not isinstance(model, VisionTransformer) or isinstance(model, VisionTransformerDistilled):
-        raise CofcError(
-            f"timm model {name!r} is a {type(model).__name__}; cofc splits plain "
-            "VisionTransformers (ViT, DeiT without a distillation head)"
-        )
+    if (why := kind.refuse(model, name)) is not None:
+        raise CofcError(why)
     _load_exactly(model, state, path, name)
     fill_preprocess(record, model, name)
     arch.update(num_classes=classes, img_size=model.patch_embed.img_size[0])
