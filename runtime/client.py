@@ -240,8 +240,9 @@ class Client(Closing):
         if not self.sock.poll(int(timeout_s * 1000), zmq.POLLOUT):  # no connection (yet)
             return None
         self.sock.send_multipart(encode(Message("stats")), copy=False)
-        while self.central_stats is None and time.monotonic() < end:
-            self.receive(min(0.1, end - time.monotonic()))
+        while self.central_stats is None and (left := end - time.monotonic()) > 0:
+            if self.sock.poll(max(1, int(left * 1000))):
+                self._read()  # the stats answer; nothing else can come with nothing in flight
         return self.central_stats
 
     def wait_until_complete(self, arrays: dict[str, np.ndarray], timeout_s: float = 30.0) -> None:

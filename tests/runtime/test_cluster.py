@@ -187,6 +187,20 @@ def test_fuzzed_central_keeps_serving(bundles, cluster):
     assert cluster["orin"].poll() is None
 
 
+def test_stats_comes_back_as_soon_as_central_answers(bundles, cluster):
+    """`Client.stats()` returns on central's answer: it once waited out a 100 ms read each time,
+    which held the soak's own loop (and the answers it had to read) 100 ms per stats request."""
+    images = mnist_images()[:1]
+    with Client.for_bundle(bundles["orin"]) as client:
+        client.wait_until_complete(requests_for(bundles, images)[0])
+        took = []
+        for _ in range(5):
+            began = time.monotonic()
+            assert client.stats() is not None
+            took.append(time.monotonic() - began)
+    assert sorted(took)[2] < 0.05, took  # central answers a stats request in about a millisecond
+
+
 def test_fuzzed_worker_keeps_serving(bundles):
     """Play central to a real worker: 10,000 malformed frames, then a real request."""
     bundle = bundles["tx2"]
