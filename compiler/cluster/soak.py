@@ -1,16 +1,22 @@
 """`cofc bench BUILD_DIR --soak MINUTES`: the built plan under steady load for a long while.
 
 Starts central and one worker per device (`cofc run`, each its own process), sends real test
-inputs at a fixed rate (at most `window` in flight) for MINUTES, and every `kill_every_s` faults a
-worker (round robin), the faults taking turns: killed and restarted `RESTART_AFTER_S` later, or
-stopped (SIGSTOP) for `STOP_S`, short of central's alive window, so that it stays joined but misses
-its deadlines, then resumed; central's stats are then polled until it waits for that worker again
-(the time it took back a resumed worker). It samples every SAMPLE_S each process's resident memory
-(VmRSS from /proc/PID/status) and what central holds (its `stats` answer: queued and pending
-requests, the straggler records), and reports whether anything grew: each device's RSS at the end
-against its RSS after warm-up, the tables at the end, requests lost (no answer at all, where an
-explicit error is an answer), the end-to-end latency at the client and the answers later than
-1.2 x the deadline + 50 ms. No worker is faulted in the last fifth, so the end samples see every
+inputs at a fixed rate (at most `window` in flight) for MINUTES, and every `kill_every_s` makes a
+fault, three kinds taking turns: a worker (round robin) killed and restarted `RESTART_AFTER_S`
+later; the same worker stopped (SIGSTOP) for `STOP_S`, short of central's alive window, so that it
+stays joined but misses its deadlines, then resumed, after which central's stats are polled until it
+waits for that worker again (the time it took back a resumed worker); central itself killed and
+restarted `RESTART_AFTER_S` later, the client sending again what it had not answered. Throughout, an
+`Impostor` holding the client key says hello as a worker and forges its features.
+
+It samples every SAMPLE_S each process's resident memory (VmRSS from /proc/PID/status) and what
+central holds (its `stats` answer: queued and pending requests, the straggler records), and checks
+every answer against the fusion the local pipeline makes of the devices that answer names. It
+reports whether anything grew (each process's RSS at the end against its RSS after warm-up, the
+tables at the end), requests lost (no answer at all, where an explicit error is an answer), answers
+that differ from the local pipeline's, requests the impostor received, the end-to-end latency at
+the client, and the answers later than 1.2 x the deadline + 50 ms, apart from those that were in
+flight while central was down. Nothing is faulted in the last fifth, so the end samples see every
 process settled.
 """
 
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from cofc.compiler.cluster.bench import COFC, JOIN_TIMEOUT_S
+from cofc.compiler.cluster.impostor import Impostor
 from cofc.compiler.models.data import Expects, load_data
 from cofc.compiler.pipeline.report import PLAN_COPY
 from cofc.compiler.plan import load_plan
@@ -35,6 +42,7 @@ from cofc.errors import CofcError
 from cofc.runtime._typed_json import to_json
 from cofc.runtime.bundle import load_bundle
 from cofc.runtime.client import Answer, Client
+from cofc.runtime.pipeline import LocalPipeline
 from cofc.runtime.preprocess import Preprocessor
 
 SOAK = "soak.json"  # in the build folder
@@ -44,6 +52,8 @@ STOP_S = 1.0  # a stopped worker's pause: under central's ALIVE_S (2 s), so it s
 TAKE_BACK_POLL_S = 0.02  # how often central's stats are read while a resumed worker is not back
 TOTAL_TIMEOUT_S = 30.0  # a request unanswered this long is lost
 RSS_TOLERANCE = 0.10  # the issue's: each process within 10% of its RSS after warm-up
+AGREE_ATOL = 1e-4  # an answer's logits against the local pipeline's fusion of the same devices
+IMPOSTOR_SPRAY, IMPOSTOR_EVERY_S = 100, 1.0  # forged features a second: a steady nuisance, not a flood
 
 
 def rss_kib(pid: int) -> int:
@@ -74,10 +84,25 @@ class Outcome:
     degraded: bool
     error: str | None  # the error's kind
     at_s: float  # when it came, since the soak began
+    agrees: bool  # its logits are the local pipeline's for the devices it names (an error: True)
+    central_ms: float | None  # from central reading the request to its answer, on central's clock
 
     @classmethod
-    def of(cls, a: Answer, at_s: float) -> Outcome:
-        return cls(a.elapsed_ms, a.degraded, None if a.error is None else a.error.split(":", 1)[0], at_s)
+    def of(cls, a: Answer, at_s: float, reference: np.ndarray | None) -> Outcome:
+        agrees = a.logits is None or (reference is not None and bool(np.allclose(a.logits, reference, atol=AGREE_ATOL)))
+        central_ms = a.timings.get("end_to_end_ms")
+        return cls(
+            a.elapsed_ms,
+            a.degraded,
+            None if a.error is None else a.error.split(":", 1)[0],
+            at_s,
+            agrees,
+            central_ms if isinstance(central_ms, float) else None,
+        )
+
+    @property
+    def sent_at_s(self) -> float:
+        return self.at_s - self.elapsed_ms / 1e3
 
 
 @dataclass(frozen=True)
@@ -85,7 +110,7 @@ class Fault:
     """One fault the soak made, or its undoing: what, to whom, when (since the soak began)."""
 
     event: str  # kill, restart, stop, resume
-    worker: str
+    process: str  # a worker's device name, or central's
     at_s: float
 
 
@@ -110,8 +135,9 @@ class Setup:
     window: int
     deadline_ms: float
     warmup_s: float
-    kills: int
+    kills: int  # of workers
     stops: int
+    central_restarts: int
 
     @property
     def late_ms(self) -> float:
@@ -131,7 +157,12 @@ class SoakResult:
     p50_ms: float  # client-side, submission to answer, answers with logits
     p99_ms: float
     max_ms: float  # of every answer, errors included
-    late_at_s: list[float]  # when each answer (errors included) later than setup.late_ms came
+    late: list[Outcome]  # answers later than setup.late_ms, central being up
+    waited_out_central: int  # answers in flight while central was down (late by its restart)
+    central_out_s: list[tuple[float, float]]  # killed -> first answer after its restart
+    disagreeing: int  # answers whose logits are not the local pipeline's for the devices they name
+    impostor_requests: int  # requests central sent to the client-key peer passing for a worker
+    impostor_sent: int  # hellos and forged features it sent
     taken_back_s: list[float]  # per resume: until central waited for that worker again
     faults: list[Fault]  # to set the late answers beside
     memory: list[Memory]
@@ -139,8 +170,14 @@ class SoakResult:
 
     @property
     def steady(self) -> bool:
-        """Nothing lost and no process's memory moved more than RSS_TOLERANCE after warm-up."""
-        return self.lost == 0 and all(abs(m.change) <= RSS_TOLERANCE for m in self.memory)
+        """Nothing lost, no answer changed by the impostor or anything else, and no process's memory
+        moved more than RSS_TOLERANCE after warm-up."""
+        return (
+            self.lost == 0
+            and self.disagreeing == 0
+            and self.impostor_requests == 0
+            and all(abs(m.change) <= RSS_TOLERANCE for m in self.memory)
+        )
 
 
 class Cluster:
@@ -169,36 +206,48 @@ class Cluster:
 
 
 class Faults:
-    """The soak's faults, one every `every_s` until `until` (round robin over the workers, kills
-    and stops taking turns), and each one's undoing: a killed worker restarted, a stopped one
-    resumed and then watched until central waits for it again."""
+    """The soak's faults, one every `every_s` until `until`, and each one's undoing, three kinds in
+    turn: a worker (round robin) killed, then restarted; the same worker stopped, then resumed and
+    watched until central waits for it again; central killed, then restarted, and out until the
+    first answer after that."""
 
     def __init__(self, cluster: Cluster, workers: list[str], began: float, every_s: float, until: float):
         self.cluster, self.workers, self.every_s, self.until = cluster, workers, every_s, until
         self.began, self.next_at = began, began + every_s
-        self.kills = self.stops = 0
-        self.undo: tuple[str, str, float] | None = None  # (fault, worker, when to undo it)
+        self.made = 0
+        self.undo: tuple[str, str, float] | None = None  # (fault, process, when to undo it)
         self.watched: tuple[str, float] | None = None  # (resumed worker, when it was resumed)
+        self.central_down_at: float | None = None  # since the soak began, until an answer comes
+        self.central_out_s: list[tuple[float, float]] = []
         self.last_poll = float("-inf")
         self.taken_back_s: list[float] = []
         self.log: list[Fault] = []
 
     @property
     def busy(self) -> bool:
-        return self.undo is not None or self.watched is not None
+        return self.undo is not None or self.watched is not None or self.central_down_at is not None
+
+    def count(self, event: str, central: bool = False) -> int:
+        return sum(f.event == event and (f.process == self.cluster.central) == central for f in self.log)
+
+    def _next(self) -> tuple[str, str]:
+        """Kill a worker, stop it, kill central; then the next worker."""
+        turn, worker = self.made % 3, self.workers[(self.made // 3) % len(self.workers)]
+        return ("kill", worker) if turn == 0 else ("stop", worker) if turn == 1 else ("kill", self.cluster.central)
 
     def step(self, now: float, stats_client: Client) -> None:
         if not self.busy and now < self.until and now >= self.next_at:
-            victim = self.workers[((self.kills + self.stops) // 2) % len(self.workers)]
-            if self.kills <= self.stops:
-                self.log.append(Fault("kill", victim, now - self.began))
+            fault, victim = self._next()
+            self.log.append(Fault(fault, victim, now - self.began))
+            if fault == "kill":
                 self.cluster.kill(victim)
-                self.kills, self.undo = self.kills + 1, ("kill", victim, now + RESTART_AFTER_S)
+                self.undo = (fault, victim, now + RESTART_AFTER_S)
+                if victim == self.cluster.central:
+                    self.central_down_at = now - self.began
             else:
-                self.log.append(Fault("stop", victim, now - self.began))
                 self.cluster.signal(victim, signal.SIGSTOP)
-                self.stops, self.undo = self.stops + 1, ("stop", victim, now + STOP_S)
-            self.next_at += self.every_s
+                self.undo = (fault, victim, now + STOP_S)
+            self.made, self.next_at = self.made + 1, self.next_at + self.every_s
         if self.undo is not None and now >= self.undo[2]:
             fault, name, _ = self.undo
             self.log.append(Fault("restart" if fault == "kill" else "resume", name, now - self.began))
@@ -217,6 +266,16 @@ class Faults:
                 self.taken_back_s.append(waited)  # at TOTAL_TIMEOUT_S: never taken back (a lower bound)
                 self.watched = None
 
+    @property
+    def central_out(self) -> bool:
+        return self.central_down_at is not None
+
+    def answered(self, at_s: float) -> None:
+        """An answer came: central is back if it was restarted."""
+        if self.central_down_at is not None and self.undo is None:
+            self.central_out_s.append((self.central_down_at, at_s))
+            self.central_down_at = None
+
     def wake(self) -> float:
         """The next moment something is due."""
         due = [self.next_at] if not self.busy and self.next_at < self.until else []
@@ -227,46 +286,79 @@ class Faults:
         return min(due, default=float("inf"))
 
 
+class Reference:
+    """The local pipeline's logits for the soak's inputs, fused from the devices an answer names
+    (what a degraded answer must equal as well)."""
+
+    def __init__(self, pipeline: LocalPipeline, raw: np.ndarray | list, names: list[str]):
+        self.pipeline, self.names = pipeline, names
+        self.features = pipeline.features(raw)
+        self.cache: dict[tuple[int, frozenset[str]], np.ndarray] = {}
+
+    def __call__(self, index: int, present: list[str]) -> np.ndarray:
+        key = (index, frozenset(present))
+        if key not in self.cache:
+            mask = np.array([[n in key[1] for n in self.names]], dtype=np.float32)
+            self.cache[key] = self.pipeline.fuse([f[index : index + 1] for f in self.features], mask)
+        return self.cache[key]
+
+
 def soak(
     build_dir: Path, minutes: float, rate_per_s: float = 10.0, window: int = 8, kill_every_s: float = 60.0
 ) -> SoakResult:
     build_dir = Path(build_dir)
     plan = load_plan(build_dir / PLAN_COPY)
     paths = {d.name: build_dir / "bundle" / d.name for d in plan.devices}
-    central = load_bundle(paths[plan.central.name])
+    bundles = {name: load_bundle(p) for name, p in paths.items()}
+    central = bundles[plan.central.name]
     prep = Preprocessor.for_bundle(central)
     test = load_data(plan.dataset, Expects.of_manifest(central.manifest)).test.take(64, seed=1)
     inputs = [prep.pack(test.inputs[i : i + 1]) for i in range(len(test))]
     workers = [d.name for d in plan.devices if d.name != plan.central.name]
     duration, warmup = minutes * 60, min(60.0, minutes * 15)
-    cluster = Cluster(paths, plan.central.name)
     answers: list[Outcome] = []
     samples: list[Sample] = []
+    index_of: dict[int, int] = {}  # request id -> its input
     sent = 0
-    with contextlib.closing(cluster), Client.for_bundle(central, total_timeout_s=TOTAL_TIMEOUT_S) as client:
-        stats_client = Client.for_bundle(central)
-        with contextlib.closing(stats_client):
-            client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
-            began = time.monotonic()
-            faults = Faults(cluster, workers, began, kill_every_s, began + 0.8 * duration)
-            next_send, next_sample = began, began
-            while (now := time.monotonic()) < began + duration or client.outstanding or faults.busy:
-                sending = now < began + duration
-                if sending and now >= next_send and len(client.outstanding) < window:
-                    client.submit(inputs[sent % len(inputs)], timeout_s=1.0)
-                    sent, next_send = sent + 1, max(next_send + 1 / rate_per_s, now - 1.0)
-                if now >= next_sample:
-                    samples.append(_sample(now - began, cluster, stats_client))
-                    next_sample += SAMPLE_S
-                faults.step(now, stats_client)
-                wake = [next_sample, faults.wake()]
-                if sending and len(client.outstanding) < window:
-                    wake.append(next_send)
-                if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
-                    answers.append(Outcome.of(answer, time.monotonic() - began))
-            samples.append(_sample(time.monotonic() - began, cluster, stats_client))
-    setup = Setup(minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, faults.kills, faults.stops)
-    result = _summarise(setup, sent, answers, samples, faults, build_dir)
+    with contextlib.ExitStack() as stack:
+        pipeline = stack.enter_context(LocalPipeline(list(bundles.values())))
+        reference = Reference(pipeline, test.inputs, [d.name for d in central.fusion.devices])
+        cluster = stack.enter_context(contextlib.closing(Cluster(paths, plan.central.name)))
+        client = stack.enter_context(Client.for_bundle(central, total_timeout_s=TOTAL_TIMEOUT_S))
+        stats_client = stack.enter_context(Client.for_bundle(central))
+        client.wait_until_complete(inputs[0], JOIN_TIMEOUT_S)
+        impostor = Impostor(central, workers[0], spray=IMPOSTOR_SPRAY, every_s=IMPOSTOR_EVERY_S)
+        impostor.start()
+        stack.callback(impostor.join, 10)
+        stack.callback(impostor.stop.set)
+        began = time.monotonic()
+        faults = Faults(cluster, workers, began, kill_every_s, began + 0.8 * duration)
+        next_send, next_sample = began, began
+        while (now := time.monotonic()) < began + duration or client.outstanding or faults.busy:
+            sending = now < began + duration
+            if sending and now >= next_send and len(client.outstanding) < window:
+                index_of[client.submit(inputs[sent % len(inputs)], timeout_s=1.0)] = sent % len(inputs)
+                sent, next_send = sent + 1, max(next_send + 1 / rate_per_s, now - 1.0)
+            if now >= next_sample and not faults.central_out:  # central's tables are gone with it
+                samples.append(_sample(now - began, cluster, stats_client))
+                next_sample += SAMPLE_S
+            faults.step(now, stats_client)
+            wake = [next_sample, faults.wake()]
+            if sending and len(client.outstanding) < window:
+                wake.append(next_send)
+            if (answer := client.receive(max(0.001, min(wake) - time.monotonic()))) is not None:
+                at_s, index = time.monotonic() - began, index_of.pop(answer.id)
+                answers.append(
+                    Outcome.of(answer, at_s, reference(index, answer.present) if answer.logits is not None else None)
+                )
+                if answer.error is None:
+                    faults.answered(at_s)
+        samples.append(_sample(time.monotonic() - began, cluster, stats_client))
+    kills, restarts = faults.count("kill"), faults.count("kill", central=True)
+    setup = Setup(
+        minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills, faults.count("stop"), restarts
+    )
+    result = _summarise(setup, sent, answers, samples, faults, impostor, build_dir)
     (build_dir / SOAK).write_text(json.dumps(to_json(result), indent=1))
     return result
 
@@ -287,6 +379,7 @@ def _summarise(
     answers: list[Outcome],
     samples: list[Sample],
     faults: Faults,
+    impostor: Impostor,
     build_dir: Path,
 ) -> SoakResult:
     errors: dict[str, int] = {}
@@ -297,6 +390,12 @@ def _summarise(
     if not ok:
         raise CofcError("the soak got no answer with logits")
     warm = next((s for s in samples if s.t_s >= setup.warmup_s), samples[-1])
+    late = [a for a in answers if a.error != "timeout" and a.elapsed_ms > setup.late_ms]
+
+    def across(a: Outcome) -> bool:
+        """In flight at some moment while central was down."""
+        return any(a.sent_at_s < up and a.at_s > down for down, up in faults.central_out_s)
+
     memory = [
         Memory(p, warm.rss_kib[p], samples[-1].rss_kib[p], max(s.rss_kib[p] for s in samples)) for p in warm.rss_kib
     ]
@@ -311,7 +410,12 @@ def _summarise(
         p50_ms=float(np.percentile(ok, 50)),
         p99_ms=float(np.percentile(ok, 99)),
         max_ms=max(a.elapsed_ms for a in answers),
-        late_at_s=[a.at_s for a in answers if a.error != "timeout" and a.elapsed_ms > setup.late_ms],
+        late=[a for a in late if not across(a)],
+        waited_out_central=sum(map(across, answers)),
+        central_out_s=faults.central_out_s,
+        disagreeing=sum(not a.agrees for a in answers),
+        impostor_requests=impostor.requests,
+        impostor_sent=impostor.sent,
         taken_back_s=faults.taken_back_s,
         faults=faults.log,
         memory=memory,
@@ -324,17 +428,25 @@ def format_soak(r: SoakResult) -> str:
     back = ", ".join(f"{t * 1e3:.0f}" for t in r.taken_back_s) or "none resumed"
     lines = [
         f"soak of {u.minutes:g} min at {u.rate_per_s:g} requests/s ({u.window} in flight at most), "
-        f"a worker killed {u.kills} times and stopped {u.stops} times: {r.sent} sent, {r.answered} answered "
-        f"({r.degraded} degraded), errors {r.errors or 'none'}, {r.lost} lost",
+        f"a worker killed {u.kills} times and stopped {u.stops} times, central restarted {u.central_restarts} "
+        f"times: {r.sent} sent, {r.answered} answered ({r.degraded} degraded), errors {r.errors or 'none'}, "
+        f"{r.lost} lost",
+        f"answers unlike the local pipeline's fusion of the devices they name: {r.disagreeing}; requests sent to "
+        f"the impostor passing for a worker with the client key: {r.impostor_requests} ({r.impostor_sent} "
+        "hellos and forged features sent)",
         f"end to end at the client: median {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, max {r.max_ms:.1f} ms "
-        f"(deadline {u.deadline_ms:g} ms); {len(r.late_at_s)} answers later than {u.late_ms:g} ms",
+        f"(deadline {u.deadline_ms:g} ms); {len(r.late)} answers later than {u.late_ms:g} ms, apart from "
+        f"{r.waited_out_central} in flight while central was down ("
+        + (", ".join(f"{b - a:.1f} s" for a, b in r.central_out_s) or "never")
+        + ")",
         f"a resumed worker waited for again after (ms): {back} (two deadlines: {2 * u.deadline_ms:g} ms)",
         *(
             [
-                f"late answers came at (s): {', '.join(f'{t:.1f}' for t in r.late_at_s)}; faults at (s): "
-                + ", ".join(f"{f.event} {f.worker} {f.at_s:.1f}" for f in r.faults)
+                "late answers (came at s: at the client / at central ms): "
+                + ", ".join(f"{a.at_s:.1f}: {a.elapsed_ms:.0f} / {a.central_ms or float('nan'):.0f}" for a in r.late),
+                "faults at (s): " + ", ".join(f"{f.event} {f.process} {f.at_s:.1f}" for f in r.faults),
             ]
-            if r.late_at_s
+            if r.late
             else []
         ),
         f"{'process':10s} {'RSS after warm-up':>18s} {'at the end':>11s} {'max':>9s} {'change':>7s}",
@@ -350,5 +462,8 @@ def format_soak(r: SoakResult) -> str:
         f"entries; max over the soak {max(s.queued + s.pending for s in r.samples)} requests held, "
         f"{max(s.straggler_entries for s in r.samples)} entries"
     )
-    lines.append(f"steady (0 lost, every RSS within {RSS_TOLERANCE:.0%} of warm-up): {'yes' if r.steady else 'NO'}")
+    lines.append(
+        f"steady (0 lost, no answer changed, no request to the impostor, every RSS within {RSS_TOLERANCE:.0%} "
+        f"of warm-up): {'yes' if r.steady else 'NO'}"
+    )
     return "\n".join(lines)
