@@ -133,6 +133,7 @@ class Setup:
     minutes: float
     rate_per_s: float
     window: int
+    kill_every_s: float
     deadline_ms: float
     warmup_s: float
     kills: int  # of workers
@@ -356,7 +357,15 @@ def soak(
         samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     kills, restarts = faults.count("kill"), faults.count("kill", central=True)
     setup = Setup(
-        minutes, rate_per_s, window, central.manifest.central.deadline_ms, warmup, kills, faults.count("stop"), restarts
+        minutes,
+        rate_per_s,
+        window,
+        kill_every_s,
+        central.manifest.central.deadline_ms,
+        warmup,
+        kills,
+        faults.count("stop"),
+        restarts,
     )
     result = _summarise(setup, sent, answers, samples, faults, impostor, build_dir)
     (build_dir / SOAK).write_text(json.dumps(to_json(result), indent=1))
@@ -400,7 +409,8 @@ def _summarise(
         Memory(p, warm.rss_kib[p], samples[-1].rss_kib[p], max(s.rss_kib[p] for s in samples)) for p in warm.rss_kib
     ]
     return SoakResult(
-        command=f"cofc bench {build_dir} --soak {setup.minutes:g} --rate {setup.rate_per_s:g}",
+        command=f"cofc bench {build_dir} --soak {setup.minutes:g} --rate {setup.rate_per_s:g} "
+        f"--kill-every {setup.kill_every_s:g}",
         setup=setup,
         sent=sent,
         answered=len(ok),
