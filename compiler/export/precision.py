@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,13 +74,14 @@ def choose(graph: str, m: Measured, max_drop: float, judged_by: str) -> GraphPre
     )
 
 
-def for_tensorrt(choice: GraphPrecision) -> GraphPrecision:
-    """`choice` for a device that runs TensorRT: the FP32 graph, from which it builds INT8 itself."""
+def for_tensorrt(graph: str) -> GraphPrecision:
+    """A graph that runs on TensorRT: FP32, from which TensorRT builds its INT8 engine itself, so
+    that its ONNX Runtime twin is neither made nor measured."""
     return GraphPrecision(
-        choice.graph,
+        graph,
         FP32,
-        choice.measured,
-        f"{choice.graph} ships FP32 for TensorRT (its latency table's backend), which builds its INT8 engine "
+        None,
+        f"{graph} ships FP32 for TensorRT (its latency table's backend), which builds its INT8 engine "
         "from it and the stored calibration inputs",
     )
 
@@ -147,9 +148,14 @@ class Graphs:
 
 
 def judge(
-    graphs: Graphs, inputs: Mapping[str, np.ndarray], labels: np.ndarray, max_drop: float
+    graphs: Graphs,
+    inputs: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    max_drop: float,
+    tensorrt: Set[str] = frozenset(),
 ) -> tuple[GraphPrecision, ...]:
-    """Each device's backbone, the aggregator and the teacher, FP32 or INT8 (module docstring)."""
+    """Each device's backbone, the aggregator and the teacher, FP32 or INT8 (module docstring);
+    the graphs named in `tensorrt` (devices, "aggregator") ship FP32 and have no INT8 twin."""
     from cofc.compiler.export.onnx import FEATURES, MASK
     from cofc.compiler.export.quantize import int8_path
 
@@ -160,29 +166,36 @@ def judge(
         return accuracy(outputs(aggregator, {FEATURES: np.concatenate(features, 1), MASK: mask}))
 
     names, n = list(graphs.devices), len(labels)
-    feats = {
-        p: [outputs(g if p == FP32 else int8_path(g), inputs) for g in graphs.devices.values()] for p in (FP32, INT8)
-    }
-    chosen = []
-    for k, name in enumerate(names):
+    fp32 = [outputs(g, inputs) for g in graphs.devices.values()]
+    shipped, chosen = list(fp32), []
+    for k, (name, graph) in enumerate(graphs.devices.items()):
+        if name in tensorrt:
+            chosen.append(for_tensorrt(name))
+            continue
         alone = np.zeros((n, len(names)), np.float32)
         alone[:, k] = 1
-        mixed = [feats[INT8 if j == k else FP32][j] for j in range(len(names))]
+        int8 = outputs(int8_path(graph), inputs)
         m = Measured(
-            fused(graphs.aggregator, feats[FP32], alone),
-            fused(graphs.aggregator, mixed, alone),
-            *speeds([graphs.devices[name], int8_path(graphs.devices[name])], inputs),
+            fused(graphs.aggregator, fp32, alone),
+            fused(graphs.aggregator, [int8 if j == k else f for j, f in enumerate(fp32)], alone),
+            *speeds([graph, int8_path(graph)], inputs),
         )
         chosen.append(choose(name, m, max_drop, "its sub-model alone, validation split"))
-    shipped = [feats[c.precision][k] for k, c in enumerate(chosen)]
+        if chosen[-1].precision == INT8:
+            shipped[k] = int8  # the aggregator is judged on what ships
     everyone = np.ones((n, len(names)), np.float32)
-    agg_feeds = {FEATURES: np.concatenate(shipped, 1), MASK: everyone}
-    m = Measured(
-        fused(graphs.aggregator, shipped, everyone),
-        fused(int8_path(graphs.aggregator), shipped, everyone),
-        *speeds([graphs.aggregator, int8_path(graphs.aggregator)], agg_feeds),
-    )
-    chosen.append(choose("aggregator", m, max_drop, "fused, validation split"))
+    if "aggregator" in tensorrt:
+        chosen.append(for_tensorrt("aggregator"))
+    else:
+        m = Measured(
+            fused(graphs.aggregator, shipped, everyone),
+            fused(int8_path(graphs.aggregator), shipped, everyone),
+            *speeds(
+                [graphs.aggregator, int8_path(graphs.aggregator)],
+                {FEATURES: np.concatenate(shipped, 1), MASK: everyone},
+            ),
+        )
+        chosen.append(choose("aggregator", m, max_drop, "fused, validation split"))
     m = Measured(
         accuracy(outputs(graphs.teacher, inputs)),
         accuracy(outputs(int8_path(graphs.teacher), inputs)),

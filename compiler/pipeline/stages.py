@@ -45,7 +45,7 @@ from cofc.compiler.export.onnx import (
     parity,
     write_int8_calibration,
 )
-from cofc.compiler.export.precision import FP32, GraphPrecision, Graphs, for_tensorrt, judge
+from cofc.compiler.export.precision import FP32, GraphPrecision, Graphs, judge
 from cofc.compiler.export.quantize import SCHEME, quantize_graph, stored_calibration
 from cofc.compiler.models.batches import batched
 from cofc.compiler.models.decompose import decompose
@@ -391,16 +391,17 @@ def quantize(ctx: Context, _: ExportResult) -> Precisions:
             "with the speeds of the precision they were; `cofc profile --precision int8` measures INT8's"
         )
     graphs = Graphs({n: onnx_dir / f"{n}.onnx" for n in names}, onnx_dir / "aggregator.onnx", onnx_dir / "teacher.onnx")
-    model_inputs = stored_calibration(graphs.devices[names[0]])  # the teacher reads what the backbones read
-    for graph in tqdm([*graphs.devices.values(), graphs.aggregator], desc="quantizing graphs to INT8", leave=False):
-        quantize_graph(graph, stored_calibration(graph))
-    quantize_graph(graphs.teacher, model_inputs)
-    inputs = {k: v.numpy() for k, v in ctx.teacher.preprocess(ctx.val.inputs).items()}
-    chosen = judge(graphs, inputs, np.asarray(ctx.val.labels), plan.export.max_drop)
     runs_tensorrt = {d.name for d in plan.devices if _table_provenance(d.profile, "backend") == "tensorrt"}
     if plan.central.name in runs_tensorrt:
         runs_tensorrt.add("aggregator")
-    chosen = tuple(for_tensorrt(c) if c.graph in runs_tensorrt else c for c in chosen)
+    twins = {**graphs.devices, "aggregator": graphs.aggregator}
+    model_inputs = stored_calibration(graphs.devices[names[0]])  # the teacher reads what the backbones read
+    for name, graph in tqdm(twins.items(), desc="quantizing graphs to INT8", leave=False):
+        if name not in runs_tensorrt:  # TensorRT quantizes the FP32 graph itself
+            quantize_graph(graph, stored_calibration(graph))
+    quantize_graph(graphs.teacher, model_inputs)
+    inputs = {k: v.numpy() for k, v in ctx.teacher.preprocess(ctx.val.inputs).items()}
+    chosen = judge(graphs, inputs, np.asarray(ctx.val.labels), plan.export.max_drop, runs_tensorrt)
     for choice in chosen:
         log(choice.reason)
     return Precisions("int8", str(SCHEME), chosen)

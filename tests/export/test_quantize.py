@@ -5,13 +5,15 @@ manifest and `cofc inspect` say what each graph is, and bundles of schema 4 stil
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from cofc.compiler.export.precision import FP32, INT8, Measured, choose, for_tensorrt, fp16_refusal, outputs
-from cofc.compiler.export.quantize import SCHEME, Scheme, int8_path, stored_calibration
+from cofc.compiler.export.precision import FP32, INT8, Graphs, Measured, choose, fp16_refusal, judge, outputs
+from cofc.compiler.export.quantize import SCHEME, Scheme, int8_path, quantize_graph, stored_calibration
 from cofc.compiler.pipeline.report import load_report
 from cofc.runtime.bundle import load_bundle
 from tests.helpers import run_cofc
@@ -28,11 +30,22 @@ def _relative_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
-def test_int8_graphs_multiply_in_integers_and_agree_with_fp32_on_real_inputs(built):
+@pytest.fixture(scope="module")
+def twins(built, tmp_path_factory) -> Path:
+    """A copy of the built plan's graphs, each with its INT8 twin made from the calibration inputs
+    stored beside it, as the quantize stage makes them for a device that runs ONNX Runtime (the
+    test plan's estimated Jetson boards run TensorRT, which quantizes the FP32 graph itself)."""
+    onnx_dir = shutil.copytree(built / "onnx", tmp_path_factory.mktemp("twins") / "onnx")
+    for name in ("orin", "tx2", "nano", "aggregator"):
+        quantize_graph(onnx_dir / f"{name}.onnx", stored_calibration(onnx_dir / f"{name}.onnx"))
+    return onnx_dir
+
+
+def test_int8_graphs_multiply_in_integers_and_agree_with_fp32_on_real_inputs(twins):
     """Every backbone's INT8 twin, on the MNIST images it was calibrated on (real data, stored in
     the bundle), gives features within FEATURE_L2 of the FP32 graph's, and the fused logits
     through the INT8 aggregator pick the same class for at least AGREE of them."""
-    onnx_dir = built / "onnx"
+    onnx_dir = twins
     devices = ["orin", "tx2", "nano"]
     images = stored_calibration(onnx_dir / "orin.onnx")
     fp32, int8 = [], []
@@ -54,6 +67,8 @@ def test_bundles_ship_what_the_build_chose_and_say_so(built):
     which with the build's reason, and `cofc inspect` prints it."""
     report = load_report(built)
     assert report.precision.requested == INT8 and report.precision.scheme == str(SCHEME)
+    teacher = report.precision.of("teacher").measured  # timed at the cluster's precision by `cofc bench`
+    assert teacher is not None and 0 <= teacher.int8_accuracy <= 1 and teacher.int8_ms > 0
     assert [g.graph for g in report.precision.graphs] == ["orin", "tx2", "nano", "aggregator", "teacher"]
     for name in ("orin", "tx2", "nano"):
         bundle = load_bundle(built / "bundle" / name)
@@ -65,8 +80,9 @@ def test_bundles_ship_what_the_build_chose_and_say_so(built):
             shipped = int8_path(source) if choice.precision == INT8 else source
             assert bundle.file(file).read_bytes() == shipped.read_bytes()
             assert (info.precision, info.note) == (choice.precision, choice.reason)
-            m = choice.measured
-            assert m is not None and 0 <= m.int8_accuracy <= 1 and m.int8_ms > 0
+            # the test plan's boards run TensorRT: FP32 ships, and no ONNX Runtime twin was made
+            assert choice.precision == FP32 and choice.measured is None and "for TensorRT" in choice.reason
+            assert not int8_path(source).exists()
         inspect = run_cofc("inspect", str(bundle.path))
         assert f"graph:     backbone.onnx {graphs['backbone.onnx'].precision.upper()}: " in inspect.stdout
     # The report gives each sub-model alone through its bundle and through its FP32 export.
@@ -120,13 +136,24 @@ def test_schema_4_bundles_still_load_as_fp32_graphs(built, tmp_path):
     assert json.loads(bundle.file("manifest.json").read_text())["schema"] == 4
 
 
-def test_a_tensorrt_device_ships_its_fp32_graph_keeping_the_measurements():
-    """ONNX Runtime's twin was faster here, but the device's table was measured on TensorRT: it
-    gets the FP32 graph (and builds INT8 itself), the measurements stay in the report."""
-    m = Measured(0.80, 0.80, 4.0, 3.0)
-    choice = for_tensorrt(choose("jetson", m, 0.01, "alone"))
-    assert (choice.graph, choice.precision, choice.measured) == ("jetson", FP32, m)
-    assert choice.reason.startswith("jetson ships FP32 for TensorRT")
+def test_a_tensorrt_device_ships_its_fp32_graph_and_needs_no_twin(twins, tmp_path):
+    """A device whose table was measured on TensorRT builds INT8 itself from the FP32 graph: the
+    judge neither reads nor measures its ONNX Runtime twin (here removed) and says so, while
+    the other devices and the aggregator are judged on theirs."""
+    onnx_dir = shutil.copytree(twins, tmp_path / "onnx")
+    int8_path(onnx_dir / "tx2.onnx").unlink()
+    graphs = Graphs(
+        {n: onnx_dir / f"{n}.onnx" for n in ("orin", "tx2", "nano")},
+        onnx_dir / "aggregator.onnx",
+        onnx_dir / "teacher.onnx",
+    )
+    images = stored_calibration(onnx_dir / "orin.onnx")
+    labels = outputs(graphs.teacher, images).argmax(-1)  # any labels serve: only tx2's path is checked
+    chosen = {c.graph: c for c in judge(graphs, images, labels, 0.01, frozenset({"tx2"}))}
+    assert list(chosen) == ["orin", "tx2", "nano", "aggregator", "teacher"]
+    assert (chosen["tx2"].precision, chosen["tx2"].measured) == (FP32, None)
+    assert chosen["tx2"].reason.startswith("tx2 ships FP32 for TensorRT")
+    assert all(chosen[g].measured is not None for g in ("orin", "nano", "aggregator", "teacher"))
 
 
 def test_qoperator_takes_unsigned_activations_only():
