@@ -225,8 +225,14 @@ class Faults:
         self.log: list[Fault] = []
 
     @property
+    def undoing(self) -> bool:
+        """A fault not undone yet, or a resumed worker not yet waited for again."""
+        return self.undo is not None or self.watched is not None
+
+    @property
     def busy(self) -> bool:
-        return self.undo is not None or self.watched is not None or self.central_down_at is not None
+        """No new fault before the last one is undone and central, if it was restarted, answers."""
+        return self.undoing or self.central_down_at is not None
 
     def count(self, event: str, central: bool = False) -> int:
         return sum(f.event == event and (f.process == self.cluster.central) == central for f in self.log)
@@ -272,7 +278,7 @@ class Faults:
         return self.central_down_at is not None
 
     def answered(self, at_s: float) -> None:
-        """An answer came: central is back if it was restarted."""
+        """An answer came (or the soak ended, at `at_s`): central is back if it was restarted."""
         if self.central_down_at is not None and self.undo is None:
             self.central_out_s.append((self.central_down_at, at_s))
             self.central_down_at = None
@@ -335,7 +341,7 @@ def soak(
         began = time.monotonic()
         faults = Faults(cluster, workers, began, kill_every_s, began + 0.8 * duration)
         next_send, next_sample = began, began
-        while (now := time.monotonic()) < began + duration or client.outstanding or faults.busy:
+        while (now := time.monotonic()) < began + duration or client.outstanding or faults.undoing:
             sending = now < began + duration
             if sending and now >= next_send and len(client.outstanding) < window:
                 index_of[client.submit(inputs[sent % len(inputs)], timeout_s=1.0)] = sent % len(inputs)
@@ -354,6 +360,7 @@ def soak(
                 )
                 if answer.error is None:
                     faults.answered(at_s)
+        faults.answered(time.monotonic() - began)  # an outage no answer ended lasted until now
         samples.append(_sample(time.monotonic() - began, cluster, stats_client))
     kills, restarts = faults.count("kill"), faults.count("kill", central=True)
     setup = Setup(
