@@ -11,8 +11,9 @@ A graph keeps its INT8 twin only if both hold, measured by the build on this hos
             (quantize/dequantize work outweighs the smaller multiplies), and a slower graph is
             no gain for any device.
 A device whose latency table was measured on TensorRT gets its FP32 graph and no ONNX Runtime twin:
-TensorRT builds its own INT8 engine from that graph and the stored calibration inputs (the ONNX Runtime twin, with unsigned activations where they are faster on x86, is not a
-graph TensorRT's explicit quantization reads). The central device's backend decides the aggregator.
+TensorRT builds its own INT8 engine from that graph and the stored calibration inputs (an ONNX
+Runtime twin, with unsigned activations where they are faster on x86, is not a graph TensorRT's
+explicit quantization reads). The central device's backend decides the aggregator.
 FP16 changes what ONNX Runtime runs only with a GPU provider; on a CPU-only host it is refused by
 one line (bundles stay FP32 graphs; TensorRT devices still build FP16 engines at first run).
 """
