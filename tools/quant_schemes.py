@@ -38,6 +38,8 @@ SCHEMES = (
     Scheme("qdq", False, "int8"),
     Scheme("qoperator", True, "uint8"),
     Scheme("qoperator", False, "uint8"),
+    Scheme("qdq", True, "uint8", weights_only=True),
+    Scheme("qoperator", True, "uint8", weights_only=True),
 )
 
 

@@ -3,13 +3,13 @@ build already stores beside it (`*.calib.npz`, runtime/backends/_calibration.py)
 
 The scheme (`SCHEME`): QOperator format (MatMulInteger/QLinearMatMul kernels), unsigned 8-bit
 activations per tensor with MinMax ranges and INT8 weights per output channel (U8S8: the pair
-ONNX Runtime's x86 kernels multiply fastest without VNNI), on the MatMul and Gemm nodes only:
-they are where a transformer spends its FLOPs (attention projections, the MLP, the head), while
-LayerNorm, Softmax and GELU stay FP32 and keep their accuracy. On this project's AVX2 host QDQ
-with signed activations (S8S8) ran the quick build's teacher 2x slower than FP32 and U8S8 ran it
-faster; `tools/quant_schemes.py` measures every scheme on a built plan (docs/deploy.md). These
-twins are for ONNX Runtime only: a TensorRT device gets the FP32 graph and builds its own INT8
-engine (compiler/export/precision.py).
+ONNX Runtime's x86 kernels multiply fastest, with VNNI or without), on the MatMul and Gemm nodes
+only: they are where a transformer spends its FLOPs (attention projections, the MLP, the head),
+while LayerNorm, Softmax and GELU stay FP32 and keep their accuracy. QDQ with signed activations
+(S8S8) ran the quick build's teacher no faster than FP32 on this project's hosts, with VNNI and
+without, and U8S8 ran it 2.1x and 1.45x faster; `tools/quant_schemes.py` measures every scheme on
+a built plan (docs/deploy.md). These twins are for ONNX Runtime only: a TensorRT device gets the
+FP32 graph and builds its own INT8 engine (compiler/export/precision.py).
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ BATCH = 32  # calibration batch: the stored inputs run through the graph this ma
 @dataclass(frozen=True)
 class Scheme:
     """How a graph is quantized: `qdq` or `qoperator` format, activations `int8` or `uint8`
-    (QOperator's x86 kernels take only unsigned ones), INT8 weights per channel or per tensor."""
+    (QOperator's x86 kernels take only unsigned ones), INT8 weights per channel or per tensor, and
+    whether only the MatMuls by a weight are quantized (`weights_only`), leaving attention's two
+    products of activations (QK^T and its product with V) in FP32."""
 
     format: str = "qdq"
     per_channel: bool = True
     activations: str = "int8"
+    weights_only: bool = False
 
     def __post_init__(self) -> None:
         if self.format == "qoperator" and self.activations != "uint8":
@@ -47,7 +50,8 @@ class Scheme:
     def __str__(self) -> str:
         channel = "per-channel" if self.per_channel else "per-tensor"
         pair = "U8S8" if self.activations == "uint8" else "S8S8"
-        return f"{self.format.upper()} {pair}, {channel} INT8 weights, {'/'.join(OPS)}"
+        which = "MatMul by a weight/Gemm" if self.weights_only else "/".join(OPS)
+        return f"{self.format.upper()} {pair}, {channel} INT8 weights, {which}"
 
 
 SCHEME = Scheme("qoperator", True, "uint8")  # measured in tools/quant_schemes.py
@@ -96,6 +100,7 @@ def quantize_graph(
                 per_channel=scheme.per_channel,
                 activation_type=QuantType.QUInt8 if scheme.activations == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": scheme.weights_only},
             )
         os.replace(tmp, out)
     finally:

@@ -86,7 +86,8 @@ def test_bundles_ship_what_the_build_chose_and_say_so(built):
         inspect = run_cofc("inspect", str(bundle.path))
         assert f"graph:     backbone.onnx {graphs['backbone.onnx'].precision.upper()}: " in inspect.stdout
     # The report gives each sub-model alone through its bundle and through its FP32 export.
-    all_fp32 = all(g.precision == FP32 for g in report.precision.graphs)  # then the bundles are the FP32 exports
+    # (the teacher is not in a bundle: it may ship INT8, by its timing, with every bundle FP32)
+    all_fp32 = all(g.precision == FP32 for g in report.precision.graphs if g.graph != "teacher")
     for d in report.devices:
         assert d.precision == report.precision.of(d.name).precision
         assert d.accuracy_onnx is not None and (d.accuracy_onnx_fp32 is not None or all_fp32)
@@ -105,11 +106,13 @@ def test_a_graph_that_loses_too_much_keeps_fp32_saying_so():
 
 
 def test_a_graph_that_is_not_faster_keeps_fp32_saying_so():
-    """The slowdown this host shows on narrow sub-models (no VNNI): accurate, but slower."""
+    """The slowdown an AVX2 host without VNNI showed on narrow sub-models: accurate, but slower;
+    and a gain within the timings' spread (3%, under MIN_SPEEDUP) is no reason to ship INT8."""
     m = Measured(fp32_accuracy=0.80, int8_accuracy=0.80, fp32_ms=4.01, int8_ms=5.60)
     choice = choose("fast", m, 0.01, "alone")
     assert choice.precision == FP32
-    assert choice.reason == "fast keeps FP32: INT8 is not faster on this host (5.600 ms vs 4.010 ms FP32)"
+    assert choice.reason == "fast keeps FP32: INT8 is not 1.05x faster on this host (5.600 ms vs 4.010 ms FP32)"
+    assert choose("mid", Measured(0.80, 0.80, 1.00, 0.97), 0.01, "alone").precision == FP32
     kept = choose("teacher", Measured(0.80, 0.795, 49.3, 38.1), 0.01, "the teacher alone")
     assert kept.precision == INT8 and kept.reason.startswith("teacher runs INT8: 1.29x faster")
 
@@ -154,6 +157,25 @@ def test_a_tensorrt_device_ships_its_fp32_graph_and_needs_no_twin(twins, tmp_pat
     assert (chosen["tx2"].precision, chosen["tx2"].measured) == (FP32, None)
     assert chosen["tx2"].reason.startswith("tx2 ships FP32 for TensorRT")
     assert all(chosen[g].measured is not None for g in ("orin", "nano", "aggregator", "teacher"))
+
+
+def test_weights_only_leaves_the_products_of_activations_in_fp32(twins, tmp_path):
+    """`weights_only` (a scheme tools/quant_schemes.py measures) quantizes each MatMul by a weight
+    and no other: attention's products of two activations stay FP32 MatMuls, and the twin's
+    features agree with FP32 as closely as the full scheme's must."""
+    graph = twins / "orin.onnx"
+    fp32 = onnx.load(str(graph)).graph
+    weights = {i.name for i in fp32.initializer}
+    by_weight = sum(n.op_type == "MatMul" and n.input[1] in weights for n in fp32.node)
+    products = sum(n.op_type == "MatMul" and n.input[1] not in weights for n in fp32.node)
+    assert by_weight and products  # the test plan's ViT has both kinds
+    twin = quantize_graph(
+        graph, stored_calibration(graph), Scheme("qoperator", True, "uint8", True), tmp_path / "w.onnx"
+    )
+    ops = [n.op_type for n in onnx.load(str(twin)).graph.node]
+    assert (ops.count("QLinearMatMul"), ops.count("MatMul")) == (by_weight, products)
+    images = stored_calibration(graph)
+    assert _relative_l2(outputs(twin, images), outputs(graph, images)) < FEATURE_L2
 
 
 def test_qoperator_takes_unsigned_activations_only():
