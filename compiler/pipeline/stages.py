@@ -55,7 +55,7 @@ from cofc.compiler.pipeline.cache import Reads
 from cofc.compiler.pipeline.context import Context, log
 from cofc.compiler.planning.fill import fill
 from cofc.compiler.planning.floor import fastest_answer
-from cofc.compiler.planning.objective import Evaluator, device_ms
+from cofc.compiler.planning.objective import Evaluator, Policy, device_ms
 from cofc.compiler.planning.search import SearchResult, SearchSpace, debo, random_search, uniform_search
 from cofc.compiler.planning.slices import Importance
 from cofc.compiler.planning.spec import SubModelSpec, TransformerSpec
@@ -206,20 +206,23 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     proxy = ValidationLoss(ctx.teacher, importance, ctx.val, ctx.plan.calibration.feature, ctx.device)
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes, o.max_ms)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
+    start: tuple[Policy, ...] = ()
     if o.max_ms is not None:  # a deadline under the devices' floor: say so before searching for nothing
         floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
         if floor is not None and o.max_ms < floor.total_ms:
             raise ctx.plan.error(
                 "objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, or use faster devices"
             )
+        if floor is not None:  # DeBo starts from it: random proposals seldom meet a deadline near it
+            start = (floor.policy,)
     budget = o.initial + o.iterations
-    with tqdm(total=2 * budget + 1, desc="searching decompositions", leave=False) as bar:
+    with tqdm(total=2 * budget + len(start) + 1, desc="searching decompositions", leave=False) as bar:
 
         def tick(_: int) -> None:
             bar.update()
 
         results = {
-            "debo": debo(space, evaluator, o.initial, o.iterations, o.seed, progress=tick),
+            "debo": debo(space, evaluator, o.initial, o.iterations, o.seed, progress=tick, start=start),
             "random": random_search(space, evaluator, budget, o.seed, progress=tick),
             "uniform": uniform_search(space, evaluator),
         }

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cofc.compiler.planning.objective import DeviceModel, feasible_uniform, t2_ms, t3_ms
+from cofc.compiler.planning.objective import DeviceModel, Policy, feasible_uniform, t2_ms, t3_ms
 from cofc.compiler.planning.search import SearchSpace
 from cofc.compiler.planning.spec import SubModelSpec
 
@@ -47,6 +47,11 @@ class Floor:
     def total_ms(self) -> float:
         """Eq. 3 at its least: no policy of the search space answers sooner."""
         return max(d.ms for d in self.devices) + self.t3_ms
+
+    @property
+    def policy(self) -> Policy:
+        """Each device's fastest sub-model together: the search's start under a tight deadline."""
+        return tuple(d.spec for d in self.devices)
 
     @property
     def limiting(self) -> DeviceFloor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cofc.compiler.planning.floor import fastest_answer
 from cofc.compiler.planning.objective import DeviceModel, Evaluator, capacity_loss, violations
 from cofc.compiler.planning.search import (
     SearchSpace,
@@ -176,3 +177,26 @@ def test_debo_with_nothing_feasible_evaluates_nothing():
     ev = StrictEvaluator(cluster(), BASE, capacity_loss(BASE), delta=0.5, deadline_ms=1e-3)
     assert debo(SearchSpace(BASE, 3), ev, initial=3, iterations=2, seed=0).history == []
     assert ev.calls == 0
+
+
+def test_debo_starts_from_the_floor_under_a_deadline_random_proposals_miss():
+    """Three identical compute-bound boards and a deadline 10% above their floor: a random
+    proposal meets it only if every board draws a near-smallest sub-model, so none of 1,000 does
+    and DeBo alone finds nothing; started from the floor's policy it evaluates it first, then
+    climbs through its feasible neighbours, every one within the deadline."""
+    boards = [
+        DeviceModel(f"b{i}", lambda s: 0.2 + flops(s, BASE) / 2e6, 100, TEACHER_FLOPS, 2**26, 2e6, i == 0)
+        for i in range(3)
+    ]
+    space = SearchSpace(BASE, 3)
+    floor = fastest_answer(space, boards)
+    deadline = floor.total_ms * 1.1
+    ev = StrictEvaluator(boards, BASE, capacity_loss(BASE), delta=0.5, deadline_ms=deadline)
+    assert sample_feasible(space, ev, np.random.default_rng(0), 5) == []
+    assert debo(space, ev, initial=5, iterations=4, seed=0).history == []
+
+    found = debo(space, ev, initial=5, iterations=4, seed=0, start=(floor.policy,))
+    assert found.history[0].policy == floor.policy
+    assert len({e.policy for e in found.history}) == len(found.history) == 1 + 4
+    assert all(e.latency.total <= deadline for e in found.history)
+    assert found.best.objective < found.history[0].objective  # the climb found a better policy
