@@ -207,14 +207,12 @@ def search(ctx: Context, importance: Importance) -> SearchSummary:
     evaluator = Evaluator(ctx.devices, ctx.base, proxy, o.delta, ctx.input_bytes, o.max_ms)
     space = SearchSpace(ctx.base, len(ctx.devices), o.min_layers)
     start: tuple[Policy, ...] = ()
-    if o.max_ms is not None:  # a deadline under the devices' floor: say so before searching for nothing
-        floor = fastest_answer(space, ctx.devices, ctx.input_bytes)
-        if floor is not None and o.max_ms < floor.total_ms:
+    if o.max_ms is not None and (floor := fastest_answer(space, ctx.devices, ctx.input_bytes)) is not None:
+        if o.max_ms < floor.total_ms:  # a deadline under the devices' floor: say so before searching for nothing
             raise ctx.plan.error(
                 "objective.max_ms", f"{o.max_ms:g} ms is too soon: {floor}; raise max_ms, or use faster devices"
             )
-        if floor is not None:  # DeBo starts from it: random proposals seldom meet a deadline near it
-            start = (floor.policy,)
+        start = (floor.policy,)  # DeBo starts from it: random proposals seldom meet a deadline near it
     budget = o.initial + o.iterations
     with tqdm(total=2 * budget + len(start) + 1, desc="searching decompositions", leave=False) as bar:
 
