@@ -130,8 +130,8 @@ def profile(
     table, and fit its latency predictor (the paper's model pool, appendix A)."""
     import socket
 
-    from cofc.compiler.latency.predictor import fit_predictor, predictor_path
-    from cofc.compiler.latency.profile import run_profile, write_table
+    from cofc.compiler.latency.predictor import fit_and_store
+    from cofc.compiler.latency.profile import run_profile
     from cofc.runtime.cgroup import CpuLimit
 
     if (teacher_path is None) == (plan_path is None):
@@ -161,10 +161,7 @@ def profile(
         cpu,
         max_flops=max_mflops and max_mflops * 1e6,
     )
-    predictor = fit_predictor(table, seed=seed)
-    predictor.save(predictor_path(out))
-    table["predictor"] = predictor.scores
-    write_table(out, table)
+    predictor = fit_and_store(out, table, seed=seed)
     held = predictor.scores["held_out"][predictor.kind]
     click.echo(
         f"{out}: {len(table['rows'])} specs; predictor '{predictor.kind}' on held-out rows: "

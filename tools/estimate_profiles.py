@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cofc.compiler.latency.predictor import fit_predictor, predictor_path
-from cofc.compiler.latency.profile import model_pool, write_table
+from cofc.compiler.latency.predictor import fit_and_store
+from cofc.compiler.latency.profile import model_pool
 from cofc.compiler.latency.roofline import BOARDS, estimated_table
 from cofc.compiler.models.adapters import get_adapter
 from cofc.compiler.models.teacher import load_teacher
@@ -30,10 +30,7 @@ def main() -> None:
     for board in BOARDS.values():
         table = estimated_table(teacher.family, base, board, pool)
         out = args.out_dir / f"{board.name}.{args.tag}.json"
-        predictor = fit_predictor(table, seed=args.seed)
-        predictor.save(predictor_path(out))
-        table["predictor"] = predictor.scores
-        write_table(out, table)
+        predictor = fit_and_store(out, table, seed=args.seed)
         held = predictor.scores["held_out"][predictor.kind]
         print(
             f"{out}: {len(table['rows'])} estimated rows, predictor {predictor.kind} "

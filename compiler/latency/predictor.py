@@ -1,11 +1,14 @@
 """Latency predictor f(l, d, h̄, D̄) -> ms, fitted on one latency table (paper appendix A).
 
-Two candidates are fitted on the same 80% of the rows and scored on the other 20%:
-  mlp     the paper's: three layers (two hidden of 600 units and the output), ReLU, on
-          standardised (l, d, h̄, D̄), predicting log(ms) so that errors are relative;
-  linear  ms = a·ω(C) + b·params(C) + c·l + e with non-negative coefficients (compute, weight
-          traffic, per-layer launch overhead): few parameters, hard to overfit a small table.
-The better one on held-out rows (share within ±10%, then RMSE) is refitted on all rows and kept.
+Three candidates are fitted on the same 80% of the rows and scored on the other 20%:
+  mlp           the paper's: three layers (two hidden of 600 units and the output), ReLU, on
+                standardised (l, d, h̄, D̄), predicting log(ms) so that errors are relative;
+  linear        ms = a·ω(C) + b·params(C) + c·l + e with non-negative coefficients (compute,
+                weight traffic, per-layer launch overhead): few parameters, hard to overfit;
+  linear+heads  the same + g·Σh: attention's work per head that ω(C) does not count (scaling,
+                masking and softmax over T² scores, a kernel each), which makes narrow members
+                with many heads slow (docs/experiments/levers.md, section 9).
+The best on held-out rows (share within ±10%, then RMSE) is refitted on all rows and kept.
 A fitted predictor is plain numbers (JSON and a .npz), never a pickle.
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,18 @@ from cofc.runtime._files import atomic_write, atomic_write_json
 
 HIDDEN = (600, 600)
 
+_FEATURES: dict[str, Callable[[SubModelSpec, TransformerSpec], float]] = {
+    "mflops": lambda s, base: flops(s, base) / 1e6,
+    "mparams": lambda s, base: parameters(s, base) / 1e6,
+    "layers": lambda s, base: s.layers,
+    "heads": lambda s, base: sum(s.heads),
+    "fixed": lambda s, base: 1.0,
+}
+LINEAR = {  # kind -> its features, in the order of its coefficients
+    "linear": ("mflops", "mparams", "layers", "fixed"),
+    "linear+heads": ("mflops", "mparams", "layers", "heads", "fixed"),
+}
+
 
 def predictor_path(table: Path) -> Path:
     """Where a table's fitted predictor lives: beside it, `<table>.predictor.json` and `.npz`."""
@@ -38,22 +53,21 @@ def features(spec: SubModelSpec) -> list[float]:
     return [spec.layers, spec.dim, spec.mean_heads, spec.mean_mlp]
 
 
-def _linear_features(spec: SubModelSpec, base: TransformerSpec) -> list[float]:
-    return [flops(spec, base) / 1e6, parameters(spec, base) / 1e6, spec.layers, 1.0]
+def _linear_features(specs: Sequence[SubModelSpec], base: TransformerSpec, kind: str) -> np.ndarray:
+    return np.array([[_FEATURES[n](s, base) for n in LINEAR[kind]] for s in specs], dtype=float)
 
 
 @dataclass
 class Predictor:
-    kind: str  # "mlp" or "linear"
+    kind: str  # "mlp" or one of LINEAR
     base: TransformerSpec
     arrays: dict[str, np.ndarray] = field(repr=False)
     scores: dict[str, Any] = field(default_factory=dict)
 
     def predict(self, specs: Sequence[SubModelSpec]) -> np.ndarray:
         """Predicted latency in ms of each spec."""
-        if self.kind == "linear":
-            x = np.array([_linear_features(s, self.base) for s in specs])
-            return x @ self.arrays["coef"]
+        if self.kind in LINEAR:
+            return _linear_features(specs, self.base, self.kind) @ self.arrays["coef"]
         h = (np.array([features(s) for s in specs]) - self.arrays["mean"]) / self.arrays["scale"]
         layers = sorted(k for k in self.arrays if k.startswith("w"))
         for i, name in enumerate(layers):
@@ -85,9 +99,20 @@ class Predictor:
         return cls(meta["kind"], TransformerSpec(**meta["base"]), arrays, meta["scores"])
 
 
-def _fit_linear(specs: Sequence[SubModelSpec], ms: np.ndarray, base: TransformerSpec) -> dict[str, np.ndarray]:
-    x = np.array([_linear_features(s, base) for s in specs])
-    coef, _ = nnls(x, ms)
+def fit_and_store(table_path: Path, table: dict[str, Any], seed: int = 0) -> Predictor:
+    """Fit the table's predictor, store it beside the table, and rewrite the table with its
+    held-out scores in the `predictor` entry (`cofc profile`, tools/refit_predictors.py)."""
+    predictor = fit_predictor(table, seed=seed)
+    predictor.save(predictor_path(table_path))
+    table["predictor"] = predictor.scores
+    atomic_write_json(table_path, table)
+    return predictor
+
+
+def _fit_linear(
+    specs: Sequence[SubModelSpec], ms: np.ndarray, base: TransformerSpec, kind: str
+) -> dict[str, np.ndarray]:
+    coef, _ = nnls(_linear_features(specs, base, kind), ms)
     return {"coef": coef}
 
 
@@ -126,7 +151,7 @@ def score(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def fit_predictor(table: dict[str, Any], seed: int = 0, holdout: float = 0.2) -> Predictor:
-    """Fit both candidates on a seeded split of the table's rows; keep and refit the better."""
+    """Fit every candidate on a seeded split of the table's rows; keep and refit the best."""
     base = TransformerSpec(**table["provenance"]["teacher"])
     specs = [SubModelSpec.from_dict(r["spec"]) for r in table["rows"]]
     ms = np.array([r["ms"] for r in table["rows"]], dtype=float)
@@ -135,14 +160,14 @@ def fit_predictor(table: dict[str, Any], seed: int = 0, holdout: float = 0.2) ->
     order = np.random.default_rng(seed).permutation(len(specs))
     cut = int(round(len(specs) * (1 - holdout)))
     train, test = order[:cut], order[cut:]
-    pick = lambda idx: [specs[i] for i in idx]  # noqa: E731
-    candidates = {
-        "mlp": lambda idx: _fit_mlp(pick(idx), ms[idx], seed),
-        "linear": lambda idx: _fit_linear(pick(idx), ms[idx], base),
-    }
-    scores = {}
-    for kind, fit in candidates.items():
-        held_out = Predictor(kind, base, fit(train)).predict(pick(test))
-        scores[kind] = score(held_out, ms[test])
+
+    def fit(kind: str, idx: np.ndarray) -> Predictor:
+        rows = [specs[i] for i in idx]
+        arrays = _fit_mlp(rows, ms[idx], seed) if kind == "mlp" else _fit_linear(rows, ms[idx], base, kind)
+        return Predictor(kind, base, arrays)
+
+    scores = {kind: score(fit(kind, train).predict([specs[i] for i in test]), ms[test]) for kind in ("mlp", *LINEAR)}
     best = max(scores, key=lambda k: (scores[k]["within_10pct"], -scores[k]["rmse_ms"]))
-    return Predictor(best, base, candidates[best](order), {"held_out": scores, "chosen": best})
+    kept = fit(best, order)
+    kept.scores = {"held_out": scores, "chosen": best}
+    return kept
