@@ -1,5 +1,5 @@
 """tools/refit_predictors.py on a committed table: the predictor fitted again from the table's own
-rows, stored beside it with this version's features, and the table's scores rewritten."""
+rows over this version's candidates, stored beside it, and the table's scores rewritten."""
 
 from __future__ import annotations
 

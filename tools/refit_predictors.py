@@ -1,5 +1,5 @@
 """Fit latency tables' predictors again from the rows they hold (no device time), after the
-predictor's features changed, and print each table's held-out scores before and after.
+predictor's candidates changed, and print each table's held-out scores before and after.
 
   python tools/refit_predictors.py profiles/*.minilm-20ng.json profiles/amd-epyc/*.json
 """
